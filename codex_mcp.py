@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypedDict
 
 __all__ = [
     "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed",
@@ -1620,6 +1620,100 @@ def run_verify(command: str, repo: Path, timeout: float = VERIFY_TIMEOUT) -> dic
 # Each returns a JSON-ready dict with the contract's field names, kept small (the caller's context
 # window is the scarce resource) and naming the next step. Errors are CodexMcpError subclasses.
 
+class Progress(TypedDict, total=False):
+    note: str
+    lastEvent: str
+    commands: int
+    tokens: int
+    elapsedSeconds: Optional[int]
+
+
+class DelegateResult(TypedDict, total=False):
+    taskId: str
+    threadId: Optional[str]
+    status: str
+    filePath: str
+    reason: Optional[str]
+    progress: Optional[str]
+    next: str
+
+
+class CheckResult(TypedDict, total=False):
+    taskId: str
+    status: str
+    reworkCount: int
+    goal: str
+    codexThreadId: Optional[str]
+    lastCodexResultSummary: Optional[str]
+    lastCodexTestReport: Optional[str]
+    progress: Progress
+    reason: Optional[str]
+    filePath: str
+    next: str
+    codexResult: str          # the rest only with detail
+    codexRun: str
+    changes: str
+    verification: str
+    reviewRounds: list[str]
+    history: list[str]
+    log: str
+
+
+class AcceptResult(TypedDict, total=False):
+    taskId: str
+    action: str               # done | rework | blocked | boundary_confirmation
+    reason: str
+    status: str
+    reworkCount: int
+    threadId: Optional[str]
+    reviewItems: list[str]
+    changedFiles: list[str]
+    changedFilesOmitted: int
+    diffStat: str
+    outOfBounds: list[str]
+    missingSections: list[str]
+    recordTampered: str
+    filesChangedMismatch: dict[str, list[str]]
+    verify: dict[str, Any]
+    next: str
+
+
+class ReworkResult(TypedDict, total=False):
+    taskId: str
+    threadId: Optional[str]
+    status: str
+    reworkCount: int
+    next: str
+
+
+class RetryResult(TypedDict, total=False):
+    taskId: str
+    status: str
+    previousReason: str
+    next: str
+
+
+class CancelResult(TypedDict, total=False):
+    taskId: str
+    status: str
+    reason: str
+    next: str
+
+
+class ListedTask(TypedDict, total=False):
+    taskId: str
+    status: Optional[str]
+    reworkCount: int
+    goal: str
+    updated: str
+    error: str
+
+
+class ListResult(TypedDict):
+    tasks: list[ListedTask]
+    count: int
+
+
 def codex_command_from(value: Any) -> list:
     """--codex-cmd / CODEX_CMD may carry arguments: split like a shell would."""
     text = value or os.environ.get("CODEX_CMD") or "codex"
@@ -1739,7 +1833,7 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
 def delegate_task(repo: Any, goal: Any = None, allowed_paths: Any = None, constraints: Any = None,
                   criteria: Any = None, verify: Any = None, model: Any = None, reasoning: Any = None,
                   timeout: Any = None, idle_timeout: Any = None, from_file: Any = None,
-                  codex_cmd: Any = None) -> dict:
+                  codex_cmd: Any = None) -> DelegateResult:
     """Create a task (or take a todo one from its file) and start Codex on it in the background.
 
     Returns {taskId, threadId, status, filePath, next} as soon as Codex announced its thread, or at
@@ -1806,7 +1900,7 @@ def wait_until(store: Store, task_id: str, done: Callable[[Task], Any], seconds:
 
 
 def check_task(repo: Any, task_id: Any, wait_seconds: Any = 0, detail: bool = False,
-               on_change: Optional[Callable[[Task], None]] = None, sleep: Callable = time.sleep) -> dict:
+               on_change: Optional[Callable[[Task], None]] = None, sleep: Callable = time.sleep) -> CheckResult:
     """The task's status, progress and last result; with wait_seconds, wait for it to leave todo/doing."""
     store = Store(repo)
     task_id = normalize_task_id(task_id)
@@ -1815,7 +1909,7 @@ def check_task(repo: Any, task_id: Any, wait_seconds: Any = 0, detail: bool = Fa
     return task_view(store, task, bool(detail))
 
 
-def list_tasks(repo: Any) -> dict:
+def list_tasks(repo: Any) -> ListResult:
     """Every task of the repo: id, status, rework count, goal, updated; dead workers are detected."""
     store = Store(repo)
     tasks = []
@@ -1830,7 +1924,7 @@ def list_tasks(repo: Any) -> dict:
     return {"tasks": tasks, "count": len(tasks)}
 
 
-def retry_task(repo: Any, task_id: Any) -> dict:
+def retry_task(repo: Any, task_id: Any) -> RetryResult:
     """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
     store = Store(repo)
     refresh(store, normalize_task_id(task_id))
@@ -1846,7 +1940,7 @@ def retry_task(repo: Any, task_id: Any) -> dict:
     return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
 
 
-def cancel_task(repo: Any, task_id: Any) -> dict:
+def cancel_task(repo: Any, task_id: Any) -> CancelResult:
     """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
     store = Store(repo)
     task = refresh(store, normalize_task_id(task_id))
@@ -1868,7 +1962,7 @@ def cancel_task(repo: Any, task_id: Any) -> dict:
     return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
 
 
-def rework_task(repo: Any, task_id: Any, review_items: Any, codex_cmd: Any = None) -> dict:
+def rework_task(repo: Any, task_id: Any, review_items: Any, codex_cmd: Any = None) -> ReworkResult:
     """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
     store = Store(repo)
     items = list_arg("reviewItems", review_items)
@@ -1901,7 +1995,7 @@ def start_rework(store: Store, task_id: str, items: list, command: list) -> dict
             "reworkCount": task.rework_count, "next": NEXT["doing"]}
 
 
-def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: Any = None) -> dict:
+def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: Any = None) -> AcceptResult:
     """Review a task in `review`: permission, completeness, boundary, verify; then act on the verdict.
 
     Returns {taskId, action, reason, status, ...}; action is done, rework (already sent back),
@@ -2175,6 +2269,20 @@ def serve(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> None:
     server.run("stdio")
 
 
+def schema_type(hint: Any) -> Any:
+    """Rebuild the result TypedDicts with typing_extensions: before Python 3.12 pydantic cannot
+    derive an output schema from typing.TypedDict, and the CLI must not import typing_extensions."""
+    import typing
+
+    import typing_extensions
+    if typing.is_typeddict(hint):
+        fields = {name: schema_type(value) for name, value in typing.get_type_hints(hint).items()}
+        return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)
+    if typing.get_origin(hint) is list:
+        return list[schema_type(typing.get_args(hint)[0])]
+    return hint
+
+
 def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> Any:
     """The MCP server object: thin async wrappers that run the service functions in threads."""
     import functools
@@ -2191,7 +2299,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
     default_repo = cwd or os.getcwd()
     server = MCPServer("codex-mcp", instructions=SERVER_INSTRUCTIONS, version=VERSION)
 
-    async def call(fn: Callable, *args: Any, **kwargs: Any) -> dict:
+    async def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         try:
             return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
         except CodexMcpError as error:
@@ -2217,7 +2325,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         fromFile: Annotated[Optional[str], Field(description="start this existing todo task instead")] = None,
         model: Annotated[Optional[str], Field(description="Codex model for this task")] = None,
         reasoning: Annotated[Optional[str], Field(description="reasoning effort: low, medium, high")] = None,
-    ) -> dict[str, Any]:
+    ) -> schema_type(DelegateResult):
         return await call(delegate_task, cwd or default_repo, goal, allowedPaths, constraints, acceptanceCriteria,
                           verify, model, reasoning, None, None, fromFile, codex_cmd)
 
@@ -2227,7 +2335,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         waitSeconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description=(
             "wait up to this many seconds for the task to leave todo/doing (0: answer at once)"))] = 0,
         detail: Annotated[bool, Field(description="include the full Codex message, commands and changes")] = False,
-    ) -> dict[str, Any]:
+    ) -> schema_type(CheckResult):
         stop = threading.Event()
         started = time.monotonic()
         last_report = [0.0]
@@ -2255,7 +2363,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         taskId: TaskId, cwd: Cwd = None,
         approvePaths: Annotated[Optional[list[str]], Field(
             description="paths outside allowedPaths to allow, after a boundary_confirmation")] = None,
-    ) -> dict[str, Any]:
+    ) -> schema_type(AcceptResult):
         return await call(accept_task, cwd or default_repo, taskId, approvePaths, codex_cmd)
 
     @tool("rework-task")
@@ -2263,19 +2371,19 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         taskId: TaskId,
         reviewItems: Annotated[list[str], Field(description="the specific things Codex must fix")],
         cwd: Cwd = None,
-    ) -> dict[str, Any]:
+    ) -> schema_type(ReworkResult):
         return await call(rework_task, cwd or default_repo, taskId, reviewItems, codex_cmd)
 
     @tool("retry-task")
-    async def retry(taskId: TaskId, cwd: Cwd = None) -> dict[str, Any]:
+    async def retry(taskId: TaskId, cwd: Cwd = None) -> schema_type(RetryResult):
         return await call(retry_task, cwd or default_repo, taskId)
 
     @tool("cancel-task")
-    async def cancel(taskId: TaskId, cwd: Cwd = None) -> dict[str, Any]:
+    async def cancel(taskId: TaskId, cwd: Cwd = None) -> schema_type(CancelResult):
         return await call(cancel_task, cwd or default_repo, taskId)
 
     @tool("list-tasks", read_only=True, idempotent=True)
-    async def list_all(cwd: Cwd = None) -> dict[str, Any]:
+    async def list_all(cwd: Cwd = None) -> schema_type(ListResult):
         return await call(list_tasks, cwd or default_repo)
 
     return server
