@@ -496,8 +496,15 @@ def check_transition(task_id: str, current: str, new: str, doing: str) -> None:
         return
     allowed = "; ".join(f"{target} ({why})" for target, why in TRANSITIONS.get(current, {}).items())
     raise RefusedTransition(
-        f"cannot {doing} {task_id}: it is {current}. From {current} it can go to: {allowed or 'nowhere'}. "
+        f"cannot {doing} {task_id}: it is {current}, and from {current} it can go to: {allowed or 'nowhere'}. "
         f"Next: {NEXT_STEP[current].format(id=task_id)}.", status=current)
+
+
+def require_status(task: Task, expected: str, action: str) -> None:
+    """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
+    if task.status != expected:
+        raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} needs a {expected} "
+                                f"task. Next: {NEXT_STEP[task.status].format(id=task.id)}.", status=task.status)
 
 
 def transition(task: Task, new: str, reason: str, doing: str = "change") -> None:
@@ -1868,7 +1875,7 @@ def delegate_task(repo: Any, goal: Any = None, allowed_paths: Any = None, constr
 def ready_task(store: Store, task_id: str) -> Task:
     """A todo task, with a goal and valid allowed paths, that no worker is already running."""
     task = refresh(store, task_id)
-    check_transition(task.id, task.status, "doing", "delegate")
+    require_status(task, "todo", "delegate")
     if task.worker:
         raise RefusedTransition(f"{task.id} is already queued or starting (worker {task.worker}); "
                                 "check-task follows it", status=task.status)
@@ -1929,7 +1936,7 @@ def retry_task(repo: Any, task_id: Any) -> RetryResult:
     store = Store(repo)
     refresh(store, normalize_task_id(task_id))
     with store.update(normalize_task_id(task_id)) as task:
-        check_transition(task.id, task.status, "todo", "retry")
+        require_status(task, "blocked", "retry")
         stop_codex(task)
         was = task.reason or "no reason recorded"
         if task.rework_count:
@@ -1974,7 +1981,7 @@ def rework_task(repo: Any, task_id: Any, review_items: Any, codex_cmd: Any = Non
 def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
     refresh(store, task_id)
     with store.update(task_id) as task:
-        check_transition(task.id, task.status, "doing", "rework")
+        require_status(task, "review", "rework")
         if task.rework_count >= MAX_REWORKS:
             transition(task, "blocked", f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up",
                        "block")
@@ -2007,8 +2014,7 @@ def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: A
     with file_lock(store.state_dir / f"accept-{task_id}.lock", blocking=False) as free:
         if not free:
             raise OperationFailed(f"another accept of {task_id} is running; wait for it, then check-task")
-        task = refresh(store, task_id)
-        check_transition(task.id, task.status, "done", "accept")
+        require_status(refresh(store, task_id), "review", "accept")
         if approve:
             approve_boundary(store, task_id, validate_allowed_paths(approve, store.repo))
         return review(store, task_id, command)
