@@ -595,7 +595,16 @@ class RecordGuard:
 
     def __init__(self) -> None:
         self.last_text: Optional[str] = None
+        self.last_stat: Optional[tuple] = None
         self.violations: list = []
+
+    def changed_on_disk(self, path: Path) -> bool:
+        """A stat, cheap enough for every event: has anyone written the record since we did?"""
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return self.last_text is not None
+        return self.last_stat is not None and (info.st_size, info.st_mtime_ns, info.st_ino) != self.last_stat
 
     def check(self, text: str, task_id: str, where: str) -> str:
         if self.last_text is None or text == self.last_text:
@@ -686,7 +695,8 @@ class Store:
                 rendered = render_task(task)
                 atomic_write(self.path(task_id), rendered)
             if guard is not None:
-                guard.last_text = rendered
+                info = self.path(task_id).stat()
+                guard.last_text, guard.last_stat = rendered, (info.st_size, info.st_mtime_ns, info.st_ino)
 
     def run_file(self, task_id: str, suffix: str) -> Path:
         return self.runs_dir / f"{task_id}.{suffix}"
@@ -1117,7 +1127,8 @@ class Worker:
 
     def on_event(self, digest: EventDigest) -> None:
         announce = digest.thread_id and not self.thread_announced   # delegate is waiting for it
-        if not announce and time.monotonic() - self.last_write < PROGRESS_EVERY:
+        tampered = self.guard.changed_on_disk(self.store.path(self.task_id))  # put it back at once
+        if not (announce or tampered) and time.monotonic() - self.last_write < PROGRESS_EVERY:
             return
         self.thread_announced = bool(digest.thread_id)
         self.last_write = time.monotonic()
@@ -1766,10 +1777,25 @@ def list_arg(name: str, value: Any) -> list:
     return [text_arg(name, v) for v in value if v.strip()]
 
 
+def queued_worker(store: Store, task_id: str) -> str:
+    try:
+        return (store.queue_dir / task_id).read_text().strip()
+    except OSError:
+        return ""
+
+
 def refresh(store: Store, task_id: str) -> Task:
-    """Load a task; if its worker died while it was todo/doing, block it with the reason."""
+    """Load a task; if its worker died while it was todo/doing, block it with the reason.
+
+    While a task's worker lives, the worker is the truth: Codex can write the record, so a finished
+    status in it before the worker has ended can only be forged (the worker will put it back)."""
     task = store.load(task_id)
-    if task.status not in ACTIVE or not task.worker or process_alive(task.worker):
+    if task.status not in ACTIVE:
+        worker = task.worker or queued_worker(store, task.id)
+        if worker and process_alive(worker):
+            task.status, task.reason = "doing", "Codex is running (its worker is alive)"
+        return task
+    if not task.worker or process_alive(task.worker):
         return task
     with store.update(task.id) as task:
         if task.status in ACTIVE and task.worker and not process_alive(task.worker):
