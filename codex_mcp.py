@@ -27,21 +27,18 @@ Layout, in the order data flows:
 """
 
 import argparse
-import calendar
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import selectors
-import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path, PurePosixPath
+
+# Modules only a Codex run, a snapshot or the server needs (subprocess, selectors, signal, threading,
+# shlex, hashlib, calendar) are imported inside the functions that use them: `codex-mcp check` must
+# start fast (tests/bench measures it against a bare `python -c pass`).
 from typing import Any, Callable, Iterator, Optional, TypedDict
 
 __all__ = [
@@ -122,6 +119,7 @@ def now_iso() -> str:
 
 
 def seconds_since(iso: str) -> Optional[int]:
+    import calendar
     try:
         return int(time.time() - calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
     except ValueError:
@@ -557,7 +555,7 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 def atomic_write(path: Path, text: str) -> None:
     """Replace `path` whole or not at all: temp file, fsync, rename, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         with open(temp, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
@@ -880,6 +878,7 @@ class RunOutcome:
 
 def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     """(status, reason) for a finished Codex run: review, or blocked in Codex's own words."""
+    import signal
     digest = outcome.digest
     if outcome.stopped:
         return "blocked", outcome.stopped
@@ -901,6 +900,8 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
 
 def kill_group(pgid: int, grace: float = 3.0) -> None:
     """Stop a process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
+    import signal
+    import subprocess
     if os.name == "nt":
         subprocess.run(["taskkill", "/F", "/T", "/PID", str(pgid)], capture_output=True)
         return
@@ -932,6 +933,34 @@ def process_start(pid: int) -> str:
     return "" if fields[0] == "Z" else fields[19]
 
 
+def group_members(pgid: int, since: str) -> list:
+    """Live processes of process group `pgid` started no earlier than `since` (Linux /proc).
+
+    Codex's shell commands share its group and outlive it when it is killed; a group id can be
+    reused only by processes started later than ours, so the start time tells ours apart."""
+    members = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid and int(fields[19]) >= int(since or 0):
+            members.append(int(entry.name))
+    return members
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the process that started it dies (Linux only), so a
+    worker or accept killed with -9 leaves no Codex and no verify command behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL
+
+
 def process_alive(identity: str) -> bool:
     pid_text, _, start = identity.partition("@")
     if not pid_text.isdigit():
@@ -956,13 +985,14 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
 
     `on_event` is called after each line (the caller rate-limits its writes); `should_stop` returns
     a reason to stop Codex early (a cancel). Timeouts and stops kill Codex's whole process group."""
+    import subprocess
     digest = EventDigest()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path = log_path.with_suffix(".stderr")
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
         try:
             process = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=stderr, start_new_session=True)
+                                       stderr=stderr, start_new_session=True, preexec_fn=die_with_parent)
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
             reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
@@ -978,9 +1008,10 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
     return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
 
 
-def stream_events(process: subprocess.Popen, prompt: str, log, digest: EventDigest, timeout: float,
+def stream_events(process: "subprocess.Popen", prompt: str, log, digest: EventDigest, timeout: float,
                   idle_timeout: float, on_event: Callable, should_stop: Callable) -> str:
     """Pump Codex's stdout until EOF; return a reason if we must stop it early, else ""."""
+    import selectors
     try:
         process.stdin.write(prompt.encode())
         process.stdin.close()
@@ -1044,6 +1075,7 @@ class Worker:
         self.cancelled = "cancelled: the run was stopped by cancel"
 
     def run(self) -> None:
+        import signal
         signal.signal(signal.SIGTERM, self.on_cancel)
         entry = self.store.queue_dir / self.task_id
         try:
@@ -1179,6 +1211,9 @@ def work(repo: Any, task_id: str, mode: str, codex_cmd: list) -> None:
 
 def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
     """Start a detached worker (a new session, so it outlives us); return its identity."""
+    import shlex
+    import subprocess
+    import threading
     store.runs_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, str(Path(__file__).resolve()), "_work", "--cwd", str(store.repo),
             "--codex-cmd", shlex.join(codex_cmd), "--mode", mode, task_id]
@@ -1224,6 +1259,7 @@ HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by size and m
 
 
 def git_lines(repo: Path, *args: str) -> Optional[list]:
+    import subprocess
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -1250,6 +1286,7 @@ def git_clean_blobs(repo: Path) -> dict:
 
 def blob_id(path: str, size: int) -> str:
     """Git's blob id of a file, so that our hashes and git's compare equal."""
+    import hashlib
     digest = hashlib.sha1(b"blob %d\0" % size)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -1619,10 +1656,11 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
 
 def run_verify(command: str, repo: Path, timeout: float = VERIFY_TIMEOUT) -> dict:
     """Run the task's verify command in the repo; its exit status is the fact behind 'tests pass'."""
+    import subprocess
     started = time.monotonic()
     try:
         done = subprocess.run(command, shell=True, cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, start_new_session=True)
+                              stderr=subprocess.STDOUT, timeout=timeout, preexec_fn=die_with_parent)
         output, status = done.stdout.decode("utf-8", "replace"), done.returncode
     except subprocess.TimeoutExpired as expired:
         output = (expired.stdout or b"").decode("utf-8", "replace") + f"\n[timed out after {int(timeout)} s]"
@@ -1734,6 +1772,7 @@ class ListResult(TypedDict):
 
 def codex_command_from(value: Any) -> list:
     """--codex-cmd / CODEX_CMD may carry arguments: split like a shell would."""
+    import shlex
     text = value or os.environ.get("CODEX_CMD") or "codex"
     try:
         argv = shlex.split(text) if isinstance(text, str) else list(text)
@@ -1785,33 +1824,43 @@ def queued_worker(store: Store, task_id: str) -> str:
 
 
 def refresh(store: Store, task_id: str) -> Task:
-    """Load a task; if its worker died while it was todo/doing, block it with the reason.
+    """Load a task; if the process running Codex for it died, clean up and say so (a todo/doing
+    task becomes blocked with the reason).
 
-    While a task's worker lives, the worker is the truth: Codex can write the record, so a finished
-    status in it before the worker has ended can only be forged (the worker will put it back)."""
+    While a task's worker is in the repo's run queue, the worker is the truth: Codex can write the
+    record, so a finished status there before the worker has ended can only be forged (the worker
+    puts the record back)."""
     task = store.load(task_id)
-    if task.status not in ACTIVE:
-        worker = task.worker or queued_worker(store, task.id)
-        if worker and process_alive(worker):
-            task.status, task.reason = "doing", "Codex is running (its worker is alive)"
+    runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
+    if runner and process_alive(runner):
+        task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task
     if not task.worker or process_alive(task.worker):
         return task
     with store.update(task.id) as task:
-        if task.status in ACTIVE and task.worker and not process_alive(task.worker):
+        if task.worker and not process_alive(task.worker):
             pid = task.worker.partition("@")[0]
             stop_codex(task)
             task.worker, task.codex_process = "", ""
-            task.progress = "finished: the worker died"
-            transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "
-                                        "(killed, or the machine restarted); Codex was stopped", "block")
+            if task.status in ACTIVE:
+                task.progress = "finished: the worker died"
+                transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "
+                                            "(killed, or the machine restarted); Codex was stopped", "block")
+            else:
+                note(task, f"the process ({pid}) running a Codex request for this {task.status} task died; "
+                           "Codex was stopped")
     return task
 
 
 def stop_codex(task: Task) -> None:
-    """Kill a Codex process group left behind by a dead worker, if it is still the same process."""
-    if task.codex_process and process_alive(task.codex_process):
-        kill_group(int(task.codex_process.partition("@")[0]))
+    """Kill what is left of a Codex run whose owner died: Codex and the commands it started."""
+    if not task.codex_process:
+        return
+    pid_text, _, start = task.codex_process.partition("@")
+    import signal
+    for pid in group_members(int(pid_text), start):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def repo_busy(store: Store) -> bool:
@@ -1921,7 +1970,7 @@ def wait_until(store: Store, task_id: str, done: Callable[[Task], Any], seconds:
     seen, last_refresh = None, 0.0
     task = refresh(store, task_id)
     while not done(task) and time.monotonic() < deadline:
-        sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        sleep(min(0.05, max(0.0, deadline - time.monotonic())))   # a stat: cheap to do often
         stamp = path.stat().st_mtime_ns if path.exists() else None
         if stamp != seen or time.monotonic() - last_refresh > 2.0:
             seen, last_refresh = stamp, time.monotonic()
@@ -1975,6 +2024,7 @@ def retry_task(repo: Any, task_id: Any) -> RetryResult:
 
 def cancel_task(repo: Any, task_id: Any) -> CancelResult:
     """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
+    import signal
     store = Store(repo)
     task = refresh(store, normalize_task_id(task_id))
     if task.status not in ACTIVE:
@@ -2078,9 +2128,15 @@ def review(store: Store, task_id: str, command: list) -> dict:
 
 def request_completion(store: Store, task: Task, missing: list, command: list) -> Task:
     """Ask Codex, on the same thread and with a read-only sandbox, for the missing report sections."""
-    outcome, recovered = resumed_turn(store, task, completion_prompt(missing), command, sandbox="read-only")
+    def on_start(pid: int) -> None:       # so that check can clean up if this process is killed
+        with store.update(task.id) as record:
+            record.worker, record.codex_process = process_identity(os.getpid()), process_identity(pid)
+
+    outcome, recovered = resumed_turn(store, task, completion_prompt(missing), command, sandbox="read-only",
+                                      on_start=on_start)
     status, reason = run_verdict(outcome, command[0])
     with store.update(task.id) as record:
+        record.worker = record.codex_process = ""
         if recovered:
             note(record, recovered)
             record.thread_id = outcome.digest.thread_id or record.thread_id
@@ -2318,6 +2374,7 @@ def schema_type(hint: Any) -> Any:
 def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> Any:
     """The MCP server object: thin async wrappers that run the service functions in threads."""
     import functools
+    import threading
     from typing import Annotated
 
     import anyio
