@@ -286,7 +286,9 @@ META = (
     ("Created", "created", str), ("Updated", "updated", str), ("Reason", "reason", str),
     ("Model", "model", str), ("Reasoning", "reasoning", str),
     ("Timeout", "timeout", int), ("Idle Timeout", "idle_timeout", int),
-    ("Worker", "worker", str), ("Codex Process", "codex_process", str), ("Started", "started", str),
+    # The process running Codex for the task (its worker, or an accept), and the process group it
+    # started (Codex, or the verify command): what check cleans up if the first one dies.
+    ("Worker", "worker", str), ("Child Process", "child_process", str), ("Started", "started", str),
     ("Progress", "progress", str), ("Last Event", "last_event", str), ("Commands", "commands", int),
     ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
 )
@@ -309,7 +311,7 @@ class Task:
     timeout: int = DEFAULT_TIMEOUT
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
     worker: str = ""
-    codex_process: str = ""
+    child_process: str = ""
     started: str = ""
     progress: str = ""
     last_event: str = ""
@@ -889,7 +891,8 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
         return "blocked", f"{codex} was killed by signal {name}"
     if outcome.returncode:
         err = one_line(outcome.stderr_tail.strip().splitlines()[-1] if outcome.stderr_tail.strip() else "", 300)
-        first_error = next((line for line in outcome.stderr_tail.splitlines() if line.startswith("Error")), err)
+        first_error = next((line for line in outcome.stderr_tail.splitlines() if line.lower().startswith("error")),
+                           err)
         return "blocked", f"{codex} exited with status {outcome.returncode}: {one_line(first_error, 300)}"
     if not digest.completed:
         return "blocked", "Codex stopped without finishing its turn (no turn.completed event)"
@@ -1034,6 +1037,10 @@ def stream_events(process: "subprocess.Popen", prompt: str, log, digest: EventDi
             if reason:
                 return reason
             if not selector.select(0.5):
+                # Codex's helpers may hold its stdout open after Codex itself died: stop reading
+                # once it has exited and the pipe has been quiet for a moment.
+                if process.poll() is not None and time.monotonic() - last_output > 1.0:
+                    break
                 on_event(digest)
                 continue
             chunk = os.read(fd, 1 << 20)
@@ -1097,23 +1104,11 @@ class Worker:
         with self.store.update(self.task_id) as task:
             task.worker = self.identity
 
-    def queue_head(self) -> str:
-        live = []
-        for path in self.store.queue_dir.iterdir():
-            if not TASK_ID.fullmatch(path.name):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                if process_alive(path.read_text().strip()):
-                    live.append(path.name)
-                else:
-                    path.unlink()
-        return min(live, key=task_number, default="")
-
     @contextlib.contextmanager
     def wait_turn(self, entry: Path) -> Iterator[bool]:
         said = ""
         while not self.cancelled:
-            head = self.queue_head()
+            head = queue_head(self.store)
             if head == self.task_id:
                 with file_lock(self.store.run_lock, blocking=False) as mine:
                     if mine:
@@ -1154,7 +1149,7 @@ class Worker:
 
     def on_codex_start(self, pid: int) -> None:
         with self.store.update(self.task_id, self.guard) as task:
-            task.codex_process = process_identity(pid)
+            task.child_process = process_identity(pid)
             task.progress = "Codex started"
 
     def on_event(self, digest: EventDigest) -> None:
@@ -1183,7 +1178,7 @@ class Worker:
             task.last_event, task.commands = digest.last_event, digest.command_count
             task.tokens = digest.tokens
             task.changes = render_changes(load_changes(self.store, task.id))
-            task.codex_process = task.worker = ""
+            task.child_process = task.worker = ""
             task.progress = f"finished: {reason}"
             if self.guard.violations:
                 task.tampered = "; ".join(self.guard.violations) + " (restored)"
@@ -1207,6 +1202,21 @@ def work(repo: Any, task_id: str, mode: str, codex_cmd: list) -> None:
     except Exception as error:  # the record must say why, or check would only see a dead worker
         worker.finish_blocked(f"the worker failed: {type(error).__name__}: {one_line(str(error), 300)}")
         raise
+
+
+def queue_head(store: Store) -> str:
+    """The first task in the repo's run queue (running, or next to run); entries of dead workers
+    are dropped on the way. "" if the queue is empty."""
+    live = []
+    for path in store.queue_dir.iterdir() if store.queue_dir.is_dir() else ():
+        if not TASK_ID.fullmatch(path.name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if process_alive(path.read_text().strip()):
+                live.append(path.name)
+            else:
+                path.unlink()
+    return min(live, key=task_number, default="")
 
 
 def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
@@ -1470,7 +1480,7 @@ def validate_allowed_path(raw: Any, repo: Path) -> str:
     """Refuse allowed paths that are absolute, climb with `..`, leave the repo or name tool files."""
     if not isinstance(raw, str) or not raw.strip():
         raise BadInput(f"allowed path {raw!r} is empty: give paths relative to the repo root, like src/auth/")
-    path = raw.strip().replace("\\", "/")
+    path = text_arg("allowed path", raw).replace("\\", "/")
     if re.search(r"[\x00-\x1f]", path):
         raise BadInput(f"allowed path {raw!r} contains control characters")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
@@ -1654,17 +1664,26 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
     return mismatch
 
 
-def run_verify(command: str, repo: Path, timeout: float = VERIFY_TIMEOUT) -> dict:
-    """Run the task's verify command in the repo; its exit status is the fact behind 'tests pass'."""
+def run_verify(command: str, repo: Path, on_start: Callable[[int], None],
+               timeout: float = VERIFY_TIMEOUT) -> dict:
+    """Run the task's verify command in the repo; its exit status is the fact behind 'tests pass'.
+
+    It runs in a process group of its own, recorded through `on_start`, so that a killed accept's
+    verify (and whatever the command started) can be stopped by the next check."""
     import subprocess
     started = time.monotonic()
+    process = subprocess.Popen(command, shell=True, cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    on_start(process.pid)
     try:
-        done = subprocess.run(command, shell=True, cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, preexec_fn=die_with_parent)
-        output, status = done.stdout.decode("utf-8", "replace"), done.returncode
-    except subprocess.TimeoutExpired as expired:
-        output = (expired.stdout or b"").decode("utf-8", "replace") + f"\n[timed out after {int(timeout)} s]"
-        status = None
+        out, _ = process.communicate(timeout=timeout)
+        output, status = out.decode("utf-8", "replace"), process.returncode
+    except subprocess.TimeoutExpired:
+        kill_group(process.pid)
+        out, _ = process.communicate()
+        output, status = out.decode("utf-8", "replace") + f"\n[timed out after {int(timeout)} s]", None
+    finally:
+        kill_group(process.pid, grace=0.5)
     return {"command": command, "exitStatus": status, "passed": status == 0,
             "seconds": round(time.monotonic() - started, 1), "outputTail": tail(output.strip(), 1500)}
 
@@ -1790,6 +1809,10 @@ def text_arg(name: str, value: Any, required: bool = False) -> str:
         raise BadInput(f"{name} must be text, not {type(value).__name__}")
     if "\x00" in value:
         raise BadInput(f"{name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{name} is not valid UTF-8 text (check the terminal's or file's encoding)") from None
     if len(value) > TEXT_LIMIT:
         raise BadInput(f"{name} is {len(value)} characters; at most {TEXT_LIMIT} are accepted "
                        f"(put long material in a file in the repo and name it)")
@@ -1840,36 +1863,36 @@ def refresh(store: Store, task_id: str) -> Task:
     with store.update(task.id) as task:
         if task.worker and not process_alive(task.worker):
             pid = task.worker.partition("@")[0]
-            stop_codex(task)
-            task.worker, task.codex_process = "", ""
+            stop_child(task)
+            task.worker, task.child_process = "", ""
             if task.status in ACTIVE:
                 task.progress = "finished: the worker died"
                 transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "
                                             "(killed, or the machine restarted); Codex was stopped", "block")
             else:
-                note(task, f"the process ({pid}) running a Codex request for this {task.status} task died; "
-                           "Codex was stopped")
+                note(task, f"the process ({pid}) running a Codex request or the verify command for this "
+                           f"{task.status} task died; what it started was stopped")
     return task
 
 
-def stop_codex(task: Task) -> None:
-    """Kill what is left of a Codex run whose owner died: Codex and the commands it started."""
-    if not task.codex_process:
+def stop_child(task: Task) -> None:
+    """Kill what is left of a child whose owner died: Codex or a verify command, and what it started."""
+    if not task.child_process:
         return
-    pid_text, _, start = task.codex_process.partition("@")
+    pid_text, _, start = task.child_process.partition("@")
     import signal
     for pid in group_members(int(pid_text), start):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
 
-def repo_busy(store: Store) -> bool:
-    if store.queue_dir.is_dir() and any(TASK_ID.fullmatch(p.name) for p in store.queue_dir.iterdir()):
-        return True
-    if not store.run_lock.exists():
-        return False
+def repo_holder(store: Store) -> str:
+    """What a new task in this repo would wait for: the queue's head, or "" if the repo is free."""
+    head = queue_head(store)
+    if head or not store.run_lock.exists():
+        return head
     with file_lock(store.run_lock, blocking=False) as free:
-        return not free
+        return "" if free else "the Codex run already in this repo"
 
 
 NEXT = {
@@ -1933,11 +1956,13 @@ def delegate_task(repo: Any, goal: Any = None, allowed_paths: Any = None, constr
             text_arg("verify", verify), text_arg("model", model), text_arg("reasoning", reasoning),
             seconds_arg("timeout", timeout, DEFAULT_TIMEOUT), seconds_arg("idleTimeout", idle_timeout,
                                                                           DEFAULT_IDLE_TIMEOUT)))
-    busy = repo_busy(store)
+    busy = repo_holder(store)
     identity = spawn_worker(store, task.id, "start", command)
     with store.update(task.id) as record:
         if record.status == "todo" and not record.worker:
             record.worker = identity
+            if busy and not record.progress.startswith("queued"):
+                record.progress = f"queued: waiting for {busy} to finish"
     if not busy:
         wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE
                    or t.progress.startswith("queued"), DELEGATE_WAIT)
@@ -2009,15 +2034,15 @@ def list_tasks(repo: Any) -> ListResult:
 def retry_task(repo: Any, task_id: Any) -> RetryResult:
     """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
     store = Store(repo)
-    refresh(store, normalize_task_id(task_id))
+    require_status(refresh(store, normalize_task_id(task_id)), "blocked", "retry")
     with store.update(normalize_task_id(task_id)) as task:
         require_status(task, "blocked", "retry")
-        stop_codex(task)
+        stop_child(task)
         was = task.reason or "no reason recorded"
         if task.rework_count:
             note(task, f"rework budget reset (was {task.rework_count} of {MAX_REWORKS})")
         task.rework_count = 0
-        task.worker = task.codex_process = task.progress = ""
+        task.worker = task.child_process = task.progress = ""
         transition(task, "todo", f"retry (it was blocked: {was})", "retry")
     return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
 
@@ -2038,8 +2063,8 @@ def cancel_task(repo: Any, task_id: Any) -> CancelResult:
     if task.status in ACTIVE:
         with store.update(task.id) as task:
             if task.status in ACTIVE:
-                stop_codex(task)
-                task.worker = task.codex_process = ""
+                stop_child(task)
+                task.worker = task.child_process = ""
                 task.progress = "finished: cancelled"
                 transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
     return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
@@ -2055,7 +2080,7 @@ def rework_task(repo: Any, task_id: Any, review_items: Any, codex_cmd: Any = Non
 
 
 def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
-    refresh(store, task_id)
+    require_status(refresh(store, task_id), "review", "rework")    # refused before anything is written
     with store.update(task_id) as task:
         require_status(task, "review", "rework")
         if task.rework_count >= MAX_REWORKS:
@@ -2087,6 +2112,7 @@ def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: A
     task_id = normalize_task_id(task_id)
     approve = list_arg("approvePaths", approve_paths)
     command = codex_command_from(codex_cmd)
+    require_status(refresh(store, task_id), "review", "accept")    # refused before anything is written
     with file_lock(store.state_dir / f"accept-{task_id}.lock", blocking=False) as free:
         if not free:
             raise OperationFailed(f"another accept of {task_id} is running; wait for it, then check-task")
@@ -2120,23 +2146,28 @@ def review(store: Store, task_id: str, command: list) -> dict:
     verdict = decide(facts)
     verification = None
     if verdict.action == "done" and task.verify:
-        verification = run_verify(task.verify, store.repo)
+        verification = run_verify(task.verify, store.repo, track_child(store, task_id))
         facts.verify_failure = "" if verification["passed"] else verification["outputTail"]
         verdict = decide(facts)
     return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command)
 
 
+def track_child(store: Store, task_id: str) -> Callable[[int], None]:
+    """An on_start callback for a child this process runs for a task outside the worker (a
+    completion request, a verify command): recorded, so that check can stop it if we are killed."""
+    def on_start(pid: int) -> None:
+        with store.update(task_id) as record:
+            record.worker, record.child_process = process_identity(os.getpid()), process_identity(pid)
+    return on_start
+
+
 def request_completion(store: Store, task: Task, missing: list, command: list) -> Task:
     """Ask Codex, on the same thread and with a read-only sandbox, for the missing report sections."""
-    def on_start(pid: int) -> None:       # so that check can clean up if this process is killed
-        with store.update(task.id) as record:
-            record.worker, record.codex_process = process_identity(os.getpid()), process_identity(pid)
-
     outcome, recovered = resumed_turn(store, task, completion_prompt(missing), command, sandbox="read-only",
-                                      on_start=on_start)
+                                      on_start=track_child(store, task.id))
     status, reason = run_verdict(outcome, command[0])
     with store.update(task.id) as record:
-        record.worker = record.codex_process = ""
+        record.worker = record.child_process = ""
         if recovered:
             note(record, recovered)
             record.thread_id = outcome.digest.thread_id or record.thread_id
@@ -2151,6 +2182,7 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
                   declared: list, verification: Optional[dict], command: list) -> dict:
     outside = facts.declared + facts.undeclared
     with store.update(task_id) as task:
+        task.worker = task.child_process = ""
         task.changes = render_changes(changes, tuple(outside))
         if verification:
             task.verification = (f"$ {verification['command']}\nexit status: {verification['exitStatus']} "

@@ -75,7 +75,7 @@ def test_timeouts_kill_codex_and_block(harness, flag, words):
     delegate(h, flag, "3")
     out = h.wait("T-001", seconds=30)
     assert out["status"] == "blocked" and out["reason"].startswith(words)
-    codex = h.task("T-001").codex_process
+    codex = h.task("T-001").child_process
     assert not codex   # cleared: the process group was killed (the fixture checks for strays)
 
 
@@ -96,9 +96,9 @@ def test_kill_9_of_the_worker_is_detected_by_check(harness):
     task = h.task("T-001")
     worker_pid = int(task.worker.split("@")[0])
     deadline = time.monotonic() + 10
-    while not h.task("T-001").codex_process and time.monotonic() < deadline:
+    while not h.task("T-001").child_process and time.monotonic() < deadline:
         time.sleep(0.1)
-    codex_pid = int(h.task("T-001").codex_process.split("@")[0])
+    codex_pid = int(h.task("T-001").child_process.split("@")[0])
     os.kill(worker_pid, signal.SIGKILL)
     time.sleep(0.3)
     out = h.ok("check", "T-001")

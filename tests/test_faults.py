@@ -1,0 +1,359 @@
+"""Fault drills: kill -9 the worker at ten points of a task's life, make Codex fail in every way it
+can, and push bad input through both the CLI and the MCP server. After each: every record parses,
+the status and reason are right, retry recovers, and no process is left behind (the harness fixture
+fails a test that leaves one)."""
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp.client import Client
+
+import codex_mcp as cm
+from conftest import MODULE, ROOT, Harness, processes_under, run_cli
+from model_server import report
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def until(predicate, seconds: float = 20, what: str = "condition"):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pid_of(identity: str) -> int:
+    return int(identity.split("@")[0])
+
+
+def worker_of(h: Harness, task_id: str) -> int:
+    return pid_of(until(lambda: h.task(task_id).worker, what=f"{task_id}'s worker"))
+
+
+def codex_of(h: Harness, task_id: str) -> str:
+    return until(lambda: h.task(task_id).child_process, what=f"{task_id}'s Codex process")
+
+
+def all_records_parse(repo: Path) -> None:
+    store = cm.Store(repo)
+    for task_id in store.ids():
+        store.load(task_id)
+
+
+def assert_recovered(h: Harness, task_id: str, status: str = "blocked", words: str = "died") -> dict:
+    all_records_parse(h.repo)
+    out = h.ok("check", task_id)
+    assert out["status"] == status and words in (out["reason"] or "") + " ".join(h.task(task_id).history), out
+    if status == "blocked":
+        assert h.ok("retry", task_id)["status"] == "todo"
+    return out
+
+
+def script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def delegate(h: Harness, *extra: str) -> dict:
+    return h.ok("delegate", "--goal", "drill", "--paths", "src/", *extra)
+
+
+pytestmark = pytest.mark.codex
+
+# -- kill -9 of the worker at ten points ---------------------------------------------------------------
+
+
+def test_kill_while_queued(harness):
+    h = harness
+    h.server.push({"hang": True})
+    delegate(h)
+    delegate(h)
+    until(lambda: "waiting for T-001" in h.task("T-002").progress, what="T-002 queued")
+    os.kill(worker_of(h, "T-002"), signal.SIGKILL)
+    assert_recovered(h, "T-002", words="while the task was todo")
+    h.ok("cancel", "T-001")
+
+
+def test_kill_while_codex_is_starting(harness, tmp_path):
+    h = harness
+    slow = script(tmp_path / "slow-codex", f'sleep 30\nexec "{h.codex}" "$@"\n')
+    h.ok("--codex-cmd", slow, "delegate", "--goal", "drill", "--paths", "src/")
+    codex = codex_of(h, "T-001")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    assert_recovered(h, "T-001")
+    until(lambda: not cm.process_alive(codex), 5, "the starting Codex to die")
+
+
+def test_kill_while_codex_waits_for_the_model(harness):
+    h = harness
+    h.server.push({"hang": True})
+    assert delegate(h)["threadId"]
+    codex = codex_of(h, "T-001")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    assert_recovered(h, "T-001")
+    until(lambda: not cm.process_alive(codex), 5, "Codex to die")
+
+
+def test_kill_while_codex_runs_a_command(harness):
+    h = harness
+    h.server.push({"run": "sleep 60 # drill-command"}, {"say": report()})
+    delegate(h)
+    until(lambda: any("drill-command" in cmd for _, cmd in processes_under(h.repo)), what="the command")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    assert_recovered(h, "T-001")
+    until(lambda: not any("drill-command" in cmd for _, cmd in processes_under(h.repo)), 5,
+          "Codex's command to be killed with it")
+
+
+def test_kill_mid_stream(harness, tmp_path):
+    h = harness
+    events = [{"type": "thread.started", "thread_id": "drill-thread"}, {"type": "turn.started"}]
+    lines = "\n".join(json.dumps(e) for e in events)
+    stream = script(tmp_path / "streaming-codex",
+                    f"cat > /dev/null\necho '{lines}'\n"
+                    "i=0; while [ $i -lt 400 ]; do echo '{\"type\":\"item.completed\",\"item\":{\"type\":\"reasoning\"}}';"
+                    " i=$((i+1)); sleep 0.05; done\n")
+    h.ok("--codex-cmd", stream, "delegate", "--goal", "drill", "--paths", "src/")
+    until(lambda: h.task("T-001").last_event == "item.completed", what="events to flow")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    assert_recovered(h, "T-001")
+
+
+def test_kill_while_writing_the_record(harness, tmp_path):
+    """Codex rewrites its own record on every event, so the worker writes it back on every event:
+    kills at random moments land inside writes. The record must always parse, never be torn."""
+    h = harness
+    rng = random.Random(7)
+    churn = script(tmp_path / "churning-codex",
+                   "cat > /dev/null\necho '{\"type\":\"thread.started\",\"thread_id\":\"churn\"}'\n"
+                   "while true; do echo '- Noise: x' >> agents/tasks/$TASK.md; "
+                   "echo '{\"type\":\"item.completed\",\"item\":{\"type\":\"reasoning\"}}'; done\n")
+    for round_ in range(5):
+        task_id = f"T-{round_ + 1:03d}"
+        env = {**h.env, "TASK": task_id}
+        status, out = run_cli("delegate", "--goal", "drill " + "x" * 5000, "--paths", "src/", cwd=h.repo, env=env,
+                              codex=churn)
+        assert status == 0, out
+        until(lambda: h.task(task_id).tampered or h.task(task_id).last_event, what="churn to start")
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(worker_of(h, task_id), signal.SIGKILL)
+        assert_recovered(h, task_id)
+        assert cm.Store(h.repo).load(task_id).goal == "drill " + "x" * 5000
+
+
+def test_kill_during_a_rework_run(harness):
+    h = harness
+    delegate(h)
+    h.wait("T-001")
+    h.server.push({"hang": True})
+    h.ok("rework", "T-001", "--items", "again")
+    codex_of(h, "T-001")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    out = assert_recovered(h, "T-001", words="while the task was doing")
+    assert h.task("T-001").rework_count == 0 and len(h.task("T-001").rounds) == 1
+
+
+def accept_in_background(h: Harness) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, MODULE, "--cwd", str(h.repo), "--codex-cmd", h.codex, "accept", "T-001"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=h.env)
+
+
+def test_kill_during_a_completion_request(harness):
+    h = harness
+    h.server.push({"say": "## Summary\nok\n## Files Changed\n- src/app.py\n"})
+    delegate(h)
+    h.wait("T-001")
+    h.server.push({"hang": True})
+    asked = len(h.server.requests)
+    accept = accept_in_background(h)
+    codex = codex_of(h, "T-001")
+    until(lambda: len(h.server.requests) > asked, what="the completion request to reach the model")
+    accept.kill()
+    accept.wait()
+    out = assert_recovered(h, "T-001", status="review", words="running a Codex request or the verify command")
+    until(lambda: not cm.process_alive(codex), 5, "the completion's Codex to die")
+    h.server.push({"say": "## Tests\n2 passed"})
+    assert h.ok("accept", "T-001")["action"] == "done"
+
+
+def test_kill_during_verify(harness):
+    h = harness
+    delegate(h, "--verify", "sleep 61; true")        # a compound command: its sleep is a grandchild
+    h.wait("T-001")
+    accept = accept_in_background(h)
+    until(lambda: any(cmd == "sleep 61" for _, cmd in processes_under(h.repo)), what="verify to start")
+    accept.kill()
+    accept.wait()
+    all_records_parse(h.repo)
+    out = h.ok("check", "T-001")
+    assert out["status"] == "review" and "running a Codex request or the verify command" in h.task("T-001").history[-1]
+    until(lambda: not any(cmd == "sleep 61" for _, cmd in processes_under(h.repo)), 5,
+          "check to stop the dead accept's verify command")
+
+
+def test_kill_the_running_worker_lets_the_queue_go_on(harness):
+    h = harness
+    h.server.push({"hang": True})
+    delegate(h)
+    delegate(h)
+    codex_of(h, "T-001")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    assert h.wait("T-002")["status"] == "review"     # the lock died with its holder
+    assert_recovered(h, "T-001")
+
+
+# -- Codex failing in every way it can -------------------------------------------------------------
+
+
+def test_codex_killed_by_a_signal(harness):
+    h = harness
+    h.server.push({"hang": True})
+    delegate(h)
+    os.kill(pid_of(codex_of(h, "T-001")), signal.SIGKILL)
+    out = h.wait("T-001")
+    assert out["status"] == "blocked" and "killed by signal SIGKILL" in out["reason"]
+
+
+def test_codex_exiting_non_zero(harness):
+    h = harness
+    h.ok("--codex-cmd", f"{h.codex} --no-such-flag", "delegate", "--goal", "g", "--paths", "src/")
+    out = h.wait("T-001")
+    assert out["status"] == "blocked" and "exited with status 2" in out["reason"]
+    assert "no-such-flag" in out["reason"]
+
+
+def test_codex_printing_non_json_lines(harness, tmp_path):
+    h = harness
+    noisy = script(tmp_path / "noisy-codex",
+                   "cat > /dev/null\necho 'WARNING: not json'\n"
+                   "echo '{\"type\":\"thread.started\",\"thread_id\":\"noisy\"}'\necho '<<garbage>>'\n"
+                   f"printf '%s\\n' '{json.dumps({'type': 'item.completed', 'item': {'type': 'agent_message', 'text': report()}})}'\n"
+                   "echo '{\"type\":\"turn.completed\",\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}'\n")
+    h.ok("--codex-cmd", noisy, "delegate", "--goal", "g", "--paths", "src/")
+    out = h.wait("T-001")
+    assert out["status"] == "review" and out["codexThreadId"] == "noisy"
+    assert "not JSON: WARNING: not json" in h.task("T-001").run_log
+    assert "not JSON: <<garbage>>" in h.task("T-001").run_log
+
+
+def test_codex_hanging_with_no_output_past_the_idle_timeout(harness, tmp_path):
+    h = harness
+    silent = script(tmp_path / "silent-codex", "sleep 120 # drill-silent\n")
+    h.ok("--codex-cmd", silent, "delegate", "--goal", "g", "--paths", "src/", "--idle-timeout", "2")
+    out = h.wait("T-001", seconds=30)
+    assert out["status"] == "blocked" and out["reason"].startswith("idle timeout: no event from Codex for 2 s")
+
+
+def test_codex_missing_from_path(harness):
+    h = harness
+    h.ok("--codex-cmd", "definitely-not-codex", "delegate", "--goal", "g", "--paths", "src/")
+    out = h.wait("T-001")
+    assert out["status"] == "blocked" and "'definitely-not-codex' is not on PATH" in out["reason"]
+
+
+# -- bad input through both doors ------------------------------------------------------------------
+
+BAD = "\udcff\udcfe"   # what Python makes of invalid UTF-8 bytes in argv; JSON can carry it too
+BAD_INPUTS = [
+    # (name, CLI args, MCP tool, MCP arguments, error code or words)
+    ("id traversal", ["check", "../../etc/passwd"], "check-task", {"taskId": "../../etc/passwd"}, "bad_input"),
+    ("id absolute", ["check", "/etc/passwd"], "check-task", {"taskId": "/etc/passwd"}, "bad_input"),
+    ("id lowercase", ["check", "t-1"], "check-task", {"taskId": "t-1"}, "bad_input"),
+    ("id empty", ["check", ""], "check-task", {"taskId": ""}, "bad_input"),
+    ("id with suffix", ["check", "T-1.md"], "check-task", {"taskId": "T-1.md"}, "bad_input"),
+    ("id too long", ["check", "T-" + "9" * 30], "check-task", {"taskId": "T-" + "9" * 30}, "bad_input"),
+    ("id invalid utf-8", ["check", "T-1" + BAD], "check-task", {"taskId": "T-1" + BAD}, "bad_input"),
+    ("unknown task", ["check", "T-404"], "check-task", {"taskId": "T-404"}, "not_found"),
+    ("corrupted record", ["check", "T-002"], "check-task", {"taskId": "T-002"}, "malformed_record"),
+    ("non-utf8 record", ["check", "T-003"], "check-task", {"taskId": "T-003"}, "malformed_record"),
+    ("accept corrupted", ["accept", "T-002"], "accept-task", {"taskId": "T-002"}, "malformed_record"),
+    ("retry non-utf8", ["retry", "T-003"], "retry-task", {"taskId": "T-003"}, "malformed_record"),
+    ("no goal", ["delegate", "--paths", "src/"], "delegate-task", {"allowedPaths": ["src/"]}, "bad_input"),
+    ("no paths", ["delegate", "--goal", "g"], "delegate-task", {"goal": "g"}, "bad_input"),
+    ("absolute path", ["delegate", "--goal", "g", "--paths", "/etc"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["/etc"]}, "bad_input"),
+    ("dotdot path", ["delegate", "--goal", "g", "--paths", "src/../.."], "delegate-task",
+     {"goal": "g", "allowedPaths": ["src/../.."]}, "bad_input"),
+    ("records path", ["delegate", "--goal", "g", "--paths", "agents/tasks"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["agents/tasks"]}, "bad_input"),
+    ("git path", ["delegate", "--goal", "g", "--paths", ".git/hooks"], "delegate-task",
+     {"goal": "g", "allowedPaths": [".git/hooks"]}, "bad_input"),
+    ("control chars in path", ["delegate", "--goal", "g", "--paths", "a\nb"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["a\nb"]}, "bad_input"),
+    ("goal too big", ["delegate", "--goal", "x" * 20001, "--paths", "src/"], "delegate-task",
+     {"goal": "x" * 20001, "allowedPaths": ["src/"]}, "bad_input"),
+    ("goal invalid utf-8", ["delegate", "--goal", "g" + BAD, "--paths", "src/"], "delegate-task",
+     {"goal": "g" + BAD, "allowedPaths": ["src/"]}, "bad_input"),
+    ("path invalid utf-8", ["delegate", "--goal", "g", "--paths", "src" + BAD], "delegate-task",
+     {"goal": "g", "allowedPaths": ["src" + BAD]}, "bad_input"),
+    ("wrong type", ["delegate", "--goal", "g", "--paths", "src/", "--timeout", "soon"], "delegate-task",
+     {"goal": "g", "allowedPaths": "src/"}, "bad_input|valid list"),
+    ("file and goal", ["delegate", "--file", "T-001", "--goal", "g"], "delegate-task",
+     {"fromFile": "T-001", "goal": "g"}, "bad_input"),
+    ("file not todo", ["delegate", "--file", "T-001"], "delegate-task", {"fromFile": "T-001"}, "refused_transition"),
+    ("wait too long", ["check", "T-001", "--wait", "601"], "check-task", {"taskId": "T-001", "waitSeconds": 601},
+     "bad_input|less than or equal"),
+    ("wait negative", ["check", "T-001", "--wait", "-1"], "check-task", {"taskId": "T-001", "waitSeconds": -1},
+     "bad_input|greater than or equal"),
+    ("accept blocked", ["accept", "T-001"], "accept-task", {"taskId": "T-001"}, "refused_transition"),
+    ("rework no items", ["rework", "T-001", "--items", " , "], "rework-task", {"taskId": "T-001", "reviewItems": []},
+     "bad_input"),
+    ("rework blocked", ["rework", "T-001", "--items", "x"], "rework-task", {"taskId": "T-001", "reviewItems": ["x"]},
+     "refused_transition"),
+    ("cancel blocked", ["cancel", "T-001"], "cancel-task", {"taskId": "T-001"}, "refused_transition"),
+    ("retry todo", ["retry", "T-004"], "retry-task", {"taskId": "T-004"}, "refused_transition"),
+    ("missing cwd", ["--cwd", "/nonexistent/repo", "list"], "list-tasks", {"cwd": "/nonexistent/repo"}, "bad_input"),
+]
+
+
+@pytest.fixture
+def messy_repo(tmp_path: Path) -> Path:
+    tasks = tmp_path / "agents" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "T-001.md").write_text((ROOT / "agents/tasks/T-001.md").read_text())
+    (tasks / "T-002.md").write_text((ROOT / "agents/tasks/T-001.md").read_text().replace("- Status: blocked",
+                                                                                         "- Status: nearly"))
+    (tasks / "T-003.md").write_bytes(b"# T-003: \xff\xfe latin-1 \xe9\n\n## Status\n\n- Status: todo\n")
+    (tasks / "T-004.md").write_text(cm.render_task(cm.new_task("T-004", "todo task", ["src/"])))
+    return tmp_path
+
+
+def files_of(repo: Path) -> dict:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name, cli_args, tool, arguments, expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_through_cli_and_mcp(messy_repo, name, cli_args, tool, arguments, expected):
+    before = files_of(messy_repo)
+    args = cli_args if cli_args[0] == "--cwd" else ["--cwd", str(messy_repo), *cli_args]
+    done = subprocess.run([sys.executable, MODULE, "--codex-cmd", "codex", *args], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    out = json.loads(done.stdout)
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr.decode(errors="replace")
+    assert any(word in json.dumps(out) for word in expected.split("|")), out
+    assert out["error"]["message"]
+
+    async def call():
+        async with Client(cm.build_server(str(messy_repo))) as client:
+            return await client.call_tool(tool, arguments)
+    result = anyio.run(call)
+    assert result.is_error and any(word in result.content[0].text for word in expected.split("|")), \
+        result.content[0].text
+    assert files_of(messy_repo) == before
+
+
+def test_thirty_bad_inputs_at_least():
+    assert len(BAD_INPUTS) >= 30
