@@ -150,6 +150,7 @@ def tail(text: str, limit: int = 2000) -> str:
 # backtick run in it, so no line of it can be read as structure.
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+STRUCTURE_STARTS = ("#", "`", "~", " ")   # the first characters a fence or heading line can have
 HEADING = re.compile(r"^## +(.+?)\s*#*\s*$")
 BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
 META_LINE = re.compile(r"^\s*[-*+]\s+([A-Za-z][A-Za-z ]*?)\s*:\s?(.*)$")
@@ -178,6 +179,9 @@ def split_sections(text: str, where: str) -> Document:
     body = preamble
     fence: Optional[tuple] = None
     for number, line in enumerate(text.split("\n"), 1):
+        if line[:1] not in STRUCTURE_STARTS:     # most lines: no regex needed (list of 10,000 tasks)
+            body.append(line)
+            continue
         if fence is not None:
             mark = FENCE.match(line)
             if mark and mark.group(1)[0] == fence[0][0] and len(mark.group(1)) >= len(fence[0]) \
@@ -292,7 +296,7 @@ META = (
     ("Progress", "progress", str), ("Last Event", "last_event", str), ("Commands", "commands", int),
     ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
 )
-META_BY_LABEL = {label.lower(): (attr, kind) for label, attr, kind in META}
+META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
 
 
 @dataclasses.dataclass
@@ -338,6 +342,9 @@ class Task:
         return {**values, **self.extra_meta}
 
 
+META_DEFAULTS = Task(id="").meta()
+
+
 def parse_meta(lines: list, where: str, line_no: int) -> dict:
     values: dict = {}
     for offset, line in enumerate(lines, 1):
@@ -348,7 +355,7 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
             raise MalformedRecord(f"{where}:{line_no + offset}: expected a '- Label: value' line in Status, "
                                   f"found {line.strip()!r}")
         label, value = match.group(1).strip(), match.group(2).strip()
-        attr, kind = META_BY_LABEL.get(label.lower(), (None, str))
+        attr, kind, label = META_BY_LABEL.get(label.lower(), (None, str, label))
         if kind is int:
             if value and not re.fullmatch(r"\d{1,12}", value):
                 raise MalformedRecord(f"{where}:{line_no + offset}: '{label}' must be a whole number, found {value!r}")
@@ -356,7 +363,7 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
         if attr == "status" and value not in STATUSES:
             raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of {', '.join(STATUSES)}, "
                                   f"found {value!r}")
-        values[label if attr is None else next(lab for lab, a, _ in META if a == attr)] = value
+        values[label] = value
     return values
 
 
@@ -374,9 +381,7 @@ def render_meta(values: dict) -> list:
 
 def meta_values(lines: list, where: str, line_no: int) -> dict:
     """Parsed Status values with defaults filled, so that equal records compare equal."""
-    parsed = parse_meta(lines, where, line_no)
-    defaults = Task(id="T-0").meta()
-    return {**{k: v for k, v in defaults.items()}, **parsed}
+    return {**META_DEFAULTS, **parse_meta(lines, where, line_no)}
 
 
 # Owned sections in the order they are written: (heading, attribute, parse, render)
@@ -669,13 +674,24 @@ class Store:
         return parse_task(self.read_text(task_id), task_id, self.relative(self.path(task_id)))
 
     def create(self, task: Task) -> Task:
-        """Give the task the next free id and write it; safe against concurrent creators."""
+        """Give the task the next free id and write it; safe against concurrent creators.
+
+        `.codex-mcp/next-id` remembers the next number, so that a repo with thousands of tasks is
+        not listed on every create. It is only a hint: missing or unreadable, it is recomputed from
+        the files, and an id that exists already (a record written by hand) is skipped."""
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        hint = self.state_dir / "next-id"
         with file_lock(self.store_lock):
-            ids = self.ids()
-            task.id = f"T-{(task_number(ids[-1]) + 1 if ids else 1):03d}"
-            task.doc = None
+            try:
+                number = int(hint.read_text())
+            except (OSError, ValueError):
+                ids = self.ids()
+                number = task_number(ids[-1]) + 1 if ids else 1
+            while self.path(f"T-{number}").exists():
+                number += 1
+            task.id, task.doc = f"T-{number:03d}", None
             atomic_write(self.path(task.id), render_task(task))
+            hint.write_text(f"{number + 1}\n")
         return self.load(task.id)
 
     @contextlib.contextmanager

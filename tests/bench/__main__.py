@@ -1,0 +1,4 @@
+from tests.bench.run import main
+import sys
+
+sys.exit(main())
