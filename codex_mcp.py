@@ -930,12 +930,23 @@ def kill_group(pgid: int, grace: float = 3.0) -> None:
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.05)
+        while group_alive(pgid):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        else:
+            return
+
+
+def group_alive(pgid: int) -> bool:
+    """Any live member left? A zombie still counts for killpg(pgid, 0), so read /proc where we can."""
+    if Path("/proc/self/stat").exists():
+        return bool(group_members(pgid, "0"))
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def process_identity(pid: int) -> str:
@@ -1052,10 +1063,10 @@ def stream_events(process: "subprocess.Popen", prompt: str, log, digest: EventDi
             reason = should_stop()
             if reason:
                 return reason
-            if not selector.select(0.5):
-                # Codex's helpers may hold its stdout open after Codex itself died: stop reading
-                # once it has exited and the pipe has been quiet for a moment.
-                if process.poll() is not None and time.monotonic() - last_output > 1.0:
+            if not selector.select(0.1):
+                # Codex's helpers may hold its stdout open after Codex has exited, so EOF can be
+                # late; once Codex is gone and the pipe is empty, everything it wrote has been read.
+                if process.poll() is not None:
                     break
                 on_event(digest)
                 continue
@@ -1284,29 +1295,34 @@ HASH_BUDGET = 256 * 1024 * 1024        # bytes hashed per snapshot beyond what g
 HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by size and mtime
 
 
-def git_lines(repo: Path, *args: str) -> Optional[list]:
+def start_git(repo: Path, *args: str) -> Callable[[], Optional[list]]:
+    """Start a git command now and read its NUL-separated output later: it runs on the other
+    core while we walk the tree. The reader returns None if git is missing or fails (no repo)."""
     import subprocess
     try:
-        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return [part.decode("utf-8", "surrogateescape") for part in done.stdout.split(b"\0") if part]
+        process = subprocess.Popen(["git", "-C", str(repo), *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    except OSError:
+        return lambda: None
+
+    def output() -> Optional[list]:
+        out, _ = process.communicate()
+        if process.returncode != 0:
+            return None
+        return [part.decode("utf-8", "surrogateescape") for part in out.split(b"\0") if part]
+    return output
 
 
-def git_clean_blobs(repo: Path) -> dict:
+def clean_blobs(staged: Optional[list], dirty: Optional[list]) -> dict:
     """path -> git blob id, for tracked files whose working copy matches the index (no hashing)."""
-    staged = git_lines(repo, "ls-files", "-s", "-z")
-    if not staged:
-        return {}
-    dirty = set(git_lines(repo, "diff-files", "--name-only", "--relative", "-z") or [])
     blobs = {}
-    for line in staged:
+    for line in staged or []:
         info, _, path = line.partition("\t")
         mode, blob, stage = info.split()
-        if stage == "0" and mode != "160000" and path not in dirty:
+        if stage == "0" and mode != "160000":
             blobs[path] = blob
+    for path in dirty or []:
+        blobs.pop(path, None)
     return blobs
 
 
@@ -1325,10 +1341,21 @@ def snapshot(repo: Path, reference: Optional[dict] = None) -> dict:
 
     Leaves out `.git` folders and agents/tasks/ (the records are guarded separately). Ignored and
     untracked files count: a written `.env` is a change. `reference` (an earlier snapshot) lets
-    files whose size and mtime did not change keep their content id without being read again."""
-    blobs = {} if reference else git_clean_blobs(repo)
-    entries: dict = {}
-    budget = [HASH_BUDGET]
+    files whose size and mtime did not change keep their content id without being read again;
+    without one, git's index supplies the ids of clean tracked files."""
+    if reference is None:
+        staged = start_git(repo, "ls-files", "-s", "-z")
+        dirty = start_git(repo, "diff-files", "--name-only", "--relative", "-z")
+    found = walk(repo)
+    blobs = {} if reference is not None else clean_blobs(staged(), dirty())
+    budget, root, known = [HASH_BUDGET], str(repo), reference or {}
+    return {rel: ["link", 0, 0, 0, item] if isinstance(item, str) else
+            file_entry(root, rel, item, blobs, known.get(rel), budget) for rel, item in found.items()}
+
+
+def walk(repo: Path) -> dict:
+    """rel path -> stat result (files) or link target (symlinks), without following links."""
+    found: dict = {}
     stack = [(str(repo), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -1341,22 +1368,20 @@ def snapshot(repo: Path, reference: Optional[dict] = None) -> dict:
             if entry.name == ".git" or rel == TASKS_DIR:
                 continue
             try:
-                info = entry.stat(follow_symlinks=False)
+                if entry.is_symlink():
+                    found[rel] = os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, rel + "/"))
+                elif entry.is_file(follow_symlinks=False):
+                    found[rel] = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if entry.is_symlink():
-                entries[rel] = ["link", 0, 0, 0, os.readlink(entry.path)]
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, rel + "/"))
-            elif entry.is_file(follow_symlinks=False):
-                entries[rel] = file_entry(entry.path, rel, info, blobs, reference, budget)
-    return entries
+    return found
 
 
-def file_entry(path: str, rel: str, info: os.stat_result, blobs: dict, reference: Optional[dict],
+def file_entry(root: str, rel: str, info: os.stat_result, blobs: dict, known: Optional[list],
                budget: list) -> list:
     mode = info.st_mode & 0o777
-    known = (reference or {}).get(rel)
     if known and known[0] == "file" and known[2] == info.st_size and known[3] == info.st_mtime_ns:
         content = known[4]
     elif rel in blobs:
@@ -1364,7 +1389,7 @@ def file_entry(path: str, rel: str, info: os.stat_result, blobs: dict, reference
     elif info.st_size <= HASH_FILE_LIMIT and budget[0] >= info.st_size:
         budget[0] -= info.st_size
         try:
-            content = blob_id(path, info.st_size)
+            content = blob_id(root + os.sep + rel, info.st_size)
         except OSError:
             content = ""
     else:
@@ -1386,8 +1411,10 @@ def same_entry(a: Optional[list], b: Optional[list]) -> bool:
 
 def changed_paths(before: dict, after: dict) -> dict:
     """path -> (before entry or None, after entry or None) for every path that differs."""
-    return {path: (before.get(path), after.get(path)) for path in before.keys() | after.keys()
-            if not same_entry(before.get(path), after.get(path))}
+    changed = {path: (before.get(path), entry) for path, entry in after.items()
+               if before.get(path) != entry and not same_entry(before.get(path), entry)}
+    changed.update((path, (entry, None)) for path, entry in before.items() if path not in after)
+    return changed
 
 
 def load_touched(store: Store, task_id: str) -> dict:

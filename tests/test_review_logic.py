@@ -161,7 +161,10 @@ def test_git_blob_ids_match_git(repo):
     path = repo / "src" / "app.py"
     ours = cm.blob_id(str(path), path.stat().st_size)
     assert ours == subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True).stdout.strip()
-    assert cm.git_clean_blobs(repo)["src/app.py"] == ours
+    staged = cm.start_git(repo, "ls-files", "-s", "-z")()
+    assert cm.clean_blobs(staged, [])["src/app.py"] == ours
+    assert cm.clean_blobs(staged, ["src/app.py"]).get("src/app.py") is None   # dirty: must be hashed
+    assert cm.snapshot(repo)["src/app.py"][4] == ours
 
 
 def test_permission_denial_is_found_in_codex_words():
