@@ -35,11 +35,11 @@ import re
 import sys
 import time
 from pathlib import Path, PurePosixPath
-
-# Modules only a Codex run, a snapshot or the server needs (subprocess, selectors, signal, threading,
-# shlex, hashlib, calendar) are imported inside the functions that use them: `codex-mcp check` must
-# start fast (tests/bench measures it against a bare `python -c pass`).
 from typing import Any, Callable, Iterator, Optional, TypedDict
+
+# Modules only a Codex run, a snapshot or the server needs (subprocess, signal, threading, shlex,
+# hashlib, calendar) are imported inside the functions that use them: `codex-mcp check` must
+# start fast (tests/bench measures it against a bare `python -c pass`).
 
 __all__ = [
     "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed",
@@ -1011,18 +1011,21 @@ def process_alive(identity: str) -> bool:
 def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: float, idle_timeout: float,
               on_start: Callable[[int], None], on_event: Callable[[EventDigest], None],
               should_stop: Callable[[], str]) -> RunOutcome:
-    """Run one Codex turn; stream its JSONL to `log_path` and into a digest, line by line.
+    """Run one Codex turn; its JSONL goes to `log_path` and, line by line, into a digest.
 
-    `on_event` is called after each line (the caller rate-limits its writes); `should_stop` returns
-    a reason to stop Codex early (a cancel). Timeouts and stops kill Codex's whole process group."""
+    Codex writes its stdout straight into the log, which we follow as it grows: the raw log costs
+    no copy, and no pipe can be held open by Codex's helpers after it exits. `on_event` is called
+    as lines arrive (the caller rate-limits its writes); `should_stop` returns a reason to stop
+    Codex early (a cancel). Timeouts and stops kill Codex's whole process group."""
     import subprocess
     digest = EventDigest()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path = log_path.with_suffix(".stderr")
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
+        start = log.seek(0, os.SEEK_END)
         try:
-            process = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=stderr, start_new_session=True, preexec_fn=die_with_parent)
+            process = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
+                                       start_new_session=True, preexec_fn=die_with_parent)
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
             reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
@@ -1030,7 +1033,8 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
                 else f"could not start {argv[0]!r}: {error}"
             return RunOutcome(digest, None, reason, "")
         on_start(process.pid)
-        stopped = stream_events(process, prompt, log, digest, timeout, idle_timeout, on_event, should_stop)
+        send_prompt(process, prompt)
+        stopped = follow_events(process, log_path, start, digest, timeout, idle_timeout, on_event, should_stop)
         if stopped:
             kill_group(process.pid)
         returncode = process.wait()
@@ -1038,24 +1042,36 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
     return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
 
 
-def stream_events(process: "subprocess.Popen", prompt: str, log, digest: EventDigest, timeout: float,
-                  idle_timeout: float, on_event: Callable, should_stop: Callable) -> str:
-    """Pump Codex's stdout until EOF; return a reason if we must stop it early, else ""."""
-    import selectors
+def send_prompt(process: "subprocess.Popen", prompt: str) -> None:
+    """The prompt goes on stdin, which is then closed: left open, Codex would wait for more."""
     try:
         process.stdin.write(prompt.encode())
         process.stdin.close()
     except BrokenPipeError:
         pass
-    fd = process.stdout.fileno()
-    os.set_blocking(fd, False)
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
+
+
+def follow_events(process: "subprocess.Popen", log_path: Path, start: int, digest: EventDigest, timeout: float,
+                  idle_timeout: float, on_event: Callable, should_stop: Callable) -> str:
+    """Read the log from `start` as Codex appends to it, until Codex has exited and all it wrote
+    is read. Returns a reason if we must stop Codex early, else ""."""
     started = last_output = time.monotonic()
     pending = b""
-    try:
+    with open(log_path, "rb") as log:
+        log.seek(start)
         while True:
+            exited = process.poll() is not None      # checked first: then an empty read means done
+            chunk = log.read(1 << 20)
             now = time.monotonic()
+            if chunk:
+                last_output = now
+                lines = chunk.split(b"\n")
+                lines[0] = pending + lines[0]
+                pending = lines.pop()
+                for line in lines:
+                    digest.feed_line(line)
+            elif exited:
+                break
             if now - started > timeout:
                 return f"hard timeout: Codex ran longer than {int(timeout)} s (the task's Timeout)"
             if now - last_output > idle_timeout:
@@ -1063,29 +1079,12 @@ def stream_events(process: "subprocess.Popen", prompt: str, log, digest: EventDi
             reason = should_stop()
             if reason:
                 return reason
-            if not selector.select(0.1):
-                # Codex's helpers may hold its stdout open after Codex has exited, so EOF can be
-                # late; once Codex is gone and the pipe is empty, everything it wrote has been read.
-                if process.poll() is not None:
-                    break
-                on_event(digest)
-                continue
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            last_output = time.monotonic()
-            log.write(chunk)
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                digest.feed_line(line)
             on_event(digest)
-        if pending:
-            digest.feed_line(pending)
-        return ""
-    finally:
-        selector.close()
-        process.stdout.close()
+            if not chunk:
+                time.sleep(0.05)
+    if pending:
+        digest.feed_line(pending)
+    return ""
 
 
 class Worker:

@@ -1,5 +1,6 @@
 """Review logic without Codex: report parsing, boundaries, snapshots of real folders, verdicts."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -235,3 +236,26 @@ def test_codex_command_line_new_and_resume():
     assert 'sandbox_mode="read-only"' in read_only
     instructions = next(a for a in argv if a.startswith("developer_instructions="))
     assert "- src/" in instructions.encode().decode("unicode_escape")
+
+
+def test_events_split_across_reads_are_reassembled(tmp_path):
+    """Codex writes its log as we read it: a line may arrive in pieces, or a read may hold no newline."""
+    import subprocess
+    import sys
+    events = [{"type": "thread.started", "thread_id": "t"},
+              {"type": "item.completed", "item": {"type": "agent_message", "text": "x" * 3_000_000}},
+              {"type": "turn.completed", "usage": {"input_tokens": 1, "output_tokens": 2}}]
+    source = tmp_path / "events.json"
+    source.write_text(json.dumps(events))
+    writer = ("import json, sys, time\n"
+              "for e in json.load(open(sys.argv[1])):\n"
+              "    line = json.dumps(e) + '\\n'\n"
+              "    for i in range(0, len(line), 700_001):\n"
+              "        sys.stdout.write(line[i:i + 700_001]); sys.stdout.flush(); time.sleep(0.06)\n")
+    log = tmp_path / "run.jsonl"
+    log.write_bytes(b'{"type":"from an earlier run"}\n')
+    outcome = cm.run_codex([sys.executable, "-c", writer, str(source)], "", tmp_path, log, 60, 60,
+                           lambda pid: None, lambda digest: None, lambda: "")
+    digest = outcome.digest
+    assert outcome.returncode == 0 and digest.thread_id == "t" and digest.completed
+    assert digest.final_message == "x" * 3_000_000 and digest.tokens == 3 and digest.diagnostics == []
