@@ -1121,6 +1121,9 @@ class Worker:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
+            with self.store.update(self.task_id) as task:    # e.g. after an early return
+                if task.worker == self.identity:
+                    task.worker = ""
 
     # -- the queue: one Codex run per repo, in id order -----------------------------------------
 
@@ -1193,7 +1196,7 @@ class Worker:
                              f"last event {digest.last_event or 'none yet'}")
 
     def finish(self, outcome: RunOutcome, before: dict, recovered: str) -> None:
-        after = snapshot(self.store.repo)
+        after = snapshot(self.store.repo, before)
         record_changes(self.store, self.task_id, before, after)
         status, reason = run_verdict(outcome, self.codex_cmd[0])
         digest = outcome.digest
@@ -1470,7 +1473,8 @@ def render_changes(changes: list, out_of_bounds: tuple = ()) -> str:
     counts: dict = {}
     for item in changes:
         counts[item["change"]] = counts.get(item["change"], 0) + 1
-    lines = [f"{len(changes)} files: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
+    files = "1 file" if len(changes) == 1 else f"{len(changes)} files"
+    lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
     for item in changes:
         name = json.dumps(item["path"]) if re.search(r"[\x00-\x1f]", item["path"]) else item["path"]
         line = f"{item['change']:<9} {item.get('from', '') + ' -> ' if 'from' in item else ''}{name}"

@@ -334,13 +334,16 @@ def table(rows: list) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("only", nargs="*", choices=[*BENCHES, []], help="which benchmarks (default: all)")
+    parser.add_argument("only", nargs="*", metavar="BENCH", help=f"any of: {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--runs", type=int, default=30, help="repetitions of the quick measurements")
     parser.add_argument("--codex-runs", type=int, default=5, help="repetitions of the Codex cycle")
     parser.add_argument("--stream-mb", type=int, default=1000, help="size of the event stream")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--files", type=int, default=20_000)
     args = parser.parse_args(argv)
+    unknown = set(args.only) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
     rows = []
     for name in args.only or BENCHES:
         print(f"running {name} ...", file=sys.stderr, flush=True)
