@@ -112,8 +112,11 @@ def test_prefix_trick_is_outside(harness):
     h.server.push({"run": "rm -r src/auth_evil"}, {"say": report(files=["src/auth/y.py"])})
     out = h.ok("accept", "T-001")
     assert out["action"] == "rework" and out["outOfBounds"] == ["src/auth_evil/x.py"]
+    assert "src/auth_evil/x.py  [OUTSIDE ALLOWED PATHS]" in h.task("T-001").changes
+    assert history(h)[-1] == "review -> doing: rework 1 of 3: 1 items"
     assert h.wait("T-001")["status"] == "review"
     assert h.ok("accept", "T-001")["action"] == "done"
+    assert history(h)[-1].startswith("review -> done: accepted")
 
 
 def test_symlink_escape_is_outside(harness):
@@ -124,6 +127,8 @@ def test_symlink_escape_is_outside(harness):
     assert out["action"] == "boundary_confirmation"
     assert out["outOfBounds"] == ["src/passwd", "src/readme"]
     assert "symlink to /etc/passwd" in h.task("T-001").changes
+    assert history(h)[-1] == "boundary confirmation needed: src/passwd, src/readme"
+    assert h.task("T-001").status == "review"
 
 
 def test_deleted_file_outside_is_caught(harness):
@@ -132,6 +137,8 @@ def test_deleted_file_outside_is_caught(harness):
     out = h.ok("accept", "T-001")
     assert out["action"] == "rework" and out["outOfBounds"] == ["README.md"]
     assert out["changedFiles"] == ["deleted README.md"]
+    assert "deleted   README.md  [OUTSIDE ALLOWED PATHS]" in h.task("T-001").changes
+    assert history(h)[-1] == "review -> doing: rework 1 of 3: 1 items"
     h.server.push({"say": report(files=[])})
     h.wait("T-001")
     assert not (h.repo / "README.md").exists()

@@ -1,6 +1,5 @@
 """Task records: Markdown round trip, forged structure, malformed files, ids, locks, transitions."""
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -178,13 +177,21 @@ def test_task_ids_are_validated_and_normalised(tmp_path):
     assert cm.Store(tmp_path).path("T-1234").name == "T-1234.md"
 
 
-def _create(repo: str, _: int) -> str:
-    return cm.Store(repo).create(cm.new_task("T-0", "concurrent", ["src/"])).id
+CREATOR = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import codex_mcp
+while time.time() < float(sys.argv[3]):    # start together
+    time.sleep(0.001)
+print(codex_mcp.Store(sys.argv[2]).create(codex_mcp.new_task("T-0", "concurrent", ["src/"])).id)
+"""
 
 
 def test_fifty_concurrent_creators_get_fifty_distinct_ids(tmp_path):
-    with multiprocessing.get_context("spawn").Pool(10) as pool:
-        ids = pool.starmap(_create, [(str(tmp_path), n) for n in range(50)])
+    start = str(time.time() + 2.0)
+    creators = [subprocess.Popen([sys.executable, "-c", CREATOR, str(ROOT), str(tmp_path), start],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(50)]
+    ids = [creator.communicate()[0].strip() for creator in creators]
     assert sorted(ids, key=cm.task_number) == [f"T-{n:03d}" for n in range(1, 51)]
     assert cm.Store(tmp_path).ids() == [f"T-{n:03d}" for n in range(1, 51)]
 
