@@ -13,6 +13,11 @@ Two ways in, one service layer, the same JSON out:
 Only the MCP server needs a third-party package (`mcp`, imported inside `serve`); everything else is
 the standard library, so `python codex_mcp.py --help` works from a copy of this file.
 
+Concurrency: any number of CLI calls, MCP servers and workers may act on one repository at once.
+Every read-modify-write of a record holds the repo's store lock for milliseconds and writes
+atomically; one Codex run at a time holds the repo's run lock; while Codex runs, the task's worker
+is the only writer of its record (others signal it, as cancel does).
+
 Layout, in the order data flows:
   1. Constants and errors
   2. Task records and their Markdown form (parse, render, round trip)
@@ -717,6 +722,13 @@ class Store:
     def run_file(self, task_id: str, suffix: str) -> Path:
         return self.runs_dir / f"{task_id}.{suffix}"
 
+    def make_state_dirs(self) -> None:
+        """The tool's own folder, ignored by git so that run logs are never committed by accident."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# codex-mcp run logs, snapshots, locks and queue\n*\n")
+
 
 # ====================================================================================================
 # 5. The Codex runner and the background worker
@@ -991,6 +1003,9 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL
 
 
+DIE_WITH_PARENT = die_with_parent if os.name == "posix" else None   # Popen refuses preexec_fn on Windows
+
+
 def process_alive(identity: str) -> bool:
     pid_text, _, start = identity.partition("@")
     if not pid_text.isdigit():
@@ -1025,7 +1040,7 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
         start = log.seek(0, os.SEEK_END)
         try:
             process = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
-                                       start_new_session=True, preexec_fn=die_with_parent)
+                                       start_new_session=True, preexec_fn=DIE_WITH_PARENT)
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
             reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
@@ -1253,7 +1268,7 @@ def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
     import shlex
     import subprocess
     import threading
-    store.runs_dir.mkdir(parents=True, exist_ok=True)
+    store.make_state_dirs()
     argv = [sys.executable, str(Path(__file__).resolve()), "_work", "--cwd", str(store.repo),
             "--codex-cmd", shlex.join(codex_cmd), "--mode", mode, task_id]
     with open(store.run_file(task_id, "worker.log"), "ab") as log:
@@ -1719,7 +1734,7 @@ def run_verify(command: str, repo: Path, on_start: Callable[[int], None],
     import subprocess
     started = time.monotonic()
     process = subprocess.Popen(command, shell=True, cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=DIE_WITH_PARENT)
     on_start(process.pid)
     try:
         out, _ = process.communicate(timeout=timeout)

@@ -122,3 +122,14 @@ def test_help_documents_exit_codes_and_commands():
     for flag in ("--goal", "--paths", "--constraints", "--criteria", "--verify", "--model", "--reasoning",
                  "--timeout", "--idle-timeout", "--file", "--wait"):
         assert flag in done.stdout
+
+
+def test_run_logs_are_ignored_by_git(tmp_path):
+    from conftest import git, make_repo
+    repo = make_repo(tmp_path / "repo")
+    status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex="no-such-codex")
+    run_cli("check", "T-001", "--wait", "20", cwd=repo)
+    assert (repo / "agents/tasks/.codex-mcp/runs").is_dir()
+    untracked = git(repo, "status", "--porcelain", "--untracked-files=all").split("\n")
+    assert "?? agents/tasks/T-001.md" in untracked
+    assert not any(".codex-mcp" in line for line in untracked)
