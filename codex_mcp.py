@@ -2015,8 +2015,8 @@ def delegate_task(repo: Any, goal: Any = None, allowed_paths: Any = None, constr
             "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
             text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria),
             text_arg("verify", verify), text_arg("model", model), text_arg("reasoning", reasoning),
-            seconds_arg("timeout", timeout, DEFAULT_TIMEOUT), seconds_arg("idleTimeout", idle_timeout,
-                                                                          DEFAULT_IDLE_TIMEOUT)))
+            seconds_arg("timeout", timeout, DEFAULT_TIMEOUT),
+            seconds_arg("idle timeout", idle_timeout, DEFAULT_IDLE_TIMEOUT)))
     busy = repo_holder(store)
     identity = spawn_worker(store, task.id, "start", command)
     with store.update(task.id) as record:
@@ -2507,9 +2507,13 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         fromFile: Annotated[Optional[str], Field(description="start this existing todo task instead")] = None,
         model: Annotated[Optional[str], Field(description="Codex model for this task")] = None,
         reasoning: Annotated[Optional[str], Field(description="reasoning effort: low, medium, high")] = None,
+        timeoutSeconds: Annotated[Optional[int], Field(
+            description=f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})")] = None,
+        idleTimeoutSeconds: Annotated[Optional[int], Field(
+            description=f"stop Codex after this long without an event (default {DEFAULT_IDLE_TIMEOUT})")] = None,
     ) -> schema_type(DelegateResult):
         return await call(delegate_task, cwd or default_repo, goal, allowedPaths, constraints, acceptanceCriteria,
-                          verify, model, reasoning, None, None, fromFile, codex_cmd)
+                          verify, model, reasoning, timeoutSeconds, idleTimeoutSeconds, fromFile, codex_cmd)
 
     @tool("check-task", read_only=True, idempotent=True)
     async def check(

@@ -303,3 +303,23 @@ def test_driven_by_the_mcp_inspector_cli(example_repo):
     assert {tool["name"] for tool in inspector(*server, "--method", "tools/list")["tools"]} == TOOLS
     called = inspector(*server, "--method", "tools/call", "--tool-name", "list-tasks")
     assert called["structuredContent"]["tasks"][0]["taskId"] == "T-001"
+
+
+@pytest.mark.codex
+def test_delegate_task_takes_per_task_timeouts(harness):
+    h = harness
+    h.server.push({"hang": True})
+    os.environ["CODEX_HOME"] = h.env["CODEX_HOME"]
+    try:
+        server = cm.build_server(str(h.repo), h.codex)
+        out = call(server, "delegate-task", {"goal": "g", "allowedPaths": ["src/"], "idleTimeoutSeconds": 2,
+                                             "timeoutSeconds": 600})
+        assert not out.is_error, out.content[0].text
+        assert (h.task("T-001").timeout, h.task("T-001").idle_timeout) == (600, 2)
+        done = call(server, "check-task", {"taskId": "T-001", "waitSeconds": 30})
+    finally:
+        del os.environ["CODEX_HOME"]
+    assert done.structured_content["status"] == "blocked"
+    assert done.structured_content["reason"].startswith("idle timeout")
+    bad = call(server, "delegate-task", {"goal": "g", "allowedPaths": ["src/"], "timeoutSeconds": 0})
+    assert bad.is_error and "between 1 and" in bad.content[0].text
