@@ -606,7 +606,8 @@ class RecordGuard:
     def __init__(self) -> None:
         self.last_text: Optional[str] = None
         self.last_stat: Optional[tuple] = None
-        self.violations: list = []
+        self.where = ""
+        self.changed: dict = {}      # what was edited, each part once however often Codex wrote
 
     def changed_on_disk(self, path: Path) -> bool:
         """A stat, cheap enough for every event: has anyone written the record since we did?"""
@@ -619,19 +620,23 @@ class RecordGuard:
     def check(self, text: str, task_id: str, where: str) -> str:
         if self.last_text is None or text == self.last_text:
             return text
-        self.violations.append(describe_tampering(self.last_text, text, task_id, where))
+        self.where = where
+        self.changed.update(dict.fromkeys(edited_parts(self.last_text, text, task_id, where)))
         return self.last_text
 
+    def summary(self) -> str:
+        """"" if nobody touched the record, else what was edited (and has been put back)."""
+        return f"{self.where}: {', '.join(self.changed)} (restored)" if self.changed else ""
 
-def describe_tampering(ours: str, theirs: str, task_id: str, where: str) -> str:
+
+def edited_parts(ours: str, theirs: str, task_id: str, where: str) -> list:
     try:
         before, after = parse_task(ours, task_id, where), parse_task(theirs, task_id, where)
     except MalformedRecord:
-        return f"{where} was rewritten into an unreadable record"
-    changed = [heading for heading, attr, *_ in SECTIONS
-               if (before.meta() if attr is None else getattr(before, attr))
-               != (after.meta() if attr is None else getattr(after, attr))]
-    return f"{where} was edited during the Codex run ({', '.join(changed) or 'formatting'})"
+        return ["the whole record (left unreadable)"]
+    return [heading for heading, attr, *_ in SECTIONS
+            if (before.meta() if attr is None else getattr(before, attr))
+            != (after.meta() if attr is None else getattr(after, attr))] or ["formatting"]
 
 
 class Store:
@@ -1224,8 +1229,7 @@ class Worker:
             task.changes = render_changes(load_changes(self.store, task.id))
             task.child_process = task.worker = ""
             task.progress = f"finished: {reason}"
-            if self.guard.violations:
-                task.tampered = "; ".join(self.guard.violations) + " (restored)"
+            task.tampered = self.guard.summary()
             if recovered:
                 note(task, recovered)
             transition(task, status, reason, "finish")
@@ -1692,8 +1696,8 @@ def decide(facts: ReviewFacts) -> Verdict:
         return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} after a completion request")
     items = []
     if facts.tampered:
-        items.append(f"You edited the task records under {TASKS_DIR}/, which are not yours to change "
-                     f"({facts.tampered}). Your edits were undone; do not touch {TASKS_DIR}/ again.")
+        items.append(f"Do not touch {TASKS_DIR}/ again: the task records are not yours to change. Your edits "
+                     f"were undone ({facts.tampered}).")
     if facts.undeclared:
         items.append("Revert exactly these paths to how they were before the task (they are outside the "
                      f"allowed paths and were not in your Files Changed): {', '.join(facts.undeclared)}")

@@ -152,10 +152,11 @@ def test_codex_editing_its_own_record_is_undone_and_reported(harness):
     task = h.task("T-001")
     assert task.status == "review" and task.verify == "grep -q x src/app.py"
     assert not any("forged" in line for line in task.history)
-    assert "agents/tasks/T-001.md was edited during the Codex run" in task.tampered
+    assert task.tampered == "agents/tasks/T-001.md: Status, Verify, History (restored)"
     out = h.ok("accept", "T-001")
     assert out["action"] == "rework" and "recordTampered" in out
-    assert "do not touch agents/tasks/" in out["reviewItems"][0]
+    assert out["reviewItems"][0].startswith("Do not touch agents/tasks/ again")
+    assert out["recordTampered"] == "agents/tasks/T-001.md: Status, Verify, History (restored)"
     h.server.push({"say": report(files=[])})
     assert h.wait("T-001")["status"] == "review"
     out = h.ok("accept", "T-001")

@@ -323,3 +323,42 @@ def test_delegate_task_takes_per_task_timeouts(harness):
     assert done.structured_content["reason"].startswith("idle timeout")
     bad = call(server, "delegate-task", {"goal": "g", "allowedPaths": ["src/"], "timeoutSeconds": 0})
     assert bad.is_error and "between 1 and" in bad.content[0].text
+
+
+@pytest.mark.codex
+def test_every_tool_answers_in_memory(harness):
+    """One in-memory session through all seven tools, against the real Codex CLI."""
+    h = harness
+    h.server.push({"say": report(files=["src/app.py"])}, {"say": report(summary="Reworked.")}, {"hang": True})
+    os.environ["CODEX_HOME"] = h.env["CODEX_HOME"]
+
+    async def go():
+        async with Client(cm.build_server(str(h.repo), h.codex)) as client:
+            async def tool(name, **args):
+                result = await client.call_tool(name, args)
+                assert not result.is_error, result.content[0].text
+                assert json.loads(result.content[0].text) == result.structured_content
+                return result.structured_content
+            out = {"delegate": await tool("delegate-task", goal="g", allowedPaths=["src/"])}
+            await tool("check-task", taskId="T-001", waitSeconds=60)
+            out["rework"] = await tool("rework-task", taskId="T-001", reviewItems=["tighten it"])
+            out["check"] = await tool("check-task", taskId="T-001", waitSeconds=60, detail=True)
+            out["accept"] = await tool("accept-task", taskId="T-001")
+            await tool("delegate-task", goal="second", allowedPaths=["src/"])
+            out["cancel"] = await tool("cancel-task", taskId="T-002")
+            out["retry"] = await tool("retry-task", taskId="T-002")
+            out["list"] = await tool("list-tasks")
+            return out
+    try:
+        out = anyio.run(go)
+    finally:
+        del os.environ["CODEX_HOME"]
+    assert out["delegate"]["taskId"] == "T-001" and out["delegate"]["threadId"]
+    assert out["rework"] == {"taskId": "T-001", "threadId": out["delegate"]["threadId"], "status": "doing",
+                             "reworkCount": 1, "next": cm.NEXT["doing"]}
+    assert out["check"]["status"] == "review" and out["check"]["reviewRounds"] == ["1. tighten it"]
+    assert "## Summary\nReworked." in out["check"]["codexResult"]
+    assert out["accept"]["action"] == "done" and out["accept"]["status"] == "done"
+    assert out["cancel"]["status"] == "blocked" and out["cancel"]["reason"].startswith("cancelled")
+    assert out["retry"]["status"] == "todo"
+    assert [(t["taskId"], t["status"]) for t in out["list"]["tasks"]] == [("T-001", "done"), ("T-002", "todo")]
