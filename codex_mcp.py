@@ -491,35 +491,41 @@ TRANSITIONS = {
     "blocked": {"todo": "retry"},
     "done": {},
 }
+# What to do next from each status, in the tools' names (the CLI's commands are the same words).
 NEXT_STEP = {
-    "todo": "delegate --file {id} starts it (or cancel drops it)",
-    "doing": "Codex is working: check --wait waits for it (or cancel stops it)",
-    "review": "accept reviews it; rework sends it back",
-    "blocked": "retry returns it to todo, then delegate --file {id} runs it again",
+    "todo": "check-task with waitSeconds waits for it to start; it runs when the repo's current task ends",
+    "doing": "check-task with waitSeconds (up to 600) waits for Codex to finish; cancel-task stops it",
+    "review": "call accept-task to review the result, or rework-task to send it back",
+    "blocked": "read reason; fix what it says, then retry-task and delegate-task with fromFile",
     "done": "nothing: the task is finished",
 }
 
 
-def check_transition(task_id: str, current: str, new: str, doing: str) -> None:
+def next_step(task: Task) -> str:
+    if task.status == "todo" and not task.worker:
+        return f"delegate-task with fromFile {task.id} starts it (CLI: delegate --file {task.id})"
+    return NEXT_STEP[task.status]
+
+
+def check_transition(task: Task, new: str, doing: str) -> None:
     """Raise RefusedTransition naming the current status and what may be done from it."""
-    if new in TRANSITIONS.get(current, {}):
+    if new in TRANSITIONS.get(task.status, {}):
         return
-    allowed = "; ".join(f"{target} ({why})" for target, why in TRANSITIONS.get(current, {}).items())
-    raise RefusedTransition(
-        f"cannot {doing} {task_id}: it is {current}, and from {current} it can go to: {allowed or 'nowhere'}. "
-        f"Next: {NEXT_STEP[current].format(id=task_id)}.", status=current)
+    allowed = "; ".join(f"{target} ({why})" for target, why in TRANSITIONS.get(task.status, {}).items())
+    raise RefusedTransition(f"cannot {doing} {task.id}: it is {task.status}, and from {task.status} it can go "
+                            f"to: {allowed or 'nowhere'}. Next: {next_step(task)}.", status=task.status)
 
 
 def require_status(task: Task, expected: str, action: str) -> None:
     """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
     if task.status != expected:
         raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} needs a {expected} "
-                                f"task. Next: {NEXT_STEP[task.status].format(id=task.id)}.", status=task.status)
+                                f"task. Next: {next_step(task)}.", status=task.status)
 
 
 def transition(task: Task, new: str, reason: str, doing: str = "change") -> None:
     """Move a task along the table and append the step to its History."""
-    check_transition(task.id, task.status, new, doing)
+    check_transition(task, new, doing)
     entry = f"{now_iso()} {task.status} -> {new}: {one_line(reason)}"
     task.status, task.reason = new, one_line(reason)
     task.history = [*task.history, entry]
@@ -1960,21 +1966,6 @@ def repo_holder(store: Store) -> str:
         return "" if free else "the Codex run already in this repo"
 
 
-NEXT = {
-    "todo": "check-task (waitSeconds) waits for it to start; it runs when the repo's current task ends",
-    "doing": "check-task with waitSeconds (up to 600) waits for Codex to finish",
-    "review": "call accept-task to review the result",
-    "blocked": "read reason; fix what it says, then retry-task and delegate-task with fromFile",
-    "done": "nothing: the task is finished",
-}
-
-
-def next_step(task: Task) -> str:
-    if task.status == "todo" and not task.worker:
-        return f"delegate-task with fromFile {task.id} starts it"
-    return NEXT[task.status]
-
-
 def progress_view(task: Task) -> dict:
     view = {"note": task.progress, "lastEvent": task.last_event, "commands": task.commands,
             "tokens": task.tokens}
@@ -2119,7 +2110,7 @@ def cancel_task(repo: Any, task_id: Any) -> CancelResult:
     task = refresh(store, normalize_task_id(task_id))
     if task.status not in ACTIVE:
         raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
-                                f"doing task. Next: {NEXT_STEP[task.status].format(id=task.id)}.",
+                                f"doing task. Next: {next_step(task)}.",
                                 status=task.status)
     if task.worker and process_alive(task.worker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -2165,7 +2156,7 @@ def start_rework(store: Store, task_id: str, items: list, command: list) -> dict
         if task.status == "doing" and not task.worker:
             task.worker = identity
     return {"taskId": task.id, "threadId": task.thread_id or None, "status": task.status,
-            "reworkCount": task.rework_count, "next": NEXT["doing"]}
+            "reworkCount": task.rework_count, "next": NEXT_STEP["doing"]}
 
 
 def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: Any = None) -> AcceptResult:
@@ -2284,7 +2275,7 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
         result["verify"] = {"passed": verification["passed"], "exitStatus": verification["exitStatus"],
                             "outputTail": tail(verification["outputTail"], 400)}
     result["next"] = {
-        "done": "nothing: the task is finished", "rework": NEXT["doing"],
+        "done": "nothing: the task is finished", "rework": NEXT_STEP["doing"],
         "blocked": "read reason; fix it by hand or retry-task, then delegate-task with fromFile",
         "boundary_confirmation": "accept-task with approvePaths to allow these paths, or rework-task to "
                                  "have them reverted"}[verdict.action]

@@ -355,7 +355,7 @@ def test_every_tool_answers_in_memory(harness):
         del os.environ["CODEX_HOME"]
     assert out["delegate"]["taskId"] == "T-001" and out["delegate"]["threadId"]
     assert out["rework"] == {"taskId": "T-001", "threadId": out["delegate"]["threadId"], "status": "doing",
-                             "reworkCount": 1, "next": cm.NEXT["doing"]}
+                             "reworkCount": 1, "next": cm.NEXT_STEP["doing"]}
     assert out["check"]["status"] == "review" and out["check"]["reviewRounds"] == ["1. tighten it"]
     assert "## Summary\nReworked." in out["check"]["codexResult"]
     assert out["accept"]["action"] == "done" and out["accept"]["status"] == "done"

@@ -161,7 +161,7 @@ def test_rework_resumes_the_same_thread_in_the_sandbox(harness):
                   {"say": report(summary="Fixed it.")})
     out = h.ok("rework", "T-001", "--items", "use 3 not 2,add a comment")
     assert out == {"taskId": "T-001", "threadId": thread, "status": "doing", "reworkCount": 1,
-                   "next": cm.NEXT["doing"]}
+                   "next": cm.NEXT_STEP["doing"]}
     done = h.wait("T-001")
     assert done["status"] == "review" and done["codexThreadId"] == thread
     assert done["lastCodexResultSummary"] == "Fixed it."
