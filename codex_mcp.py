@@ -72,6 +72,7 @@ VERIFY_TIMEOUT = 15 * 60
 PROGRESS_EVERY = 2.0                   # seconds between Progress writes while Codex runs
 DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to announce its thread
 MAX_WAIT_SECONDS = 600                 # longer synchronous calls trip Claude Code's watchdog
+RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
 TASKS_DIR = "agents/tasks"
 STATE_DIR = ".codex-mcp"               # agents/tasks/.codex-mcp: locks, queue, run logs, snapshots
 SANDBOX = "workspace-write"            # the hard boundary; review enforces the Allowed Paths
@@ -1729,9 +1730,9 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
     unchanged = sorted(p for p in said - real if not any(r.startswith(p.rstrip("/") + "/") for r in real))
     unreported = sorted(p for p in real - said if not any(p.startswith(s.rstrip("/") + "/") for s in said))
     if unchanged:
-        mismatch["reportedButUnchanged"] = unchanged[:20]
+        mismatch["reportedButUnchanged"] = unchanged
     if unreported:
-        mismatch["changedButUnreported"] = unreported[:20]
+        mismatch["changedButUnreported"] = unreported
     return mismatch
 
 
@@ -1815,11 +1816,12 @@ class AcceptResult(TypedDict, total=False):
     reviewItems: list[str]
     changedFiles: list[str]
     changedFilesOmitted: int
+    outOfBoundsOmitted: int
     diffStat: str
     outOfBounds: list[str]
     missingSections: list[str]
     recordTampered: str
-    filesChangedMismatch: dict[str, list[str]]
+    filesChangedMismatch: dict[str, Any]     # reportedButUnchanged, changedButUnreported (+ ...Omitted)
     verify: dict[str, Any]
     next: str
 
@@ -2256,14 +2258,12 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
     if verdict.action == "rework":
         started = start_rework(store, task_id, verdict.items, command)
         result.update(status=started["status"], reworkCount=started["reworkCount"], threadId=started["threadId"],
-                      reviewItems=[clip(item, 300) for item in verdict.items])
+                      reviewItems=[clip(item, 200) for item in verdict.items])
     result["changedFiles"] = [f"{c['change']} {c.get('from', '') + ' -> ' if 'from' in c else ''}{c['path']}"
-                              for c in changes[:30]]
-    if len(changes) > 30:
-        result["changedFilesOmitted"] = len(changes) - 30
+                              for c in changes]
     result["diffStat"] = render_changes(changes).split("\n")[0]
     if outside:
-        result["outOfBounds"] = outside[:30]
+        result["outOfBounds"] = outside
     if facts.missing:
         result["missingSections"] = facts.missing
     if facts.tampered:
@@ -2279,6 +2279,27 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
         "blocked": "read reason; fix it by hand or retry-task, then delegate-task with fromFile",
         "boundary_confirmation": "accept-task with approvePaths to allow these paths, or rework-task to "
                                  "have them reverted"}[verdict.action]
+    return fit_result(result)
+
+
+def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
+    """Halve the longest list in the result (top level or one down) until the JSON fits the caller's
+    context budget; each cut says how much it left out. The task record keeps everything."""
+    def lists() -> Iterator[tuple]:
+        for key, value in result.items():
+            if isinstance(value, list) and key != "reviewItems":
+                yield result, key
+            elif isinstance(value, dict):
+                yield from ((value, inner) for inner, v in value.items() if isinstance(v, list))
+
+    while len(json.dumps(result, ensure_ascii=False).encode()) > budget:
+        candidates = [(holder, key) for holder, key in lists() if len(holder[key]) > 2]
+        if not candidates:
+            break
+        holder, key = max(candidates, key=lambda hk: len(json.dumps(hk[0][hk[1]], ensure_ascii=False)))
+        keep = len(holder[key]) // 2
+        holder[f"{key}Omitted"] = holder.get(f"{key}Omitted", 0) + len(holder[key]) - keep
+        holder[key] = holder[key][:keep]
     return result
 
 

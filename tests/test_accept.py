@@ -1,5 +1,6 @@
 """accept / rework / retry on ground truth, with the real Codex CLI and the scripted model."""
 
+import json
 import os
 
 import pytest
@@ -230,3 +231,20 @@ def test_accept_refuses_a_task_not_in_review(harness):
     status, out = h.cli("accept", "T-001")
     assert status == 1 and out["error"]["code"] == "refused_transition" and "it is doing" in out["error"]["message"]
     h.ok("cancel", "T-001")
+
+
+def test_a_large_result_is_trimmed_to_the_budget_and_says_so(harness):
+    h = harness
+    start(h, {"run": "mkdir -p src/generated outside/generated && for i in $(seq 1 150); do "
+                     "echo $i > src/generated/module_number_$i.py; echo $i > outside/generated/file_number_$i.txt; done"},
+          {"say": report(files=["src/generated/"])})
+    h.server.push({"say": report()})
+    out = h.ok("accept", "T-001")
+    assert out["action"] == "rework" and out["diffStat"] == "300 files: 300 added"
+    assert len(json.dumps(out, ensure_ascii=False).encode()) <= 1500
+    assert len(out["changedFiles"]) + out["changedFilesOmitted"] == 300
+    assert len(out["outOfBounds"]) + out.get("outOfBoundsOmitted", 0) == 150
+    unreported = out["filesChangedMismatch"]
+    assert len(unreported["changedButUnreported"]) + unreported.get("changedButUnreportedOmitted", 0) == 150
+    assert "outside/generated/file_number_99.txt" in h.task("T-001").changes     # the record has all
+    h.wait("T-001")
