@@ -309,7 +309,6 @@ META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in MET
 class Task:
     """One task, as its record file says. Owned sections are fields; the rest rides in `doc`."""
     id: str
-    title: str = ""
     status: str = "todo"
     rework_count: int = 0
     thread_id: str = ""
@@ -413,8 +412,6 @@ def parse_task(text: str, task_id: str, where: str) -> Task:
     """Read a record. Raises MalformedRecord naming the file, the line and what was expected."""
     doc = split_sections(text, where)
     task = Task(id=task_id, doc=doc)
-    title = next((line for line in doc.preamble if line.startswith("# ")), "")
-    task.title = title[2:].strip()
     seen: dict = {}
     for section in doc.sections:
         index = SECTION_INDEX.get(section.heading.lower())
@@ -473,7 +470,7 @@ def new_task(task_id: str, goal: str, allowed_paths: list, constraints: str = ""
              verify: str = "", model: str = "", reasoning: str = "", timeout: int = DEFAULT_TIMEOUT,
              idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> Task:
     stamp = now_iso()
-    return Task(id=task_id, title=one_line(goal, 100), goal=goal, allowed_paths=list(allowed_paths),
+    return Task(id=task_id, goal=goal, allowed_paths=list(allowed_paths),
                 constraints=constraints, criteria=criteria, verify=verify, model=model, reasoning=reasoning,
                 timeout=timeout, idle_timeout=idle_timeout, created=stamp, updated=stamp,
                 history=[f"{stamp} created (todo)"])

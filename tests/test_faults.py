@@ -87,24 +87,26 @@ def test_kill_while_queued(harness):
     h.ok("cancel", "T-001")
 
 
+def kill_worker_with_codex(h: Harness, task_id: str = "T-001") -> None:
+    """kill -9 the worker while Codex runs: the task recovers and Codex dies with its worker."""
+    codex = codex_of(h, task_id)
+    os.kill(worker_of(h, task_id), signal.SIGKILL)
+    assert_recovered(h, task_id)
+    until(lambda: not cm.process_alive(codex), 5, "Codex to die with its worker")
+
+
 def test_kill_while_codex_is_starting(harness, tmp_path):
     h = harness
     slow = script(tmp_path / "slow-codex", f'sleep 30\nexec "{h.codex}" "$@"\n')
     h.ok("--codex-cmd", slow, "delegate", "--goal", "drill", "--paths", "src/")
-    codex = codex_of(h, "T-001")
-    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
-    assert_recovered(h, "T-001")
-    until(lambda: not cm.process_alive(codex), 5, "the starting Codex to die")
+    kill_worker_with_codex(h)
 
 
 def test_kill_while_codex_waits_for_the_model(harness):
     h = harness
     h.server.push({"hang": True})
     assert delegate(h)["threadId"]
-    codex = codex_of(h, "T-001")
-    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
-    assert_recovered(h, "T-001")
-    until(lambda: not cm.process_alive(codex), 5, "Codex to die")
+    kill_worker_with_codex(h)
 
 
 def test_kill_while_codex_runs_a_command(harness):
