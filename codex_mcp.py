@@ -33,14 +33,13 @@ Layout, in the order data flows:
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import re
 import sys
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Optional, TypedDict
+from typing import Any, Callable, Iterator, NamedTuple, Optional, TypedDict
 
 # Modules only a Codex run, a snapshot or the server needs (subprocess, signal, threading, shlex,
 # hashlib, calendar) are imported inside the functions that use them: `codex-mcp check` must
@@ -164,15 +163,13 @@ HINT = ("<!-- codex-mcp task record. Edit Goal, Allowed Paths, Constraints, Acce
         "or Status in any editor; the tool honours the edit on its next read. -->")
 
 
-@dataclasses.dataclass
-class Section:
+class Section(NamedTuple):
     heading: str
     lines: list           # the body, without the heading line
     line_no: int          # 1-based line of the heading, for error messages
 
 
-@dataclasses.dataclass
-class Document:
+class Document(NamedTuple):
     """The raw shape of a record file, kept so that a rewrite changes only what changed."""
     preamble: list
     sections: list
@@ -305,10 +302,11 @@ META = (
 META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
 
 
-@dataclasses.dataclass
 class Task:
-    """One task, as its record file says. Owned sections are fields; the rest rides in `doc`."""
-    id: str
+    """One task, as its record file says. Owned sections are attributes; the rest rides in `doc`.
+
+    A plain class, not a dataclass: importing `dataclasses` (it imports `inspect`) was a quarter of
+    the CLI's start-up. Immutable defaults live on the class; lists and dicts are made per task."""
     status: str = "todo"
     rework_count: int = 0
     thread_id: str = ""
@@ -328,9 +326,7 @@ class Task:
     tokens: int = 0
     tampered: str = ""
     log: str = ""
-    extra_meta: dict = dataclasses.field(default_factory=dict)
     goal: str = ""
-    allowed_paths: list = dataclasses.field(default_factory=list)
     constraints: str = ""
     criteria: str = ""
     verify: str = ""
@@ -338,9 +334,17 @@ class Task:
     run_log: str = ""
     changes: str = ""
     verification: str = ""
-    rounds: list = dataclasses.field(default_factory=list)
-    history: list = dataclasses.field(default_factory=list)
-    doc: Optional[Document] = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __init__(self, id: str, doc: Optional[Document] = None, **values: Any) -> None:
+        self.id, self.doc = id, doc
+        self.extra_meta: dict = {}          # Status labels the tool does not know, kept as written
+        self.allowed_paths: list = []
+        self.rounds: list = []
+        self.history: list = []
+        for name, value in values.items():
+            if not hasattr(self, name):
+                raise TypeError(f"Task has no attribute {name!r}")
+            setattr(self, name, value)
 
     def meta(self) -> dict:
         values = {label: getattr(self, attr) for label, attr, _ in META}
@@ -902,8 +906,7 @@ class EventDigest:
         return "\n".join(lines)
 
 
-@dataclasses.dataclass
-class RunOutcome:
+class RunOutcome(NamedTuple):
     digest: EventDigest
     returncode: Optional[int]
     stopped: str            # why we stopped Codex ourselves ("" if it ended on its own)
@@ -1670,23 +1673,26 @@ def permission_denial(message: str) -> str:
     return one_line(match.group(0).strip(), 400) if match else ""
 
 
-@dataclasses.dataclass
 class ReviewFacts:
-    denial: str = ""
-    missing: list = dataclasses.field(default_factory=list)
-    completion_tried: bool = False
-    tampered: str = ""
-    undeclared: list = dataclasses.field(default_factory=list)      # outside the boundary, not reported
-    declared: list = dataclasses.field(default_factory=list)        # outside the boundary, reported
-    verify_failure: str = ""                                        # output tail of a failed verify
-    rework_count: int = 0
+    """What review has found so far; filled in pipeline order, turned into a verdict by decide()."""
+
+    def __init__(self, denial: str = "", missing: tuple = (), completion_tried: bool = False,
+                 tampered: str = "", undeclared: tuple = (), declared: tuple = (), verify_failure: str = "",
+                 rework_count: int = 0) -> None:
+        self.denial = denial
+        self.missing = list(missing)
+        self.completion_tried = completion_tried
+        self.tampered = tampered
+        self.undeclared = list(undeclared)          # outside the boundary, not in Files Changed
+        self.declared = list(declared)              # outside the boundary, in Files Changed
+        self.verify_failure = verify_failure        # output tail of a failed verify command
+        self.rework_count = rework_count
 
 
-@dataclasses.dataclass
-class Verdict:
+class Verdict(NamedTuple):
     action: str             # done | rework | blocked | boundary_confirmation | complete (ask Codex first)
     reason: str
-    items: list = dataclasses.field(default_factory=list)   # review items, when action is rework
+    items: list = []        # review items, when action is rework (never mutated)
 
 
 def decide(facts: ReviewFacts) -> Verdict:
