@@ -661,8 +661,6 @@ class Store:
         self.state_dir = self.tasks_dir / STATE_DIR
         self.runs_dir = self.state_dir / "runs"
         self.queue_dir = self.state_dir / "queue"
-        self.store_lock = self.state_dir / "store.lock"
-        self.run_lock = self.state_dir / "run.lock"
 
     def path(self, task_id: str) -> Path:
         return self.tasks_dir / f"{normalize_task_id(task_id)}.md"
@@ -699,7 +697,7 @@ class Store:
         the files, and an id that exists already (a record written by hand) is skipped."""
         self.tasks_dir.mkdir(parents=True, exist_ok=True)
         hint = self.state_dir / "next-id"
-        with file_lock(self.store_lock):
+        with self.lock("store"):
             try:
                 number = int(hint.read_text())
             except (OSError, ValueError):
@@ -717,7 +715,7 @@ class Store:
         """Read, let the caller change, write back only if the text changed; all under the lock."""
         task_id = normalize_task_id(task_id)
         where = self.relative(self.path(task_id))
-        with file_lock(self.store_lock):
+        with self.lock("store"):
             text = self.read_text(task_id)
             if guard is not None:
                 text = guard.check(text, task_id, where)
@@ -735,12 +733,18 @@ class Store:
     def run_file(self, task_id: str, suffix: str) -> Path:
         return self.runs_dir / f"{task_id}.{suffix}"
 
+    def lock(self, name: str, blocking: bool = True) -> "contextlib.AbstractContextManager[bool]":
+        """One of the repo's locks: `store` (every record write), `run` (the Codex run), `accept-T-NNN`."""
+        self.make_state_dirs()
+        return file_lock(self.state_dir / f"{name}.lock", blocking)
+
     def make_state_dirs(self) -> None:
-        """The tool's own folder, ignored by git so that run logs are never committed by accident."""
+        """The tool's own folder, ignored by git so that its files are never committed by accident.
+        Made by the first thing that writes there: a lock, or a worker's log."""
+        if (self.state_dir / ".gitignore").exists():
+            return
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        ignore = self.state_dir / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# codex-mcp run logs, snapshots, locks and queue\n*\n")
+        (self.state_dir / ".gitignore").write_text("# codex-mcp run logs, snapshots, locks and queue\n*\n")
 
 
 # ====================================================================================================
@@ -1166,7 +1170,7 @@ class Worker:
         while not self.cancelled:
             head = queue_head(self.store)
             if head == self.task_id:
-                with file_lock(self.store.run_lock, blocking=False) as mine:
+                with self.store.lock("run", blocking=False) as mine:
                     if mine:
                         yield True
                         return
@@ -1965,9 +1969,9 @@ def stop_child(task: Task) -> None:
 def repo_holder(store: Store) -> str:
     """What a new task in this repo would wait for: the queue's head, or "" if the repo is free."""
     head = queue_head(store)
-    if head or not store.run_lock.exists():
+    if head or not (store.state_dir / "run.lock").exists():
         return head
-    with file_lock(store.run_lock, blocking=False) as free:
+    with store.lock("run", blocking=False) as free:
         return "" if free else "the Codex run already in this repo"
 
 
@@ -2174,7 +2178,7 @@ def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: A
     approve = list_arg("approvePaths", approve_paths)
     command = codex_command_from(codex_cmd)
     require_status(refresh(store, task_id), "review", "accept")    # refused before anything is written
-    with file_lock(store.state_dir / f"accept-{task_id}.lock", blocking=False) as free:
+    with store.lock(f"accept-{task_id}", blocking=False) as free:
         if not free:
             raise OperationFailed(f"another accept of {task_id} is running; wait for it, then check-task")
         require_status(refresh(store, task_id), "review", "accept")

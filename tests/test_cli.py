@@ -133,3 +133,16 @@ def test_run_logs_are_ignored_by_git(tmp_path):
     untracked = git(repo, "status", "--porcelain", "--untracked-files=all").split("\n")
     assert "?? agents/tasks/T-001.md" in untracked
     assert not any(".codex-mcp" in line for line in untracked)
+
+
+def test_a_record_edit_before_any_run_leaves_nothing_untracked(tmp_path):
+    from conftest import git, make_repo
+    repo = make_repo(tmp_path / "repo")
+    tasks = repo / "agents" / "tasks"
+    tasks.mkdir(parents=True)
+    shutil.copy(EXAMPLE, tasks / "T-001.md")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "task")
+    assert run_cli("retry", "T-001", cwd=repo)[0] == 0        # the store lock is the first state file
+    assert (repo / "agents/tasks/.codex-mcp/store.lock").exists()
+    assert git(repo, "status", "--porcelain", "--untracked-files=all").split() == ["M", "agents/tasks/T-001.md"]
