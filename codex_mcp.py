@@ -848,7 +848,6 @@ class EventDigest:
         self.command_count = 0
         self.file_changes: list = []
         self.errors: list = []
-        self.warnings: list = []
         self.diagnostics: list = []
         self.last_event = ""
         self.completed = False
@@ -896,8 +895,6 @@ class EventDigest:
             for change in item.get("changes") or []:
                 if isinstance(change, dict):
                     self.file_changes.append(f"{change.get('kind', 'change')}: {change.get('path', '')}")
-        elif kind == "error":
-            self.warnings.append(one_line(item.get("message", ""), 200))
 
     def summary(self) -> str:
         lines = [f"commands run: {self.command_count}"]
@@ -945,6 +942,20 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     return "review", "Codex finished its turn"
 
 
+HAVE_PROC = os.path.exists("/proc/self/stat")     # Linux: process start times and groups are readable
+
+
+def proc_stat(pid: Any) -> Optional[list]:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is
+    gone or a zombie. The name is in parentheses and may itself contain spaces and parentheses."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields
+
+
 def kill_group(pgid: int, grace: float = 3.0) -> None:
     """Stop a process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
     import signal
@@ -968,7 +979,7 @@ def kill_group(pgid: int, grace: float = 3.0) -> None:
 
 def group_alive(pgid: int) -> bool:
     """Any live member left? A zombie still counts for killpg(pgid, 0), so read /proc where we can."""
-    if Path("/proc/self/stat").exists():
+    if HAVE_PROC:
         return bool(group_members(pgid, "0"))
     try:
         os.killpg(pgid, 0)
@@ -983,12 +994,8 @@ def process_identity(pid: int) -> str:
 
 
 def process_start(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    fields = stat[stat.rindex(")") + 2:].split()
-    return "" if fields[0] == "Z" else fields[19]
+    fields = proc_stat(pid)
+    return fields[19] if fields else ""
 
 
 def group_members(pgid: int, since: str) -> list:
@@ -997,15 +1004,10 @@ def group_members(pgid: int, since: str) -> list:
     Codex's shell commands share its group and outlive it when it is killed; a group id can be
     reused only by processes started later than ours, so the start time tells ours apart."""
     members = []
-    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid and int(fields[19]) >= int(since or 0):
-            members.append(int(entry.name))
+    for name in os.listdir("/proc") if HAVE_PROC else ():
+        fields = proc_stat(name) if name.isdigit() else None
+        if fields and int(fields[2]) == pgid and int(fields[19]) >= int(since or 0):
+            members.append(int(name))
     return members
 
 
@@ -1027,7 +1029,7 @@ def process_alive(identity: str) -> bool:
     if not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if Path("/proc/self/stat").exists():
+    if HAVE_PROC:
         current = process_start(pid)
         return bool(current) and (start in ("", "0") or current == start)
     try:
