@@ -1198,16 +1198,14 @@ class Worker:
             task.started, task.progress, task.tampered = now_iso(), "starting Codex", ""
             task.commands = task.tokens = 0
             task.log = self.store.relative(self.store.run_file(task.id, "jsonl"))
-        outcome, recovered = self.codex_turn(task)
+        outcome, recovered = self.turn(task)
         self.finish(outcome, before, recovered)
 
-    def codex_turn(self, task: Task) -> tuple:
+    def turn(self, task: Task) -> tuple:
         hooks = dict(on_start=self.on_codex_start, on_event=self.on_event, should_stop=self.stop_reason)
         if self.mode == "rework":
             return resumed_turn(self.store, task, rework_prompt(task), self.codex_cmd, **hooks)
-        argv = build_codex_command(self.codex_cmd, task, self.store.repo)
-        return run_codex(argv, start_prompt(task), self.store.repo, self.store.run_file(task.id, "jsonl"),
-                         task.timeout, task.idle_timeout, **hooks), ""
+        return codex_turn(self.store, task, start_prompt(task), self.codex_cmd, **hooks), ""
 
     def on_codex_start(self, pid: int) -> None:
         with self.store.update(self.task_id, self.guard) as task:
@@ -1296,22 +1294,26 @@ def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
     return process_identity(process.pid)
 
 
-def resumed_turn(store: Store, task: Task, prompt: str, codex_cmd: list, sandbox: str = SANDBOX,
-                 on_start: Callable = lambda pid: None, on_event: Callable = lambda digest: None,
-                 should_stop: Callable = lambda: "") -> tuple:
+def codex_turn(store: Store, task: Task, prompt: str, codex_cmd: list, resume: str = "",
+               sandbox: str = SANDBOX, on_start: Callable = lambda pid: None,
+               on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "") -> RunOutcome:
+    """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
+    argv = build_codex_command(codex_cmd, task, store.repo, resume=resume, sandbox=sandbox)
+    return run_codex(argv, prompt, store.repo, store.run_file(task.id, "jsonl"), task.timeout,
+                     task.idle_timeout, on_start, on_event, should_stop)
+
+
+def resumed_turn(store: Store, task: Task, prompt: str, codex_cmd: list, **options: Any) -> tuple:
     """Continue the task's Codex thread; if Codex lost it, start a new one told the whole story.
 
-    Returns (outcome, note): the note says `thread recovered: <old> -> <new>` when that happened."""
-    def turn(resume: str, text: str) -> RunOutcome:
-        argv = build_codex_command(codex_cmd, task, store.repo, resume=resume, sandbox=sandbox)
-        return run_codex(argv, text, store.repo, store.run_file(task.id, "jsonl"), task.timeout,
-                         task.idle_timeout, on_start, on_event, should_stop)
-
-    outcome = turn(task.thread_id, prompt) if task.thread_id else None
+    `options` are codex_turn's. Returns (outcome, note): the note says `thread recovered: <old> ->
+    <new>` when that happened."""
+    outcome = codex_turn(store, task, prompt, codex_cmd, resume=task.thread_id, **options) \
+        if task.thread_id else None
     if outcome is not None and not outcome.lost_thread:
         return outcome, ""
     old = task.thread_id or "none"
-    outcome = turn("", recovery_prompt(task, prompt))
+    outcome = codex_turn(store, task, recovery_prompt(task, prompt), codex_cmd, **options)
     return outcome, f"thread recovered: {old} -> {outcome.digest.thread_id or 'none'}"
 
 
