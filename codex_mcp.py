@@ -186,9 +186,7 @@ def split_sections(text: str, where: str) -> Document:
             body.append(line)
             continue
         if fence is not None:
-            mark = FENCE.match(line)
-            if mark and mark.group(1)[0] == fence[0][0] and len(mark.group(1)) >= len(fence[0]) \
-                    and not mark.group(2).strip():
+            if closes_fence(line, fence[0]):
                 fence = None
         else:
             mark = FENCE.match(line)
@@ -206,6 +204,14 @@ def split_sections(text: str, where: str) -> Document:
     return Document(preamble, sections)
 
 
+def closes_fence(line: str, opening: str) -> bool:
+    """Whether `line` closes a fence opened with `opening`: the same character, at least as many,
+    nothing after (CommonMark's rule, so GitHub and this parser agree on where a block ends)."""
+    mark = FENCE.match(line)
+    return bool(mark) and mark.group(1)[0] == opening[0] and len(mark.group(1)) >= len(opening) \
+        and not mark.group(2).strip()
+
+
 def fence_for(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     return "`" * max(3, longest + 1)
@@ -215,7 +221,7 @@ def render_text(value: str, always_fence: bool = False, info: str = "") -> list:
     """Plain text when it cannot be mistaken for structure, else a fenced block."""
     if not value:
         return []
-    unsafe = any(HEADING.match(line) or FENCE.match(line) or line.startswith("#") for line in value.split("\n"))
+    unsafe = any(line.startswith("#") or FENCE.match(line) for line in value.split("\n"))
     if not (always_fence or unsafe):
         return value.split("\n")
     fence = fence_for(value)
@@ -230,14 +236,10 @@ def parse_text(lines: list, where: str, line_no: int) -> str:
     while end > start and not lines[end - 1].strip():
         end -= 1
     body = lines[start:end]
-    if len(body) >= 2:
-        opening, closing = FENCE.match(body[0]), FENCE.match(body[-1])
-        if opening and closing and closing.group(1)[0] == opening.group(1)[0] \
-                and len(closing.group(1)) >= len(opening.group(1)) and not closing.group(2).strip():
-            inner = body[1:-1]
-            if not any(FENCE.match(line) and FENCE.match(line).group(1).startswith(opening.group(1))
-                       for line in inner):
-                return "\n".join(inner)
+    opening = FENCE.match(body[0]) if len(body) >= 2 else None
+    if opening and closes_fence(body[-1], opening.group(1)) \
+            and not any(closes_fence(line, opening.group(1)) for line in body[1:-1]):
+        return "\n".join(body[1:-1])
     return "\n".join(body)
 
 
@@ -1622,7 +1624,7 @@ def parse_report(message: str) -> dict:
     for line in message.split("\n"):
         mark = FENCE.match(line)
         if fence:
-            if mark and mark.group(1).startswith(fence):
+            if closes_fence(line, fence):
                 fence = ""
         elif mark:
             fence = mark.group(1)

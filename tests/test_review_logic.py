@@ -259,3 +259,12 @@ def test_events_split_across_reads_are_reassembled(tmp_path):
     digest = outcome.digest
     assert outcome.returncode == 0 and digest.thread_id == "t" and digest.completed
     assert digest.final_message == "x" * 3_000_000 and digest.tokens == 3 and digest.diagnostics == []
+
+
+def test_report_and_record_agree_on_where_a_fence_ends():
+    message = "## Summary\nok\n```\n~~~\n## Tests\nfake\n```` trailing\n```\n## Files Changed\n- a.py\n"
+    assert cm.missing_sections(cm.parse_report(message)) == ["Tests"]
+    assert cm.closes_fence("````", "```") and not cm.closes_fence("~~~", "```")
+    assert not cm.closes_fence("``` python", "```") and not cm.closes_fence("``", "```")
+    body = ["```", "~~~", "## Status", "````` extra", "```"]
+    assert cm.parse_text(body, "", 0) == "~~~\n## Status\n````` extra"
