@@ -73,6 +73,7 @@ DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to an
 MAX_WAIT_SECONDS = 600                 # longer synchronous calls trip Claude Code's watchdog
 RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
 TASKS_DIR = "agents/tasks"
+TASKS_PARTS = tuple(TASKS_DIR.split("/"))
 STATE_DIR = ".codex-mcp"               # agents/tasks/.codex-mcp: locks, queue, run logs, snapshots
 SANDBOX = "workspace-write"            # the hard boundary; review enforces the Allowed Paths
 TASK_ID = re.compile(r"T-(\d{1,9})")
@@ -1498,9 +1499,13 @@ def load_changes(store: Store, task_id: str) -> list:
     return [item for item in out if not (item["change"] == "deleted" and item["path"] in renamed_from)]
 
 
+def change_names(item: dict) -> list:
+    """The paths one change touches: both names of a rename."""
+    return [item["from"], item["path"]] if "from" in item else [item["path"]]
+
+
 def change_paths(changes: list) -> list:
-    """Every path a change touches: both names of a rename."""
-    return [path for item in changes for path in ([item["from"]] if "from" in item else []) + [item["path"]]]
+    return [path for item in changes for path in change_names(item)]
 
 
 def render_changes(changes: list, out_of_bounds: tuple = ()) -> str:
@@ -1528,11 +1533,17 @@ def path_parts(path: str) -> tuple:
     return tuple(part for part in PurePosixPath(path).parts if part not in ("", "."))
 
 
+def tool_path(parts: tuple) -> bool:
+    """Is this .git or the task records (or a folder holding them)? Never Codex's to change."""
+    return parts[:1] == (".git",) or parts[:len(TASKS_PARTS)] == TASKS_PARTS \
+        or bool(parts) and TASKS_PARTS[:len(parts)] == parts
+
+
 def inside_boundary(path: str, allowed: list) -> bool:
     """True if `path` equals an allowed path or lies under one, compared component by component,
     so that `src/auth/` admits `src/auth/x.py` and not `src/auth_evil/x.py`."""
     parts = path_parts(path)
-    if parts[:2] == tuple(TASKS_DIR.split("/")):
+    if parts[:len(TASKS_PARTS)] == TASKS_PARTS:
         return False
     return any(parts[:len(path_parts(a))] == path_parts(a) for a in allowed)
 
@@ -1548,9 +1559,7 @@ def link_target(path: str, target: str) -> Optional[str]:
 def out_of_bounds(changes: list, allowed: list) -> list:
     outside = []
     for item in changes:
-        for path in ([item["from"]] if "from" in item else []) + [item["path"]]:
-            if not inside_boundary(path, allowed):
-                outside.append(path)
+        outside += [path for path in change_names(item) if not inside_boundary(path, allowed)]
         if "link" in item and item["path"] not in outside:
             target = link_target(item["path"], item["link"])
             if target is None or not inside_boundary(target, allowed):
@@ -1570,8 +1579,7 @@ def validate_allowed_path(raw: Any, repo: Path) -> str:
     if ".." in PurePosixPath(path).parts:
         raise BadInput(f"allowed path {raw!r} contains '..': allowed paths must stay inside the repo")
     parts = path_parts(path)
-    if parts[:1] == (".git",) or parts[:2] == tuple(TASKS_DIR.split("/")) \
-            or tuple(TASKS_DIR.split("/"))[:len(parts)] == parts and parts:
+    if tool_path(parts):
         raise BadInput(f"allowed path {raw!r} would let Codex change .git or {TASKS_DIR}/, which only "
                        f"this tool may write")
     resolved = (repo / path).resolve()
@@ -2203,14 +2211,14 @@ def review(store: Store, task_id: str, command: list) -> dict:
     task = store.load(task_id)
     facts = ReviewFacts(denial=permission_denial(task.result), tampered=task.tampered,
                         rework_count=task.rework_count)
-    facts.missing = missing_sections(parse_report(task.result))
-    verdict = decide(facts)
-    if verdict.action == "complete":
+    report = parse_report(task.result)
+    facts.missing = missing_sections(report)
+    if decide(facts).action == "complete":
         task = request_completion(store, task, facts.missing, command)
-        facts.missing, facts.completion_tried = missing_sections(parse_report(task.result)), True
-        verdict = decide(facts)
+        report, facts.completion_tried = parse_report(task.result), True
+        facts.missing = missing_sections(report)
     changes = load_changes(store, task_id)
-    declared = declared_files(parse_report(task.result).get("Files Changed", ""), store.repo)
+    declared = declared_files(report.get("Files Changed", ""), store.repo)
     outside = out_of_bounds(changes, task.allowed_paths)
     facts.declared = [p for p in outside if p in declared]
     facts.undeclared = [p for p in outside if p not in declared]
