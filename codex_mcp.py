@@ -2518,9 +2518,11 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
     default_repo = cwd or os.getcwd()
     server = MCPServer("codex-mcp", instructions=SERVER_INSTRUCTIONS, version=VERSION)
 
-    async def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    async def call(fn: Callable, cwd: Optional[str], *args: Any) -> Any:
+        """Run a service in a thread (waits never block the server), in `cwd` or the server's repo."""
         try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(functools.partial(fn, cwd or default_repo, *args),
+                                                  abandon_on_cancel=True)
         except CodexMcpError as error:
             raise ToolError(json.dumps(error.to_json(), ensure_ascii=False)) from None
 
@@ -2549,7 +2551,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         idleTimeoutSeconds: Annotated[Optional[int], Field(
             description=f"stop Codex after this long without an event (default {DEFAULT_IDLE_TIMEOUT})")] = None,
     ) -> schema_type(DelegateResult):
-        return await call(delegate_task, cwd or default_repo, goal, allowedPaths, constraints, acceptanceCriteria,
+        return await call(delegate_task, cwd, goal, allowedPaths, constraints, acceptanceCriteria,
                           verify, model, reasoning, timeoutSeconds, idleTimeoutSeconds, fromFile, codex_cmd)
 
     @tool("check-task", read_only=True, idempotent=True)
@@ -2576,7 +2578,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
                 report("waiting for Codex")
 
         try:
-            return await call(check_task, cwd or default_repo, taskId, waitSeconds, detail,
+            return await call(check_task, cwd, taskId, waitSeconds, detail,
                               lambda task: report(f"{task.status}: {task.progress or task.reason}"), sleep)
         finally:
             stop.set()
@@ -2587,7 +2589,7 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         approvePaths: Annotated[Optional[list[str]], Field(
             description="paths outside allowedPaths to allow, after a boundary_confirmation")] = None,
     ) -> schema_type(AcceptResult):
-        return await call(accept_task, cwd or default_repo, taskId, approvePaths, codex_cmd)
+        return await call(accept_task, cwd, taskId, approvePaths, codex_cmd)
 
     @tool("rework-task")
     async def rework(
@@ -2595,19 +2597,19 @@ def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> 
         reviewItems: Annotated[list[str], Field(description="the specific things Codex must fix")],
         cwd: Cwd = None,
     ) -> schema_type(ReworkResult):
-        return await call(rework_task, cwd or default_repo, taskId, reviewItems, codex_cmd)
+        return await call(rework_task, cwd, taskId, reviewItems, codex_cmd)
 
     @tool("retry-task")
     async def retry(taskId: TaskId, cwd: Cwd = None) -> schema_type(RetryResult):
-        return await call(retry_task, cwd or default_repo, taskId)
+        return await call(retry_task, cwd, taskId)
 
     @tool("cancel-task")
     async def cancel(taskId: TaskId, cwd: Cwd = None) -> schema_type(CancelResult):
-        return await call(cancel_task, cwd or default_repo, taskId)
+        return await call(cancel_task, cwd, taskId)
 
     @tool("list-tasks", read_only=True, idempotent=True)
     async def list_all(cwd: Cwd = None) -> schema_type(ListResult):
-        return await call(list_tasks, cwd or default_repo)
+        return await call(list_tasks, cwd)
 
     return server
 
