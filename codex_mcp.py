@@ -3,78 +3,100 @@
 Claude Code plans and reviews; Codex writes code in its sandbox. This module keeps each task as a
 Markdown file a person can read and edit (`agents/tasks/T-001.md`), runs `codex exec --json` in a
 detached worker process, one task at a time per repository, and reviews the result on ground truth:
-the files that really changed, the report Codex wrote, and a verify command that really ran.
+the files that really changed, the report Codex wrote, and a verify command that really ran, under
+the same sandbox as Codex.
 
 Two ways in, one service layer, the same JSON out:
 
-    codex-mcp delegate | check | accept | rework | retry | cancel | list ...   (the CLI)
-    codex-mcp serve                                                          (a stdio MCP server)
+    codex-mcp delegate | start | check | accept | rework | retry | cancel | list ...   (the CLI)
+    codex-mcp serve                                                                 (a stdio MCP server)
 
 Only the MCP server needs a third-party package (`mcp`, imported inside `serve`); everything else is
 the standard library, so `python codex_mcp.py --help` works from a copy of this file.
 
+Trust: Codex is an untrusted program. In its sandbox it can write every file of the workspace but
+the repository's own `.git` (the task records in `agents/tasks/` included), and `/tmp`. So nothing
+review trusts lives where Codex can write: the tool's state (queue, run logs, change logs, copies
+of the records) sits in the repository's git directory (`.git/codex-mcp/`) or, for a plain folder,
+in `~/.local/state/codex-mcp/`; changes are found by inode change times, which no process can set.
+
 Concurrency: any number of CLI calls, MCP servers and workers may act on one repository at once.
 Every read-modify-write of a record holds the repo's store lock for milliseconds and writes
-atomically; one Codex run at a time holds the repo's run lock; while Codex runs, the task's worker
-is the only writer of its record (others signal it, as cancel does).
+atomically; one Codex run at a time holds the repo's run lock, and so do accept's verify command
+and completion request (ahead of queued runs); while Codex runs, the task's worker is the only
+writer of its record (others signal it, as cancel does).
 
 Layout, in the order data flows:
-  1. Constants and errors
+  1. Constants, errors and text helpers
   2. Task records and their Markdown form (parse, render, round trip)
-  3. The state machine (one transition table)
-  4. Locks, atomic writes and the task store
-  5. The Codex runner and the background worker
-  6. Review: workspace snapshots, path boundaries, Codex's report, verdicts
-  7. Services: one function per tool, shared by the CLI and the MCP server
-  8. CLI
-  9. MCP server
- 10. main
+  3. The state machine and the one table of next steps
+  4. Disk: locks, atomic writes, where state lives, the task store and its guard
+  5. Processes: identities, groups, kill, spawn
+  6. Git, run so that nothing configured inside the workspace executes
+  7. Workspace: snapshots and the changes between them
+  8. Prompts
+  9. Codex: the command line, its events, one turn, the workspace it runs in
+ 10. The worker and the run queue
+ 11. Review, pure: paths, the report, attribution, the verdict
+ 12. Review, acting: verify, completion, recording the verdict
+ 13. Answers: the shape of every result
+ 14. Services: one function per tool, shared by the CLI and the MCP server
+ 15. CLI
+ 16. MCP server
+ 17. main
 """
 
-import argparse
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, NamedTuple, Optional, TypedDict
 
 # Modules only a Codex run, a snapshot or the server needs (subprocess, signal, threading, shlex,
-# hashlib, calendar) are imported inside the functions that use them: `codex-mcp check` must
-# start fast (tests/bench measures it against a bare `python -c pass`).
+# hashlib, calendar, argparse's help) are imported inside the functions that use them, and the
+# type hints are never evaluated (`from __future__ import annotations`, no `typing` import):
+# `codex-mcp check` must start fast (tests/bench measures it against a bare `python -c pass`).
 
 __all__ = [
-    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed",
+    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed", "Busy",
     "Task", "parse_task", "render_task", "new_task",
-    "TRANSITIONS", "transition",
+    "TRANSITIONS", "NEXT_STEPS", "transition", "next_step",
     "file_lock", "atomic_write", "Store",
+    "Snapshot", "take_snapshot", "changes_since",
     "build_codex_command", "EventDigest", "run_codex", "work",
-    "snapshot", "changed_paths", "inside_boundary", "parse_report", "decide",
-    "delegate_task", "check_task", "accept_task", "rework_task", "retry_task", "cancel_task",
+    "inside_boundary", "parse_report", "decide",
+    "delegate_task", "start_task", "check_task", "accept_task", "rework_task", "retry_task", "cancel_task",
     "list_tasks", "main", "main_exit",
 ]
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 
 # ====================================================================================================
-# 1. Constants and errors
+# 1. Constants, errors and text helpers
 # ====================================================================================================
 
 STATUSES = ("todo", "doing", "review", "done", "blocked")
 ACTIVE = ("todo", "doing")             # a worker may be queued or running for these
 MAX_REWORKS = 3
 DEFAULT_TIMEOUT = 2 * 3600             # hard limit of one Codex run, seconds
-DEFAULT_IDLE_TIMEOUT = 15 * 60         # no event from Codex for this long ends the run
+DEFAULT_IDLE_TIMEOUT = 15 * 60         # no progress from Codex for this long ends the run
 VERIFY_TIMEOUT = 15 * 60
 PROGRESS_EVERY = 2.0                   # seconds between Progress writes while Codex runs
+PROGRESS_NOTIFY_EVERY = 5.0            # seconds between MCP progress notifications during a wait
 DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to announce its thread
-MAX_WAIT_SECONDS = 600                 # longer synchronous calls trip Claude Code's watchdog
+MAX_WAIT_SECONDS = 600                 # longer synchronous MCP calls trip Claude Code's own timeout
+RUN_LOCK_WAIT = MAX_WAIT_SECONDS       # how long accept waits for a running Codex to finish
 RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
+LIST_LIMIT = 20                        # tasks per list page by default
+PATH_LINES = 12                        # paths named in one review item or result list before grouping
+ATTRIBUTION_SLACK = 2.0                # seconds around a Codex command inside which its writes land
 TASKS_DIR = "agents/tasks"
 TASKS_PARTS = tuple(TASKS_DIR.split("/"))
-STATE_DIR = ".codex-mcp"               # agents/tasks/.codex-mcp: locks, queue, run logs, snapshots
 SANDBOX = "workspace-write"            # the hard boundary; review enforces the Allowed Paths
 TASK_ID = re.compile(r"T-(\d{1,9})")
 TEXT_LIMIT = 20_000                    # characters of one caller-supplied text field
@@ -82,12 +104,15 @@ REPORT_SECTIONS = ("Summary", "Tests", "Files Changed")
 
 
 class CodexMcpError(Exception):
-    """An error a person can act on. `code` is stable; `exit_status` is what the CLI exits with."""
+    """An error a person can act on. `code` is stable; `exit_status` is what the CLI exits with.
+
+    Messages name arguments the MCP way, in backticks (`allowedPaths`); the CLI rewrites those
+    names into its own flags (`--paths`) before printing, so each caller reads its own words."""
 
     code = "failed"
     exit_status = 1
 
-    def __init__(self, message: str, **details: Any) -> None:
+    def __init__(self, message: str, **details: object) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -120,11 +145,30 @@ class OperationFailed(CodexMcpError):
     code = "failed"
 
 
+class Busy(OperationFailed):
+    """Another Codex run holds the workspace for longer than the caller can wait."""
+    code = "busy"
+
+
+def os_error(error: OSError, doing: str) -> OperationFailed:
+    """An operating-system error as a sentence: what we were doing, the path, the cause, the cure."""
+    import errno
+    where = f" {error.filename}" if error.filename else ""
+    cure = {errno.ENOSPC: "free some disk space, then try again",
+            errno.EDQUOT: "free some disk space (the quota is used up), then try again",
+            errno.EROFS: "the file system is read-only: make it writable, then try again",
+            errno.EACCES: "make it readable and writable for this user, then try again",
+            errno.EPERM: "make it readable and writable for this user, then try again"}.get(
+        error.errno, "fix that, then try again")
+    return OperationFailed(f"could not {doing}:{where}: {error.strerror or error} ({cure}); nothing was "
+                           "left half-written")
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def seconds_since(iso: str) -> Optional[int]:
+def seconds_since(iso: str) -> int | None:
     import calendar
     try:
         return int(time.time() - calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
@@ -146,14 +190,88 @@ def tail(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1):]
 
 
+def split_list(value: str) -> list:
+    """The one comma-list splitter: `a, b,,c` -> ['a', 'b', 'c']."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def unique(items: object) -> list:
+    return list(dict.fromkeys(items))
+
+
+# -- arguments: checked once, at the edge, the same way for the CLI and the MCP server --------------
+
+def text_arg(name: str, value: object, required: bool = False) -> str:
+    """A caller's text: a string, real text (not bytes that failed to decode), of sane length."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise BadInput(f"`{name}` must be text, not {json_type(value)}")
+    if "\x00" in value:
+        raise BadInput(f"`{name}` contains a NUL character")
+    if "\ufffd" in value:
+        raise BadInput(f"`{name}` contains U+FFFD, the mark of bytes that were not UTF-8 text: check the "
+                       "encoding of the terminal or file it came from")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"`{name}` is not valid UTF-8 text (check the terminal's or file's encoding)") from None
+    if len(value) > TEXT_LIMIT:
+        raise BadInput(f"`{name}` is {len(value)} characters; at most {TEXT_LIMIT} are accepted "
+                       f"(put long material in a file in the repo and name it)")
+    if required and not value.strip():
+        raise BadInput(f"`{name}` is required and may not be empty")
+    return value.strip()
+
+
+def json_type(value: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def seconds_arg(name: str, value: object, default: float, upper: float = 7 * 24 * 3600, lower: float = 1) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lower <= value <= upper:
+        raise BadInput(f"`{name}` must be a number of seconds from {lower:g} to {upper:g}, not {value!r}")
+    return value
+
+
+def list_arg(name: str, value: object) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = split_list(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"`{name}` must be a list of strings, not {json_type(value)}")
+    return [text_arg(name, v) for v in value if v.strip()]
+
+
+def count_arg(name: str, value: object, default: int, upper: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= upper:
+        raise BadInput(f"`{name}` must be a whole number from 1 to {upper}, not {value!r}")
+    return int(value)
+
+
+def bool_arg(name: str, value: object, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadInput(f"`{name}` must be true or false, not {json_type(value)}")
+    return value
+
+
 # ====================================================================================================
 # 2. Task records and their Markdown form
 # ====================================================================================================
 #
 # A record is a title line, then `## ` sections. The tool owns the sections in SECTIONS; any other
 # section, and any wording a person gives an owned section that parses to the same value, is kept
-# verbatim. Text that may come from Codex is always written inside a code fence longer than any
-# backtick run in it, so no line of it can be read as structure.
+# verbatim, and so are the file's line endings and byte-order mark. Text that may come from Codex
+# is always written inside a code fence longer than any backtick run in it, so no line of it can be
+# read as structure.
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 STRUCTURE_STARTS = ("#", "`", "~", " ")   # the first characters a fence or heading line can have
@@ -161,33 +279,48 @@ HEADING = re.compile(r"^## +(.+?)\s*#*\s*$")
 BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
 META_LINE = re.compile(r"^\s*[-*+]\s+([A-Za-z][A-Za-z ]*?)\s*:\s?(.*)$")
 HINT = ("<!-- codex-mcp task record. Edit Goal, Allowed Paths, Constraints, Acceptance Criteria, Verify "
-        "or Status in any editor; the tool honours the edit on its next read. -->")
+        "or Status in any editor while the task is not running; the tool honours the edit on its next "
+        "read. -->")
 
 
-class Section(NamedTuple):
-    heading: str
-    lines: list           # the body, without the heading line
-    line_no: int          # 1-based line of the heading, for error messages
+class Section:
+    __slots__ = ("heading", "lines", "line_no")
+
+    def __init__(self, heading: str, lines: list, line_no: int) -> None:
+        self.heading = heading
+        self.lines = lines        # the body, without the heading line
+        self.line_no = line_no    # 1-based line of the heading, for error messages
 
 
-class Document(NamedTuple):
+class Document:
     """The raw shape of a record file, kept so that a rewrite changes only what changed."""
-    preamble: list
-    sections: list
+    __slots__ = ("preamble", "sections", "eol", "bom", "fences")
+
+    def __init__(self, preamble: list, sections: list, eol: str = "\n", bom: str = "",
+                 fences: tuple = ()) -> None:
+        self.preamble, self.sections, self.eol, self.bom = preamble, sections, eol, bom
+        self.fences = fences      # (first line, last line) of each code block, for error messages
 
 
 def split_sections(text: str, where: str) -> Document:
     """Split a record into its preamble and `## ` sections, ignoring headings inside fences."""
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    text = text[len(bom):]
+    eol = "\r\n" if "\r\n" in text else "\n"
+    if eol == "\r\n":
+        text = text.replace("\r\n", "\n")
     preamble: list = []
     sections: list = []
+    fences: list = []
     body = preamble
-    fence: Optional[tuple] = None
+    fence: tuple | None = None
     for number, line in enumerate(text.split("\n"), 1):
         if line[:1] not in STRUCTURE_STARTS:     # most lines: no regex needed (list of 10,000 tasks)
             body.append(line)
             continue
         if fence is not None:
             if closes_fence(line, fence[0]):
+                fences.append((fence[1], number))
                 fence = None
         else:
             mark = FENCE.match(line)
@@ -202,7 +335,7 @@ def split_sections(text: str, where: str) -> Document:
     if fence is not None:
         raise MalformedRecord(f"{where}:{fence[1]}: this code fence ({fence[0]}) is never closed; "
                               f"expected a closing line of at least {len(fence[0])} '{fence[0][0]}'")
-    return Document(preamble, sections)
+    return Document(preamble, sections, eol, bom, tuple(fences))
 
 
 def closes_fence(line: str, opening: str) -> bool:
@@ -271,7 +404,7 @@ def render_bullets(items: list) -> list:
 def parse_rounds(lines: list, where: str, line_no: int) -> list:
     """`### Round N` sub-headings, each over a fenced block of that round's review items."""
     rounds: list = []
-    current: Optional[list] = None
+    current: list | None = None
     for offset, line in enumerate(lines, 1):
         if re.match(r"^### +Round +\d+", line):
             current = []
@@ -292,10 +425,11 @@ def render_rounds(rounds: list) -> list:
 
 # The Status section: `- Label: value` lines. (label, attribute, type)
 META = (
-    ("Status", "status", str), ("Rework Count", "rework_count", int), ("Codex Thread", "thread_id", str),
-    ("Created", "created", str), ("Updated", "updated", str), ("Reason", "reason", str),
-    ("Model", "model", str), ("Reasoning", "reasoning", str),
+    ("Status", "status", str), ("Kind", "kind", str), ("Rework Count", "rework_count", int),
+    ("Codex Thread", "thread_id", str), ("Created", "created", str), ("Updated", "updated", str),
+    ("Reason", "reason", str), ("Model", "model", str), ("Reasoning", "reasoning", str),
     ("Timeout", "timeout", int), ("Idle Timeout", "idle_timeout", int),
+    ("Verify Sandbox", "verify_sandbox", str),
     # The process running Codex for the task (its worker, or an accept), and the process group it
     # started (Codex, or the verify command): what check cleans up if the first one dies.
     ("Worker", "worker", str), ("Child Process", "child_process", str), ("Started", "started", str),
@@ -303,6 +437,7 @@ META = (
     ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
 )
 META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
+META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on"}   # not written while they hold
 
 
 class Task:
@@ -311,6 +446,7 @@ class Task:
     A plain class, not a dataclass: importing `dataclasses` (it imports `inspect`) was a quarter of
     the CLI's start-up. Immutable defaults live on the class; lists and dicts are made per task."""
     status: str = "todo"
+    kind: str = "task"
     rework_count: int = 0
     thread_id: str = ""
     created: str = ""
@@ -320,6 +456,7 @@ class Task:
     reasoning: str = ""
     timeout: int = DEFAULT_TIMEOUT
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    verify_sandbox: str = "on"
     worker: str = ""
     child_process: str = ""
     started: str = ""
@@ -338,7 +475,7 @@ class Task:
     changes: str = ""
     verification: str = ""
 
-    def __init__(self, id: str, doc: Optional[Document] = None, **values: Any) -> None:
+    def __init__(self, id: str, doc: Document | None = None, **values: object) -> None:
         self.id, self.doc = id, doc
         self.extra_meta: dict = {}          # Status labels the tool does not know, kept as written
         self.allowed_paths: list = []
@@ -375,6 +512,9 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
         if attr == "status" and value not in STATUSES:
             raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of {', '.join(STATUSES)}, "
                                   f"found {value!r}")
+        if attr == "kind" and value not in KIND_SECTIONS:
+            raise MalformedRecord(f"{where}:{line_no + offset}: Kind must be one of {', '.join(KIND_SECTIONS)}, "
+                                  f"found {value!r}")
         values[label] = value
     return values
 
@@ -383,6 +523,8 @@ def render_meta(values: dict) -> list:
     lines = []
     for label, value in values.items():
         known = META_BY_LABEL.get(label.lower())
+        if known and META_HIDDEN_DEFAULTS.get(known[0]) == value:
+            continue
         if value in ("", None) and known and known[0] != "status":
             continue
         if known and known[1] is int and value == 0 and label not in ("Rework Count",):
@@ -412,7 +554,7 @@ SECTIONS = (
     ("History", "history", parse_bullets, render_bullets),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
-REQUIRED_SECTIONS = ("Status", "Goal", "Allowed Paths")
+KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths")}   # what each kind of record must have
 
 
 def parse_task(text: str, task_id: str, where: str) -> Task:
@@ -439,15 +581,29 @@ def parse_task(text: str, task_id: str, where: str) -> Task:
                     task.extra_meta[label] = val
         else:
             setattr(task, attr, value)
-    for heading in REQUIRED_SECTIONS:
+    for heading in KIND_SECTIONS[task.kind]:
         if heading not in seen:
-            raise MalformedRecord(f"{where}: expected a '## {heading}' section; none was found")
+            raise MalformedRecord(missing_section_message(text, doc, heading, where))
     return task
+
+
+def missing_section_message(text: str, doc: Document, heading: str, where: str) -> str:
+    """Why a required section is missing: most often a code fence left open above it swallowed it."""
+    lines = text.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
+    for number, line in enumerate(lines, 1):
+        match = HEADING.match(line)
+        if match and match.group(1).lower() == heading.lower():
+            fence = next((f for f in doc.fences if f[0] < number < f[1]), None)
+            if fence:
+                return (f"{where}:{fence[0]}: the code fence opened here is closed only at line {fence[1]}, so "
+                        f"it swallows the '## {heading}' heading at line {number}: close the fence before it")
+    return f"{where}: expected a '## {heading}' section; none was found"
 
 
 def render_task(task: Task) -> str:
     """Write a record back, keeping every byte a person wrote that still means the same thing."""
     doc = task.doc or Document([f"# {task.id}: {one_line(task.goal, 100)}", "", HINT, ""], [])
+    required = KIND_SECTIONS[task.kind]
     sections = list(doc.sections)
     for index, (heading, attr, parse, render) in enumerate(SECTIONS):
         value = task.meta() if attr is None else getattr(task, attr)
@@ -460,7 +616,7 @@ def render_task(task: Task) -> str:
                 unchanged = False
             if not unchanged:
                 sections[position] = Section(current.heading, ["", *render(value), ""], current.line_no)
-        elif value or heading in REQUIRED_SECTIONS:
+        elif value or heading in required:
             later = [i for i, s in enumerate(sections) if SECTION_INDEX.get(s.heading.lower(), -1) > index]
             owned = [i for i, s in enumerate(sections) if s.heading.lower() in SECTION_INDEX]
             at = later[0] if later else (owned[-1] + 1 if owned else len(sections))
@@ -470,21 +626,27 @@ def render_task(task: Task) -> str:
         out.append(f"## {section.heading}")
         out.extend(section.lines)
     text = "\n".join(out)
-    return text if text.endswith("\n") else text + "\n"
+    text = text if text.endswith("\n") else text + "\n"
+    return doc.bom + (text.replace("\n", "\r\n") if doc.eol == "\r\n" else text)
 
 
 def new_task(task_id: str, goal: str, allowed_paths: list, constraints: str = "", criteria: str = "",
              verify: str = "", model: str = "", reasoning: str = "", timeout: int = DEFAULT_TIMEOUT,
-             idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> Task:
+             idle_timeout: int = DEFAULT_IDLE_TIMEOUT, verify_sandbox: bool = True, kind: str = "task") -> Task:
     stamp = now_iso()
-    return Task(id=task_id, goal=goal, allowed_paths=list(allowed_paths),
+    return Task(id=task_id, kind=kind, goal=goal, allowed_paths=list(allowed_paths),
                 constraints=constraints, criteria=criteria, verify=verify, model=model, reasoning=reasoning,
-                timeout=timeout, idle_timeout=idle_timeout, created=stamp, updated=stamp,
-                history=[f"{stamp} created (todo)"])
+                timeout=timeout, idle_timeout=idle_timeout, verify_sandbox="on" if verify_sandbox else "off",
+                created=stamp, updated=stamp, history=[f"{stamp} created (todo)"])
+
+
+def record_values(task: Task) -> dict:
+    """Every owned value of a record, by section heading: what an edit is compared on."""
+    return {heading: task.meta() if attr is None else getattr(task, attr) for heading, attr, *_ in SECTIONS}
 
 
 # ====================================================================================================
-# 3. The state machine
+# 3. The state machine and the one table of next steps
 # ====================================================================================================
 
 TRANSITIONS = {
@@ -496,20 +658,41 @@ TRANSITIONS = {
     "blocked": {"todo": "retry"},
     "done": {},
 }
-# What to do next from each status, in the tools' names (the CLI's commands are the same words).
-NEXT_STEP = {
-    "todo": "check-task with waitSeconds waits for it to start; it runs when the repo's current task ends",
-    "doing": "check-task with waitSeconds (up to 600) waits for Codex to finish; cancel-task stops it",
-    "review": "call accept-task to review the result, or rework-task to send it back",
-    "blocked": "read reason; fix what it says, then retry-task and delegate-task with fromFile",
+
+
+class JobKind:
+    """What differs between a delegated task and a review job: the sandbox Codex runs in, and
+    which of the commands that move a task along the table apply to it."""
+    __slots__ = ("name", "sandbox", "commands")
+
+    def __init__(self, name: str, sandbox: str, commands: tuple) -> None:
+        self.name, self.sandbox, self.commands = name, sandbox, commands
+
+
+KIND_COMMANDS = ("start", "accept", "rework", "retry")
+JOB_KINDS = {
+    "task": JobKind("task", SANDBOX, KIND_COMMANDS),
+}
+
+# What to do next, in the tools' names; the CLI rewrites the backticked names into its own words.
+# One table for results and refusals alike: the caller acts on these words.
+NEXT_STEPS = {
+    "todo": "`check-task` with `waitSeconds` waits for it to start; it runs when the repo's current task ends",
+    "todo-unstarted": "`start-task` starts it",
+    "doing": "`check-task` with `waitSeconds` (up to 600) waits for Codex to finish; `cancel-task` stops it",
+    "review": "`accept-task` reviews the result; `rework-task` sends it back with your own review items",
+    "blocked": "read reason; fix what it says, then `retry-task` and `start-task`",
     "done": "nothing: the task is finished",
+    "rework": "already sent back to Codex: `check-task` with `waitSeconds` waits for the rework",
+    "boundary_confirmation": "`accept-task` with `approvePaths` allows these paths; `rework-task` has them reverted",
+    "blocked-by-review": "read reason; fix it by hand, or `retry-task` then `start-task`",
 }
 
 
 def next_step(task: Task) -> str:
     if task.status == "todo" and not task.worker:
-        return f"delegate-task with fromFile {task.id} starts it (CLI: delegate --file {task.id})"
-    return NEXT_STEP[task.status]
+        return NEXT_STEPS["todo-unstarted"]
+    return NEXT_STEPS[task.status]
 
 
 def check_transition(task: Task, new: str, doing: str) -> None:
@@ -523,6 +706,9 @@ def check_transition(task: Task, new: str, doing: str) -> None:
 
 def require_status(task: Task, expected: str, action: str) -> None:
     """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
+    if action in KIND_COMMANDS and action not in JOB_KINDS[task.kind].commands:
+        raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job, and {action} applies only "
+                                f"to delegated tasks. Next: {next_step(task)}.", status=task.status)
     if task.status != expected:
         raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} needs a {expected} "
                                 f"task. Next: {next_step(task)}.", status=task.status)
@@ -541,8 +727,14 @@ def note(task: Task, text: str) -> None:
 
 
 # ====================================================================================================
-# 4. Locks, atomic writes and the task store
+# 4. Disk: locks, atomic writes, where state lives, the task store and its guard
 # ====================================================================================================
+#
+# Records live in the repository, where people (and Codex) can edit them. Everything else the tool
+# keeps (locks, the run queue, the id counter, run logs, the changes of each task, a copy of every
+# record as the tool last wrote it, edits it had to undo) lives in a state folder Codex cannot
+# write: `.git/codex-mcp/` in a git repository (its sandbox keeps `.git` read-only), or
+# `~/.local/state/codex-mcp/<folder>-<hash>/` for a plain folder (its sandbox keeps $HOME read-only).
 
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
@@ -575,20 +767,22 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Replace `path` whole or not at all: temp file, fsync, rename, fsync the directory."""
+def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+    """Replace `path` whole or not at all: temp file, rename. `durable` adds the fsyncs that make
+    the new text survive a power cut; only a person's data (the records) needs them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with open(temp, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with open(temp, "wb") as handle:
+            handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-    if os.name != "nt":
+    if durable and os.name != "nt":
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
@@ -596,11 +790,11 @@ def atomic_write(path: Path, text: str) -> None:
             os.close(dir_fd)
 
 
-def normalize_task_id(task_id: Any) -> str:
+def normalize_task_id(task_id: object, arg: str = "taskId") -> str:
     """`T-` and digits, nothing else, so that no id names a path outside agents/tasks/."""
-    match = TASK_ID.fullmatch(str(task_id).strip()) if isinstance(task_id, str) else None
+    match = TASK_ID.fullmatch(task_id.strip()) if isinstance(task_id, str) else None
     if not match:
-        raise BadInput(f"{task_id!r} is not a task id: expected 'T-' followed by digits, like T-001")
+        raise BadInput(f"`{arg}` {task_id!r} is not a task id: expected 'T-' followed by digits, like T-001")
     return f"T-{int(match.group(1)):03d}"
 
 
@@ -608,17 +802,78 @@ def task_number(task_id: str) -> int:
     return int(task_id[2:])
 
 
+def find_git_dir(root: Path) -> tuple | None:
+    """(git directory, top level) of the repository holding `root`, found as git finds it but
+    without starting git: a subprocess on every CLI call would double its start-up."""
+    for folder in (root, *root.parents):
+        dotgit = folder / ".git"
+        try:
+            if dotgit.is_dir():
+                return dotgit, folder
+            if dotgit.is_file():
+                line = dotgit.read_text(encoding="utf-8", errors="replace").strip()
+                if line.startswith("gitdir:"):
+                    target = Path(line[7:].strip())
+                    return (target if target.is_absolute() else folder / target).resolve(), folder
+        except OSError:
+            continue
+    return None
+
+
+def looks_bare(folder: Path) -> bool:
+    return (folder / "HEAD").is_file() and (folder / "objects").is_dir() and (folder / "refs").is_dir()
+
+
+def resolve_repo(repo: object, arg: str = "cwd") -> Path:
+    """The folder the caller meant, or a BadInput saying why it cannot be one."""
+    if isinstance(repo, os.PathLike):
+        repo = os.fspath(repo)
+    if not isinstance(repo, str) or not repo.strip():
+        raise BadInput(f"`{arg}` must be the path of a folder, not {repo!r}")
+    path = Path(repo)
+    if not path.is_absolute():
+        raise BadInput(f"`{arg}` {repo!r} is relative; give an absolute path (relative to what would be a guess)")
+    try:
+        root = path.resolve()
+        if not root.exists():
+            raise BadInput(f"`{arg}` {repo}: no such directory")
+        if not root.is_dir():
+            raise BadInput(f"`{arg}` {repo} is a file, not a directory: give the repository's folder")
+        if ".git" in root.parts or looks_bare(root) and not (root / ".git").exists():
+            raise BadInput(f"`{arg}` {repo} is a git directory or a bare repository, which has no working tree "
+                           "for Codex to work in: give the folder of a clone with a working tree")
+    except OSError as error:
+        raise BadInput(f"`{arg}` {repo}: {error.strerror or error}") from None
+    return root
+
+
+def state_dir_for(root: Path, git: tuple | None) -> Path:
+    if git is not None:
+        git_dir, top = git
+        base = git_dir / "codex-mcp"
+        rel = root.relative_to(top).as_posix()
+        return base if rel == "." else base / "dirs" / rel.replace("/", "%2F")
+    import hashlib
+    home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    digest = hashlib.sha256(str(root).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:40] or "root"
+    return Path(home) / "codex-mcp" / f"{name}-{digest}"
+
+
 class RecordGuard:
-    """While Codex runs, a task's record belongs to its worker: any other change is Codex's.
+    """While Codex runs, a task's record belongs to its worker: any other change is undone.
 
-    Codex may write anywhere in the repo, agents/tasks/ included. The worker keeps the text it last
-    wrote; a record that differs when it next reads it is put back, and the change is reported."""
+    Codex may write anywhere in the workspace, agents/tasks/ included, and so may a person. The
+    worker keeps the text it last wrote; a record that differs when it next reads it is put back,
+    the changed text is saved in the state folder (a person's edit is never thrown away), and what
+    happened is reported."""
 
-    def __init__(self) -> None:
-        self.last_text: Optional[str] = None
-        self.last_stat: Optional[tuple] = None
-        self.where = ""
-        self.changed: dict = {}      # what was edited, each part once however often Codex wrote
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.last_text: str | None = None
+        self.last_stat: tuple | None = None
+        self.changed: dict = {}      # what was edited, each part once however often it happened
+        self.saved: list = []        # where the changed texts were saved
 
     def changed_on_disk(self, path: Path) -> bool:
         """A stat, cheap enough for every event: has anyone written the record since we did?"""
@@ -626,155 +881,1051 @@ class RecordGuard:
             info = path.stat()
         except FileNotFoundError:
             return self.last_text is not None
-        return self.last_stat is not None and (info.st_size, info.st_mtime_ns, info.st_ino) != self.last_stat
+        return self.last_stat is not None and stat_key(info) != self.last_stat
 
-    def check(self, text: str, task_id: str, where: str) -> str:
+    def check(self, store: Store, text: str | None) -> str | None:
+        """The text to go on from: ours, if anyone else changed or deleted the record."""
         if self.last_text is None or text == self.last_text:
             return text
-        self.where = where
-        self.changed.update(dict.fromkeys(edited_parts(self.last_text, text, task_id, where)))
+        if text is None:
+            self.changed["deleted (recreated from the tool's copy)"] = None
+        else:
+            self.changed.update(dict.fromkeys(edited_parts(self.last_text, text, self.task_id)))
+            self.saved = unique([*self.saved, store.save_edit(self.task_id, text)])
         return self.last_text
 
     def summary(self) -> str:
-        """"" if nobody touched the record, else what was edited (and has been put back)."""
-        return f"{self.where}: {', '.join(self.changed)} (restored)" if self.changed else ""
+        """"" if nobody touched the record, else what was changed (and has been put back)."""
+        if not self.changed:
+            return ""
+        saved = f"; the changed text is saved at {', '.join(self.saved)}" if self.saved else ""
+        return f"{self.task_id} record: {', '.join(self.changed)} (put back){saved}"
 
 
-def edited_parts(ours: str, theirs: str, task_id: str, where: str) -> list:
+def stat_key(info: os.stat_result) -> tuple:
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
+
+
+def edited_parts(ours: str, theirs: str, task_id: str) -> list:
+    """The owned sections that differ between two texts of a record, or how it was spoiled."""
+    before = parse_task(ours, task_id, task_id)
     try:
-        before, after = parse_task(ours, task_id, where), parse_task(theirs, task_id, where)
-    except MalformedRecord:
-        return ["the whole record (left unreadable)"]
-    return [heading for heading, attr, *_ in SECTIONS
-            if (before.meta() if attr is None else getattr(before, attr))
-            != (after.meta() if attr is None else getattr(after, attr))] or ["formatting"]
+        after = parse_task(theirs, task_id, task_id)
+    except MalformedRecord as error:
+        return [f"the whole record (left malformed: {one_line(error.message, 160)})"]
+    old, new = record_values(before), record_values(after)
+    changed = [heading for heading in old if old[heading] != new[heading]]
+    return changed or ["text outside the owned sections"]
 
 
 class Store:
-    """The task records of one repository, under `<repo>/agents/tasks/`.
+    """The task records of one repository, under `<repo>/agents/tasks/`, and the tool's state.
 
-    Every read-modify-write holds one lock per repository (`.codex-mcp/store.lock`) for a few
-    milliseconds; writes are atomic. A record is only rewritten when its text changes."""
+    Every read-modify-write holds one lock per repository (`store`) for a few milliseconds; writes
+    are atomic, and each is mirrored into the state folder (`records/`), the copy a record is put
+    back from when something else changed it during a Codex run. A record is only rewritten when
+    its text changes."""
 
-    def __init__(self, repo: Any) -> None:
-        self.repo = Path(repo).resolve()
-        if not self.repo.is_dir():
-            raise BadInput(f"--cwd {repo}: no such directory")
+    def __init__(self, repo: object, arg: str = "cwd") -> None:
+        self.repo = resolve_repo(repo, arg)
         self.tasks_dir = self.repo / TASKS_DIR
-        self.state_dir = self.tasks_dir / STATE_DIR
+        self.git = find_git_dir(self.repo)
+        self.state_dir = state_dir_for(self.repo, self.git)
+        if self.state_dir == self.repo or self.repo in self.state_dir.parents and \
+                not (self.git and self.state_dir.is_relative_to(self.repo / ".git")):
+            raise BadInput(f"`{arg}` {repo}: the tool's state would live inside the folder Codex may write "
+                           f"({self.state_dir}); use a project folder, not one that holds your home")
         self.runs_dir = self.state_dir / "runs"
         self.queue_dir = self.state_dir / "queue"
+        self.shadow_dir = self.state_dir / "records"
 
-    def path(self, task_id: str) -> Path:
-        return self.tasks_dir / f"{normalize_task_id(task_id)}.md"
+    # -- paths ---------------------------------------------------------------------------------
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.repo).as_posix()
 
-    def ids(self) -> list:
+    def spellings(self) -> dict:
+        """normalized id -> the record file names on disk that claim it (`T-19.md`, `T-019.md`)."""
         if not self.tasks_dir.is_dir():
-            return []
-        names = (entry.name[:-3] for entry in os.scandir(self.tasks_dir) if entry.name.endswith(".md"))
-        return sorted((name for name in names if TASK_ID.fullmatch(name)), key=task_number)
+            return {}
+        found: dict = {}
+        for entry in os.scandir(self.tasks_dir):
+            name = entry.name
+            if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
+                found.setdefault(f"T-{int(name[2:-3]):03d}", []).append(name)
+        return found
+
+    def path(self, task_id: str) -> Path:
+        """The record of a task: `T-001.md`, or the one other spelling a person gave it (`T-1.md`).
+        Two files claiming one id are reported, never guessed between."""
+        task_id = normalize_task_id(task_id)
+        number = task_number(task_id)
+        names = [name for name in unique([f"{task_id}.md", f"T-{number}.md", f"T-0{task_id[2:]}.md"])
+                 if (self.tasks_dir / name).exists()]
+        if len(names) > 1:
+            raise MalformedRecord(f"two files claim {task_id}: {', '.join(f'{TASKS_DIR}/{n}' for n in names)}; "
+                                  "rename or delete one of them")
+        return self.tasks_dir / (names[0] if names else f"{task_id}.md")
+
+    def path_for_write(self, task_id: str) -> Path:
+        with contextlib.suppress(MalformedRecord):
+            return self.path(task_id)
+        return self.tasks_dir / f"{task_id}.md"
+
+    def ids(self) -> list:
+        return sorted(self.spellings(), key=task_number)
+
+    def run_file(self, task_id: str, suffix: str) -> Path:
+        return self.runs_dir / f"{task_id}.{suffix}"
+
+    # -- reading -------------------------------------------------------------------------------
 
     def read_text(self, task_id: str) -> str:
         path = self.path(task_id)
         try:
-            return path.read_text(encoding="utf-8")
+            return path.read_bytes().decode("utf-8")
         except FileNotFoundError:
-            raise NotFound(f"no task {normalize_task_id(task_id)} in {self.tasks_dir} "
-                           f"(list shows the tasks of this repo; --cwd picks another repo)") from None
+            raise NotFound(f"no task {normalize_task_id(task_id)} in {self.tasks_dir} (`list-tasks` shows the "
+                           f"tasks of this repo; `cwd` picks another repo)") from None
         except UnicodeDecodeError as error:
             raise MalformedRecord(f"{self.relative(path)}: not UTF-8 text ({error.reason} at byte {error.start}); "
                                   f"fix the file in an editor") from None
+        except OSError as error:
+            raise os_error(error, f"read {self.relative(path)}") from None
 
     def load(self, task_id: str) -> Task:
         task_id = normalize_task_id(task_id)
         return parse_task(self.read_text(task_id), task_id, self.relative(self.path(task_id)))
 
+    # -- writing -------------------------------------------------------------------------------
+
+    def write_record(self, task_id: str, text: str) -> None:
+        """Write a record and the tool's copy of it (the copy first cannot matter: both happen under
+        the store lock, and the copy is only read under it)."""
+        atomic_write(self.path_for_write(task_id), text)
+        atomic_write(self.shadow_dir / f"{task_id}.md", text, durable=False)
+
     def create(self, task: Task) -> Task:
         """Give the task the next free id and write it; safe against concurrent creators.
 
-        `.codex-mcp/next-id` remembers the next number, so that a repo with thousands of tasks is
-        not listed on every create. It is only a hint: missing or unreadable, it is recomputed from
-        the files, and an id that exists already (a record written by hand) is skipped."""
-        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        `next-id` in the state folder remembers the next number, so that a repo with thousands of
+        tasks is not listed on every create. It is only a hint: missing, unreadable or absurd, it is
+        recomputed from the files, and an id that exists already (a record written by hand) is
+        skipped."""
         hint = self.state_dir / "next-id"
         with self.lock("store"):
             try:
                 number = int(hint.read_text())
+                if not 0 < number < 10**9 - 1:
+                    raise ValueError(number)
             except (OSError, ValueError):
-                ids = self.ids()
-                number = task_number(ids[-1]) + 1 if ids else 1
-            while self.path(f"T-{number}").exists():
+                number = self.next_free_number()
+            taken = self.spellings() if number > 10**8 else None
+            if taken is not None and number - 1000 > max(map(task_number, taken), default=0):
+                number = self.next_free_number()      # a counter far ahead of every record
+            while f"T-{number:03d}" in (taken if taken is not None else {}) or \
+                    self.path_for_write(f"T-{number:03d}").exists():
                 number += 1
             task.id, task.doc = f"T-{number:03d}", None
-            atomic_write(self.path(task.id), render_task(task))
-            hint.write_text(f"{number + 1}\n")
+            for stale in self.runs_dir.glob(f"{task.id}.*") if self.runs_dir.is_dir() else ():
+                stale.unlink()    # logs of an earlier task of that id, deleted by hand
+            self.write_record(task.id, render_task(task))
+            atomic_write(hint, f"{number + 1}\n", durable=False)
         return self.load(task.id)
 
+    def next_free_number(self) -> int:
+        ids = self.ids()
+        return task_number(ids[-1]) + 1 if ids else 1
+
     @contextlib.contextmanager
-    def update(self, task_id: str, guard: Optional[RecordGuard] = None) -> Iterator[Task]:
+    def update(self, task_id: str, guard: RecordGuard | None = None) -> Iterator[Task]:
         """Read, let the caller change, write back only if the text changed; all under the lock."""
         task_id = normalize_task_id(task_id)
-        where = self.relative(self.path(task_id))
         with self.lock("store"):
-            text = self.read_text(task_id)
             if guard is not None:
-                text = guard.check(text, task_id, where)
-            task = parse_task(text, task_id, where)
+                try:
+                    text = self.read_text(task_id)
+                except NotFound:
+                    text = None
+                text = guard.check(self, text)
+                if text is None:
+                    text = self.read_text(task_id)        # raises NotFound: nothing to put back
+            else:
+                text = self.read_text(task_id)
+            task = parse_task(text, task_id, self.relative(self.path_for_write(task_id)))
             yield task
             rendered = render_task(task)
-            if rendered != text:
+            if rendered != text or guard is not None and not self.path_for_write(task_id).exists():
                 task.updated = now_iso()
                 rendered = render_task(task)
-                atomic_write(self.path(task_id), rendered)
+                self.write_record(task_id, rendered)
             if guard is not None:
-                info = self.path(task_id).stat()
-                guard.last_text, guard.last_stat = rendered, (info.st_size, info.st_mtime_ns, info.st_ino)
+                guard.last_text, guard.last_stat = rendered, stat_key(self.path_for_write(task_id).stat())
 
-    def run_file(self, task_id: str, suffix: str) -> Path:
-        return self.runs_dir / f"{task_id}.{suffix}"
+    def save_edit(self, task_id: str, text: str) -> str:
+        """Keep a changed text of a record that had to be put back; returns where it is."""
+        path = self.state_dir / "edits" / f"{task_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(2).hex()}.md"
+        atomic_write(path, text)
+        return str(path)
 
-    def lock(self, name: str, blocking: bool = True) -> "contextlib.AbstractContextManager[bool]":
-        """One of the repo's locks: `store` (every record write), `run` (the Codex run), `accept-T-NNN`."""
-        self.make_state_dirs()
-        return file_lock(self.state_dir / f"{name}.lock", blocking)
+    def lock(self, name: str, blocking: bool = True) -> contextlib.AbstractContextManager:
+        """One of the repo's locks: `store` (every record write), `run` (Codex runs, verify,
+        completions), `accept-T-NNN`."""
+        return file_lock(self.state_dir / "locks" / f"{name}.lock", blocking)
 
-    def make_state_dirs(self) -> None:
-        """The tool's own folder, ignored by git so that its files are never committed by accident.
-        Made by the first thing that writes there: a lock, or a worker's log."""
-        if (self.state_dir / ".gitignore").exists():
+
+# ====================================================================================================
+# 5. Processes: identities, groups, kill, spawn
+# ====================================================================================================
+#
+# A pid alone may be reused by another program after the first one dies, so a process is named by
+# `pid@start`: its start time in clock ticks from /proc (`t…`, Linux), or in seconds from `ps`
+# (`s…`, macOS and every system without /proc). CODEX_MCP_NO_PROC=1 switches /proc off, so that
+# the test suite exercises the `ps` path on Linux too.
+
+HAVE_PROC = os.path.exists("/proc/self/stat") and not os.environ.get("CODEX_MCP_NO_PROC")
+
+
+def proc_stat(pid: object) -> list | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is
+    gone or a zombie. The name is in parentheses and may itself contain spaces and parentheses."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else fields
+
+
+def ps_table(*pids: int) -> list:
+    """[(pid, pgid, state, start in epoch seconds)] from `ps`, for all processes or the given ones."""
+    import subprocess
+    argv = ["ps", "-o", "pid=,pgid=,stat=,lstart="] + (["-p", ",".join(map(str, pids))] if pids else ["-A"])
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+    except OSError:
+        return []
+    rows = []
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) == 4 and parts[0].isdigit():
+            with contextlib.suppress(ValueError):
+                started = time.mktime(time.strptime(" ".join(parts[3].split()), "%a %b %d %H:%M:%S %Y"))
+                rows.append((int(parts[0]), int(parts[1]), parts[2][:1], int(started)))
+    return rows
+
+
+def process_start(pid: int) -> str:
+    """The start mark of a live, non-zombie process (`t…` or `s…`), or "" if there is none."""
+    if HAVE_PROC:
+        fields = proc_stat(pid)
+        return f"t{fields[19]}" if fields else ""
+    row = next((r for r in ps_table(pid) if r[0] == pid and r[2] != "Z"), None)
+    return f"s{row[3]}" if row else ""
+
+
+def process_identity(pid: int) -> str:
+    return f"{pid}@{process_start(pid)}"
+
+
+def parse_identity(identity: str) -> tuple:
+    """`pid@start` -> (pid, start); (0, "") for anything else (a hand-edited or forged field)."""
+    pid_text, _, start = identity.partition("@")
+    return (int(pid_text), start) if pid_text.isdigit() and int(pid_text) > 0 else (0, "")
+
+
+def process_alive(identity: str) -> bool:
+    pid, start = parse_identity(identity)
+    if not pid:
+        return False
+    current = process_start(pid)
+    if not current:
+        return False
+    same_kind = start[:1] == current[:1]
+    return not same_kind or current == start
+
+
+def start_value(mark: str) -> float:
+    """A start mark as a number that orders processes by age within one kind of mark."""
+    with contextlib.suppress(ValueError):
+        return float(mark[1:])
+    return 0.0
+
+
+def group_members(pgid: int, since: str) -> list:
+    """Live processes of process group `pgid` started no earlier than `since`.
+
+    Codex's shell commands share its group and outlive it when it is killed; a group id can be
+    reused only by processes started later than ours, so the start time tells ours apart."""
+    floor = start_value(since)
+    if HAVE_PROC:
+        members = []
+        for name in os.listdir("/proc"):
+            fields = proc_stat(name) if name.isdigit() else None
+            if fields and int(fields[2]) == pgid and int(fields[19]) >= floor:
+                members.append(int(name))
+        return members
+    slack = 1 if since[:1] == "s" else 0     # ps has whole seconds: a same-second start is ours
+    return [pid for pid, group, state, started in ps_table()
+            if group == pgid and state != "Z" and started + slack >= floor]
+
+
+def group_alive(pgid: int) -> bool:
+    """Any live member left? A zombie still counts for killpg(pgid, 0), so look closer."""
+    return bool(group_members(pgid, ""))
+
+
+def kill_group(pgid: int, grace: float = 3.0) -> None:
+    """Stop a process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
+    import signal
+    import subprocess
+    if os.name == "nt":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pgid)], capture_output=True)
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
             return
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / ".gitignore").write_text("# codex-mcp run logs, snapshots, locks and queue\n*\n")
+        deadline = time.monotonic() + wait
+        while group_alive(pgid):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        else:
+            return
+
+
+def stop_child(identity: str) -> None:
+    """Kill what is left of a child whose owner died: Codex or a verify command, and what it started."""
+    import signal
+    pid, start = parse_identity(identity)
+    for member in group_members(pid, start) if pid else ():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the process that started it dies (Linux only), so a
+    worker or accept killed with -9 leaves no Codex and no verify command behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL
+
+
+DIE_WITH_PARENT = die_with_parent if os.name == "posix" else None   # Popen refuses preexec_fn on Windows
+
+
+def self_command(*args: str) -> list:
+    """This module run by this Python, imported so that it starts from its cached byte code (a file
+    run as a script is compiled whole on every start), which it writes if it can even where
+    PYTHONDONTWRITEBYTECODE is set: the next start, and the CLI's, then read it."""
+    folder = str(Path(__file__).resolve().parent)
+    return [sys.executable, "-c", "import sys; sys.dont_write_bytecode = False; sys.path.insert(0, sys.argv.pop(1)); "
+            "import codex_mcp; sys.exit(codex_mcp.main(sys.argv[1:]))", folder, *args]
+
+
+def spawn_detached(argv: list, log: Path, cwd: Path) -> str:
+    """Start a process in a new session (it outlives us); return its identity."""
+    import subprocess
+    import threading
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
+                                   start_new_session=True, cwd=cwd)
+    # Reap it when it ends, so a long-lived parent (the MCP server) leaves no zombie behind.
+    threading.Thread(target=process.wait, daemon=True).start()
+    return process_identity(process.pid)
 
 
 # ====================================================================================================
-# 5. The Codex runner and the background worker
+# 6. Git, run so that nothing configured inside the workspace executes
 # ====================================================================================================
+#
+# Codex can write any file of the workspace: a nested repository's `.git/config`, a submodule's
+# `.git`, `.gitattributes`, a config file an `include.path` of the person's config points at. So
+# every git command the tool runs turns off what could start a program: the fsmonitor, hooks,
+# submodule recursion, and every filter and merge driver any config defines (an attribute in the
+# workspace can attach one to any file). Git's own environment variables from our caller are
+# dropped, so a command means the same from a hook, a shell or an MCP server.
 
-def toml_string(text: str) -> str:
-    # JSON's escapes (\", \\, \n, \uXXXX) are all valid in a TOML basic string.
-    return json.dumps(text)
+GIT_SAFETY = (
+    "--no-optional-locks",
+    "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.untrackedCache=false",
+    "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
+    "-c", "core.trustctime=true", "-c", "core.checkStat=default", "-c", "core.quotePath=false",
+    "-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "commit.gpgSign=false",
+    "-c", "core.sshCommand=false", "-c", "protocol.allow=never", "-c", "core.pager=cat",
+)
 
+
+def git_env(extra: dict | None = None) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0", **(extra or {}))
+    return env
+
+
+def git_argv(root: Path, args: tuple, drivers: bool = False) -> list:
+    return ["git", "-C", str(root), *GIT_SAFETY, *(driver_overrides(root) if drivers else ()), *args]
+
+
+def driver_overrides(root: Path) -> list:
+    """`-c` pairs that empty every filter and merge driver the repository's config defines.
+
+    An empty filter command means 'no filter' to git; a merge driver cannot be emptied, so it
+    becomes `false`, which makes its files conflict instead of running anything."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "-C", str(root), *GIT_SAFETY, "config", "-z", "--name-only", "--get-regexp",
+                              r"^(filter|merge)\."], capture_output=True, env=git_env()).stdout
+    except OSError:
+        return []
+    overrides: list = []
+    for key in unique(out.decode("utf-8", "surrogateescape").split("\0")):
+        section, _, rest = key.partition(".")
+        driver = rest.rpartition(".")[0]
+        if section == "filter" and driver:
+            overrides += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
+                          "-c", f"filter.{driver}.process=", "-c", f"filter.{driver}.required=false"]
+        elif section == "merge" and driver:
+            overrides += ["-c", f"merge.{driver}.driver=false"]
+    return unique_pairs(overrides)
+
+
+def unique_pairs(flags: list) -> list:
+    pairs = unique(zip(flags[::2], flags[1::2]))
+    return [part for pair in pairs for part in pair]
+
+
+def run_git(root: Path, *args: str, input: bytes | None = None, drivers: bool = False,
+            env: dict | None = None, ok: tuple = (0,)) -> bytes:
+    """Run git and return its stdout; OperationFailed (with git's own words) on another status."""
+    import subprocess
+    try:
+        done = subprocess.run(git_argv(root, args, drivers), input=input, capture_output=True, env=git_env(env))
+    except OSError as error:
+        raise OperationFailed(f"could not run git ({error.strerror or error}): install git") from None
+    if done.returncode not in ok:
+        words = one_line(done.stderr.decode("utf-8", "replace") or done.stdout.decode("utf-8", "replace"), 400)
+        raise OperationFailed(f"git {args[0]} failed in {root}: {words}")
+    return done.stdout
+
+
+def start_git(root: Path, *args: str, drivers: bool = False, out: object = None) -> object:
+    """Start git now and read its NUL-separated output later (it runs on the other core meanwhile),
+    or let it write straight into `out`. Returns the process, or None if git cannot start; read
+    it with `git_parts`."""
+    import subprocess
+    try:
+        return subprocess.Popen(git_argv(root, args, drivers), stdout=out or subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=git_env())
+    except OSError:
+        return None
+
+
+def git_parts(process: object) -> list | None:
+    """The NUL-separated output of a started git, as bytes; None if it failed (not a repository)."""
+    if process is None:
+        return None
+    out, _ = process.communicate()
+    return None if process.returncode else [part for part in (out or b"").split(b"\0") if part]
+
+
+def ignored_paths(root: Path, paths: list) -> set:
+    """Which of `paths` git ignores (by .gitignore, .git/info/exclude or the global excludes)."""
+    if not paths:
+        return set()
+    out = run_git(root, "check-ignore", "-z", "--stdin",
+                  input=b"\0".join(os.fsencode(p) for p in paths) + b"\0", ok=(0, 1, 128))
+    return {os.fsdecode(part) for part in out.split(b"\0") if part}
+
+
+# ====================================================================================================
+# 7. Workspace: snapshots and the changes between them
+# ====================================================================================================
+#
+# What Codex says it changed is a claim; what changed on disk is the fact. A snapshot maps every
+# entry of a workspace but its own `.git` (files, symlinks, directories and anything else; nested
+# `.git` folders and agents/tasks/ included) to its kind, all mode bits, size, times, inode and,
+# where it can be had cheaply, a content id (git's blob id; a link's target).
+#
+# Any write moves an inode's change time (ctime), which no process can set back; so an entry whose
+# inode and ctime are what the snapshot saw is unchanged, whatever its size and modification time
+# claim. `find -newercc <marker>` lists the entries whose ctime moved since a marker file was made,
+# and only those are looked at again (their folders, for entries added or removed). Without `find`
+# (or with the marker on another file system, or a clock with whole seconds) every entry is.
+#
+# Each workspace keeps one snapshot in the state folder, as a log: a full listing, then the changes
+# of each later update appended (the last word on a path wins; an empty value means gone), folded
+# into a new listing when the log has grown. A Codex run, and an accept, bring it up to date and
+# get the changes since, so a run's changes are exactly what happened while it ran.
+
+HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by their metadata alone
+HASH_BUDGET = 256 * 1024 * 1024        # bytes hashed per update beyond what git already knows
+ORIGINAL_LIMIT = 1024 * 1024           # files up to this size are kept, so that a revert can restore them
+KIND, MODE, SIZE, MTIME, CTIME, INO, CID = range(7)   # the fields of an entry
+SNAPSHOT_HEADER = b"codex-mcp-snapshot 2"
+MARKER_KEY = b"/marker"                # no relative path starts with a slash
+
+
+def nul_parts(handle: object) -> Iterator[bytes]:
+    """The NUL-separated parts of a binary stream, read a megabyte at a time."""
+    pending = b""
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        parts = (pending + chunk).split(b"\0")
+        pending = parts.pop()
+        yield from parts
+    if pending:
+        yield pending
+
+
+def parse_ns(text: bytes) -> int:
+    """Nanoseconds from our `123` or find's `1.2345678900`."""
+    seconds, _, fraction = text.partition(b".")
+    return int(seconds) * 10**9 + int((fraction + b"000000000")[:9])
+
+
+def decode_entry(value: bytes) -> tuple:
+    """(kind, mode, size, mtime, ctime, inode, content id) of a stored value. The id is "" when the
+    snapshot's list of git blobs has it, "-" when unknown."""
+    kind, mode, size, mtime, ctime, ino, cid = value.split(b" ", 6)
+    kind = kind.decode() if kind in (b"f", b"d", b"l") else "o"
+    return (kind, int(mode, 8), int(size), parse_ns(mtime), parse_ns(ctime), int(ino),
+            os.fsdecode(cid) if kind == "l" else cid.decode() or ("" if kind == "f" else "-"))
+
+
+def encode_entry(entry: tuple) -> bytes:
+    cid = os.fsencode(entry[CID]) if entry[KIND] == "l" else entry[CID].encode()
+    return b"%s %o %d %d %d %d %s" % (entry[KIND].encode(), *entry[MODE:CID], cid)
+
+
+def entry_of(path: bytes) -> tuple | None:
+    """The entry of a path now, without following links; None if it is not there."""
+    import stat
+    try:
+        info = os.lstat(path)
+        mode = info.st_mode
+        kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(mode) else "o"
+        target = os.fsdecode(os.readlink(path)) if kind == "l" else "-"
+    except OSError:
+        return None
+    return (kind, stat.S_IMODE(mode), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, target)
+
+
+def same_entry(a: tuple | None, b: tuple | None) -> bool:
+    """Whether two entries of one path mean the same thing: kind, every mode bit, and content."""
+    if a is None or b is None:
+        return a is b
+    if a[KIND] != b[KIND] or a[MODE] != b[MODE]:
+        return False
+    if a[KIND] == "d":
+        return True             # a folder's content is its entries, each compared on its own
+    if a[KIND] == "l" or a[CID] != "-" and b[CID] != "-":
+        return a[CID] == b[CID]
+    return a[SIZE:INO + 1] == b[SIZE:INO + 1]
+
+
+def walk_paths(root: bytes, start: bytes = b"") -> Iterator[bytes]:
+    """Every path under `root/start` (relative to root), the workspace's own `.git` left out."""
+    stack = [start]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, folder) if folder else root))
+        except OSError:
+            continue
+        for entry in entries:
+            if not folder and entry.name == b".git":
+                continue
+            rel = folder + b"/" + entry.name if folder else entry.name
+            yield rel
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+
+
+class Hasher:
+    """Git blob ids of files, within a byte budget; small files are also kept in the state folder
+    by id, so that a revert can put back exactly what was there."""
+
+    def __init__(self, objects: Path) -> None:
+        self.objects = objects
+        self.budget = HASH_BUDGET
+
+    def blob_id(self, path: bytes, size: int) -> str:
+        import hashlib
+        if size > HASH_FILE_LIMIT or size > self.budget:
+            return "-"
+        self.budget -= size
+        try:
+            with open(path, "rb") as handle:
+                if size <= ORIGINAL_LIMIT:
+                    data = handle.read(ORIGINAL_LIMIT + 1)
+                    if len(data) > ORIGINAL_LIMIT:
+                        return "-"       # it grew while we read: the next update sees it again
+                    cid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                    self.keep(cid, data)
+                    return cid
+                digest = hashlib.sha1(b"blob %d\0" % size)
+                read = 0
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+                    read += len(chunk)
+                return digest.hexdigest() if read == size else "-"
+        except OSError:
+            return "-"
+
+    def keep(self, cid: str, data: bytes) -> None:
+        target = self.objects / cid[:2] / cid
+        if not target.exists():
+            with contextlib.suppress(OSError):
+                atomic_write(target, data, durable=False)
+
+
+class Snapshot:
+    """A workspace's snapshot: `entries` (path -> stored value, bytes) and the marker made just
+    before the entries were read, loaded whole (compact bytes, about 200 bytes an entry) and kept
+    in memory only while it is brought up to date. Tracked files that matched git's index when
+    the snapshot was taken take their content id from `<name>.blobs`, git's own list, read only
+    when one of them has changed."""
+
+    def __init__(self, root: Path, folder: Path, name: str) -> None:
+        self.root, self.folder, self.name = root, folder, name
+        self.file = folder / f"{name}.snap"
+        self.blobs_file = folder / f"{name}.blobs"
+        self.entries: dict = {}
+        self.blobs: dict | None = None
+        self.marker: Path | None = None
+        self.records = 0                   # records in the file, for deciding when to fold the log
+
+    def load(self) -> bool:
+        """Read the kept snapshot; False if there is none that can be trusted (take a new one)."""
+        try:
+            with open(self.file, "rb") as handle:
+                parts = nul_parts(handle)
+                if next(parts, None) != SNAPSHOT_HEADER:
+                    return False
+                self.entries = dict(zip(parts, parts))
+        except OSError:
+            return False
+        self.records = len(self.entries)
+        marker = self.entries.pop(MARKER_KEY, b"")
+        for gone in [rel for rel, value in self.entries.items() if not value]:
+            del self.entries[gone]
+        self.marker = self.folder / os.fsdecode(marker) if marker else None
+        try:   # a clock set back would make later changes look older than the marker
+            return self.marker is not None and self.marker.stat().st_ctime_ns <= time.time_ns()
+        except OSError:
+            return False
+
+    def entry(self, rel: bytes) -> tuple | None:
+        value = self.entries.get(rel)
+        if not value:
+            return None
+        entry = decode_entry(value)
+        if entry[CID] == "":
+            if self.blobs is None:
+                try:
+                    with open(self.blobs_file, "rb") as handle:
+                        parts = nul_parts(handle)
+                        self.blobs = dict(zip(parts, parts))
+                except OSError:
+                    self.blobs = {}
+            entry = entry[:CID] + (self.blobs.get(b"0" + rel, b"-").decode(),)
+        return entry
+
+    def fast(self) -> bool:
+        """Whether `find -newercc` against the marker finds every changed entry here."""
+        import shutil
+        try:
+            marker, root = self.marker.stat(), self.root.stat()
+        except OSError:
+            return False
+        return bool(shutil.which("find")) and marker.st_dev == root.st_dev and marker.st_ctime_ns % 10**9 != 0
+
+    def new_marker(self) -> Path:
+        """A fresh file, never renamed, whose ctime is now: what the next update compares against."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder / f"{self.name}.{time.time_ns()}.{os.urandom(3).hex()}.mark"
+        marker.write_bytes(b"")
+        return marker
+
+    def save(self, marker: Path, changed: dict | None) -> None:
+        """Append the changes (or, for a new snapshot or a long log, write it whole), then drop
+        the markers it no longer needs."""
+        fold = changed is None or self.records + len(changed) > 2 * len(self.entries) + 1000
+        records = self.entries if fold else changed
+        body = b"".join(rel + b"\0" + value + b"\0" for rel, value in records.items())
+        tail = MARKER_KEY + b"\0" + os.fsencode(marker.name) + b"\0"
+        if fold:
+            atomic_write(self.file, SNAPSHOT_HEADER + b"\0" + body + tail, durable=False)
+            self.records = len(records) + 1
+        else:
+            with open(self.file, "ab") as handle:
+                handle.write(body + tail)
+            self.records += len(records) + 1
+        for old in self.folder.glob(f"{self.name}.*.mark"):
+            if old != marker:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        self.marker = marker
+
+
+def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
+    """A new snapshot of everything. Content ids come from git's index for tracked files that match
+    it (git's list is kept as it is: no hashing, no parsing), and from hashing for untracked and
+    modified ones; ignored files (build output, dependencies) get none: they are compared by
+    inode and ctime."""
+    snapshot = Snapshot(root, folder, name)
+    marker = snapshot.new_marker()
+    with contextlib.suppress(FileNotFoundError):
+        snapshot.blobs_file.unlink()
+    if git:
+        with open(snapshot.blobs_file, "wb") as blobs:
+            staged = start_git(root, "ls-files", "-z", "--format=%(stage)%(path)%x00%(objectname)", out=blobs)
+        dirty = start_git(root, "diff-files", "--name-only", "--relative", "-z", "--ignore-submodules=all",
+                          drivers=True)
+        untracked = start_git(root, "ls-files", "-o", "-z", "--directory", "--exclude-standard")
+    entries = list_everything(root)
+    hashing: list = []
+    if not git or git_parts(staged) is None:
+        hashing = [rel for rel, value in entries.items() if value[:1] == b"f"]   # not git: hash what we can
+        for rel in hashing:
+            entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
+    else:
+        dirty_list, fresh = git_parts(dirty) or [], git_parts(untracked) or []
+        folders = tuple(rel for rel in fresh if rel.endswith(b"/"))
+        hashing = [rel for rel in dirty_list if rel in entries]
+        hashing += [rel for rel in fresh if rel in entries]
+        if folders:
+            hashing += [rel for rel in entries if rel.startswith(folders)]
+        for rel in hashing:            # known not to match the index, even if hashing is skipped
+            entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
+    hasher = Hasher(folder.parent / "objects")
+    base = os.fsencode(root)
+    for rel in unique(hashing):
+        entry = decode_entry(entries[rel])
+        if entry[KIND] == "f":
+            entries[rel] = encode_entry(entry[:CID] + (hasher.blob_id(os.path.join(base, rel), entry[SIZE]),))
+    snapshot.entries = entries
+    snapshot.save(marker, None)
+    return snapshot
+
+
+def list_everything(root: Path) -> dict:
+    """path -> stored value of every entry: GNU find does the stat calls (C is three times faster
+    at it than Python here); elsewhere we walk."""
+    import subprocess
+    try:
+        process = subprocess.Popen(["find", ".", "-path", "./.git", "-prune", "-o", "-printf",
+                                    "%P\\0%y %m %s %T@ %C@ %i %l\\0"], cwd=root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL)
+    except OSError:
+        process = None
+    if process is not None:
+        parts = nul_parts(process.stdout)
+        root_entry = (next(parts, None), next(parts, None))
+        entries = dict(zip(parts, parts))
+        if process.wait() in (0, 1) and root_entry[0] == b"" and (root_entry[1] or b"")[:1] == b"d":
+            return entries
+    base = os.fsencode(root)
+    entries = {}
+    for rel in walk_paths(base):
+        entry = entry_of(os.path.join(base, rel))
+        if entry is not None:
+            entries[rel] = encode_entry(entry[:CID] + ((entry[CID] if entry[KIND] == "l" else ""),))
+    return entries
+
+
+def parents_of(rel: bytes) -> Iterator[bytes]:
+    """`a/b/c` -> `a/b/`, `a/`: how git lists an untracked folder."""
+    index = rel.rfind(b"/")
+    while index > 0:
+        yield rel[:index + 1]
+        index = rel.rfind(b"/", 0, index)
+
+
+def find_newer(root: Path, marker: Path) -> set | None:
+    """The paths under `root` (its own .git aside; b"" for root itself) whose ctime is later than
+    the marker's, or None if `find` could not say."""
+    import subprocess
+    try:
+        done = subprocess.run(["find", ".", "-path", "./.git", "-prune", "-o", "-newercc", str(marker), "-print0"],
+                              cwd=root, capture_output=True)
+    except OSError:
+        return None
+    if done.returncode != 0 and not done.stdout:
+        return None
+    parts = done.stdout.split(b"\0")
+    return {path[2:] if path != b"." else b"" for path in parts if path.startswith(b"./") or path == b"."}
+
+
+def update_snapshot(snapshot: Snapshot) -> dict:
+    """Bring a loaded snapshot up to date with the workspace; return the changes: path -> (entry
+    before or None, entry now or None), for each path that differs."""
+    root = os.fsencode(snapshot.root)
+    marker = snapshot.new_marker()
+    candidates = find_newer(snapshot.root, snapshot.marker) if snapshot.fast() else None
+    if candidates is None:
+        candidates = {b"", *snapshot.entries, *walk_paths(root)}
+    entries = snapshot.entries
+    hasher = Hasher(snapshot.folder.parent / "objects")
+    changed: dict = {}     # path -> new stored value (b"" when gone)
+    changes: dict = {}
+
+    def look(rel: bytes) -> tuple | None:
+        """Compare one path with the snapshot; record the change. Returns its entry now."""
+        old_value = entries.get(rel)
+        before = snapshot.entry(rel)
+        now = entry_of(os.path.join(root, rel)) if rel else None
+        if now is not None and now[KIND] == "f":
+            same_meta = before is not None and before[KIND] == "f" and before[SIZE:INO + 1] == now[SIZE:INO + 1]
+            now = now[:CID] + (before[CID] if same_meta else hasher.blob_id(os.path.join(root, rel), now[SIZE]),)
+        if now is None and before is None:
+            return None
+        if not same_entry(before, now):
+            changes[rel] = (before, now)
+        value = encode_entry(now) if now is not None else b""
+        if value != old_value:
+            changed[rel] = value
+        return now
+
+    ordered: list = []
+
+    def gone(prefix: bytes) -> None:
+        """Everything the snapshot had under a folder that is no longer there (or was replaced)."""
+        import bisect
+        if not ordered:
+            ordered.extend(sorted(entries))
+        for rel in ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]:
+            if rel not in changed:
+                changes[rel] = (snapshot.entry(rel), None)
+                changed[rel] = b""
+
+    folders = []
+    for rel in sorted(candidates - {b""}):
+        now = look(rel)
+        before = entries.get(rel)
+        if before is not None and before[:1] == b"d" and (now is None or now[KIND] != "d"
+                                                          or now[INO] != decode_entry(before)[INO]):
+            gone(rel + b"/")                 # removed or replaced: what was under it is gone ...
+            if now is not None and now[KIND] == "d":
+                for inner in walk_paths(root, rel):     # ... and what is there now is compared afresh
+                    changed.pop(inner, None)
+                    changes.pop(inner, None)
+                    look(inner)
+        elif now is not None and now[KIND] == "d":
+            folders.append((rel, before is None))
+    if b"" in candidates:
+        folders.append((b"", False))
+    if folders:
+        wanted = {rel for rel, _ in folders}
+        known: dict = {}
+        for rel in entries:
+            parent = rel.rpartition(b"/")[0]
+            if parent in wanted:
+                known.setdefault(parent, set()).add(rel)
+        for folder, is_new in folders:
+            present = set()
+            for rel in walk_paths(root, folder) if is_new else ():
+                present.add(rel)
+                if rel not in candidates:
+                    look(rel)
+            if is_new:
+                continue
+            try:
+                listing = list(os.scandir(os.path.join(root, folder) if folder else root))
+            except OSError:
+                listing = []
+            for item in listing:
+                if not folder and item.name == b".git":
+                    continue
+                rel = folder + b"/" + item.name if folder else item.name
+                present.add(rel)
+                old_value = entries.get(rel)
+                if rel in candidates:
+                    continue
+                if old_value is None or int(old_value.split(b" ", 6)[INO]) != item.inode():
+                    if old_value is not None and old_value[:1] == b"d":
+                        gone(rel + b"/")
+                    now = look(rel)
+                    if now is not None and now[KIND] == "d":
+                        for inner in walk_paths(root, rel):
+                            if inner not in candidates:
+                                look(inner)
+            for rel in known.get(folder, set()) - present:
+                if rel not in changed:
+                    changes[rel] = (snapshot.entry(rel), None)
+                    changed[rel] = b""
+                    gone(rel + b"/")
+    for rel, value in changed.items():
+        if value:
+            entries[rel] = value
+        else:
+            entries.pop(rel, None)
+    snapshot.save(marker, changed)
+    return {os.fsdecode(rel): pair for rel, pair in changes.items()}
+
+
+# -- paths and changes (pure) ----------------------------------------------------------------------
+
+def path_parts(path: str) -> tuple:
+    return tuple(part for part in PurePosixPath(path).parts if part not in ("", "."))
+
+
+def tool_path(parts: tuple) -> bool:
+    """The repository's own .git, or the task records (or a folder holding them): never Codex's."""
+    return parts[:1] == (".git",) or parts[:len(TASKS_PARTS)] == TASKS_PARTS \
+        or bool(parts) and TASKS_PARTS[:len(parts)] == parts
+
+
+SHELL_SPLIT = re.compile(r"[\s;&|<>()'\"`=,{}]+")
+
+
+def names_path(text: str, rel: str) -> bool:
+    """Whether a command line names `rel`: the path itself (relative or absolute), its last parts
+    (`app.py`, `src/app.py`), or a folder above it (`rm -r build`)."""
+    for token in SHELL_SPLIT.split(text):
+        token = token.strip().rstrip("*").rstrip("/")
+        while token.startswith("./"):
+            token = token[2:]
+        if token in ("", ".", "..", "/", "-"):
+            continue
+        if token == rel or token.endswith("/" + rel) or rel.endswith("/" + token) or rel.startswith(token + "/"):
+            return True
+    return False
+
+
+def attributed(rel: str, after: object, evidence: list) -> bool:
+    """Whether Codex's own events show it touching `rel`: a file change naming it, or a command
+    naming it that was running when the path last changed (its ctime). A path no event names (a
+    person's edit while Codex ran) is never charged to Codex."""
+    when = after[CTIME] / 1e9 if after else None
+    for began, ended, text, exact in evidence:
+        if exact:
+            if text.lstrip("./") == rel or text.endswith("/" + rel):
+                return True
+        elif (when is None or began - ATTRIBUTION_SLACK <= when <= ended + ATTRIBUTION_SLACK) and names_path(text, rel):
+            return True
+    return False
+
+
+def change_items(touched: dict) -> list:
+    """The task's real changes, first entry -> now: [{path, change, who, from?, link?, dir?}],
+    sorted. A folder added or removed is listed only when nothing under it is (an empty one)."""
+    changes = {rel: value for rel, value in touched.items() if not same_entry(value[0], value[1])}
+    added = {rel for rel, value in changes.items() if value[0] is None}
+    deleted = {rel for rel, value in changes.items() if value[1] is None}
+    by_content = {changes[rel][0][CID]: rel for rel in sorted(deleted)
+                  if changes[rel][0][KIND] == "f" and changes[rel][0][CID] not in ("", "-")}
+    out = []
+    for rel in sorted(changes):
+        old, new, who = changes[rel]
+        item: dict = {"path": rel, "who": who}
+        kind = (new or old)[KIND]
+        if kind == "d" and (old is None or new is None) and any(other.startswith(rel + "/") for other in changes):
+            continue
+        if rel in added and new[KIND] == "f" and new[CID] in by_content:
+            item.update(change="renamed", **{"from": by_content.pop(new[CID])})
+        elif rel in added:
+            item["change"] = "added"
+        elif rel in deleted:
+            item["change"] = "deleted"
+        elif old[KIND] != new[KIND]:
+            item["change"] = "type"
+        elif old[MODE] != new[MODE] and (kind == "d" or old[CID] == new[CID] and old[CID] not in ("", "-")):
+            item["change"] = "mode"
+        else:
+            item["change"] = "modified"
+        if kind == "d":
+            item["dir"] = True
+        if new and new[KIND] == "l":
+            item["link"] = new[CID]
+        out.append(item)
+    renamed_from = {item["from"] for item in out if "from" in item}
+    return [item for item in out if not (item["change"] == "deleted" and item["path"] in renamed_from)]
+
+
+def change_names(item: dict) -> list:
+    """The paths one change touches: both names of a rename."""
+    return [item["from"], item["path"]] if "from" in item else [item["path"]]
+
+
+def group_paths(paths: list, limit: int = PATH_LINES) -> list:
+    """Paths as they are when there are few; else the folders holding most of them become
+    `folder/ (N files)`, so that hundreds of changes under one folder read as one line."""
+    items = [(path, 1) for path in sorted(set(paths))]
+    while len(items) > limit:
+        parents: dict = {}
+        for index, (path, _) in enumerate(items):
+            parent = path.rstrip("/").rpartition("/")[0]
+            if parent:
+                parents.setdefault(parent + "/", []).append(index)
+        if not parents:
+            break
+        parent, members = max(parents.items(), key=lambda kv: (len(kv[1]), -kv[0].count("/")))
+        if len(members) < 2:
+            break
+        total = sum(items[i][1] for i in members)
+        chosen = set(members)
+        items = sorted([item for i, item in enumerate(items) if i not in chosen] + [(parent, total)])
+    lines = [path if count == 1 and not path.endswith("/") else f"{path} ({count} files)" for path, count in items]
+    if len(lines) > limit:      # many folders side by side: name the first ones, count the rest
+        rest = items[limit - 1:]
+        lines = lines[:limit - 1] + [f"… and {len(rest)} more ({sum(count for _, count in rest)} files)"]
+    return lines
+
+
+def render_changes(items: list, outside: tuple = ()) -> str:
+    """The Changes section: a count by kind, then the changes grouped by kind and folder."""
+    if not items:
+        return "no files changed"
+    counts: dict = {}
+    for item in items:
+        counts[item["change"]] = counts.get(item["change"], 0) + 1
+    files = "1 path" if len(items) == 1 else f"{len(items)} paths"
+    lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
+    for kind in sorted(counts):
+        names = [change_label(item, outside) for item in items if item["change"] == kind]
+        lines += [f"{kind:<9} {name}" for name in group_paths(names, 40)]
+    return "\n".join(lines)
+
+
+def change_label(item: dict, outside: tuple = ()) -> str:
+    name = json.dumps(item["path"]) if re.search(r"[\x00-\x1f]", item["path"]) else item["path"]
+    label = (item["from"] + " -> " if "from" in item else "") + name + ("/" if item.get("dir") else "")
+    if "link" in item:
+        label += f" (symlink to {item['link']})"
+    if item["path"] in outside or item.get("from") in outside:
+        label += "  [OUTSIDE ALLOWED PATHS]"
+    return label
+
+
+# ====================================================================================================
+# 8. Prompts
+# ====================================================================================================
 
 def developer_instructions(task: Task) -> str:
     paths = "\n".join(f"- {path}" for path in task.allowed_paths)
     parts = [
         f"You are working on task {task.id}, handed to you by codex-mcp. Your work will be reviewed against "
-        "the files that really changed in the working tree, not against your report.",
+        "the files that really changed in the working tree, not against your report, and the reviewer's "
+        "verify command will be run under the same sandbox as you.",
         f"Allowed paths: create, modify, delete or rename files ONLY under these (relative to the repository "
         f"root):\n{paths}",
         f"Never touch {TASKS_DIR}/ (the task records): edits there are undone and count against you. Do not "
-        "commit, stage or otherwise use git to record changes; leave them in the working tree.",
+        "commit, stage or otherwise use git to record changes (the repository's .git is read-only to you); "
+        "leave them in the working tree. Running the project's tests and formatters is fine: the caches and "
+        "build output they write where the project ignores them are not held against you.",
     ]
     if task.constraints:
         parts.append(f"Constraints:\n{task.constraints}")
     parts.append(
         "End with a final message that has exactly these three Markdown sections:\n"
         "## Summary\nwhat you did and why.\n"
-        "## Tests\nthe commands you ran and what they printed (pass/fail counts), or why none ran.\n"
+        "## Tests\nthe commands you ran and what they printed (pass/fail counts), or `none` and why none ran.\n"
         "## Files Changed\none path per line, relative to the repository root: every file you created, "
         "modified, deleted or renamed.\n"
         "If the sandbox or the approval policy denied something the task needs, say so on a line that "
@@ -815,19 +1966,44 @@ def completion_prompt(missing: list) -> str:
             "sections, as Markdown '## ' headings, about the work you already did. Do not change any files.")
 
 
-def build_codex_command(codex_cmd: list, task: Task, repo: Path, resume: str = "",
-                        sandbox: str = SANDBOX) -> list:
+# ====================================================================================================
+# 9. Codex: the command line, its events, one turn
+# ====================================================================================================
+
+def toml_string(text: str) -> str:
+    # JSON's escapes (\", \\, \n, \uXXXX) are all valid in a TOML basic string.
+    return json.dumps(text)
+
+
+def under_temp(path: Path) -> bool:
+    """Whether Codex's sandbox would let it write `path` through its /tmp or $TMPDIR roots."""
+    roots = {Path("/tmp").resolve()}
+    if os.environ.get("TMPDIR"):
+        roots.add(Path(os.environ["TMPDIR"]).resolve())
+    return any(path == root or root in path.parents for root in roots)
+
+
+def build_codex_command(codex_cmd: list, task: Task, workspace: Path, *, resume: str = "", sandbox: str = SANDBOX,
+                        temp: Path | None = None, schema: Path | None = None) -> list:
     """The one place a Codex command line is made.
 
-    `codex exec resume` accepts neither -s nor -C: it runs in the repo as its working directory and
-    gets the sandbox as a config override. Without that override a resumed turn would run under
-    whatever sandbox the user's config.toml says."""
+    `codex exec resume` accepts neither -s nor -C: it runs in the workspace as its working
+    directory and gets the sandbox as a config override. Without that override a resumed turn would
+    run under whatever sandbox the user's config.toml says. `temp`, when given, replaces /tmp and
+    $TMPDIR as Codex's scratch space: they would otherwise reach the tool's state or the person's
+    working tree (a repository under /tmp)."""
     argv = [*codex_cmd, "exec"]
     if resume:
         argv += ["resume", resume, "--json", "--skip-git-repo-check", "-c", f"sandbox_mode={toml_string(sandbox)}"]
     else:
-        argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(repo)]
+        argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(workspace)]
+    if temp is not None:
+        argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
+                 "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+                 "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]"]
     argv += ["-c", f"developer_instructions={toml_string(developer_instructions(task))}"]
+    if schema is not None:
+        argv += ["--output-schema", str(schema)]
     if task.model:
         argv += ["-m", task.model]
     if task.reasoning:
@@ -836,12 +2012,23 @@ def build_codex_command(codex_cmd: list, task: Task, repo: Path, resume: str = "
 
 
 LOST_THREAD = re.compile(r"no rollout found|thread not loaded|thread \S+ not found|not found for thread", re.I)
+RECONNECT = re.compile(r"^\s*Reconnecting\b", re.I)
+NETWORK_TROUBLE = re.compile(
+    r"reconnecting|stream disconnected|error sending request|connection (?:failed|refused|reset|closed)|"
+    r"timed out|timeout|network|dns|high demand|temporar|\b429\b|too many requests|\b50[0-9]\b|"
+    r"service unavailable|bad gateway|overloaded|retry limit", re.I)
+AUTH_TROUBLE = re.compile(r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|api key|not logged in|log ?in", re.I)
 
 
 class EventDigest:
-    """What the task record keeps of a Codex JSONL stream; fed one event at a time, never the whole."""
+    """What the task record keeps of a Codex JSONL stream; fed one event at a time, never the whole.
+
+    Besides the report it keeps, for review, when each command ran and what it said (a write
+    Codex's events show is Codex's), and tells progress from reconnect attempts: an `error` event
+    saying "Reconnecting..." is Codex waiting for the network, not working."""
 
     KEEP_COMMANDS = 100
+    KEEP_EVIDENCE = 5000
 
     def __init__(self) -> None:
         self.thread_id = ""
@@ -850,11 +2037,16 @@ class EventDigest:
         self.commands: list = []
         self.command_count = 0
         self.file_changes: list = []
-        self.errors: list = []
+        self.errors: list = []              # error events that were not reconnects
+        self.reconnects = 0
+        self.last_reconnect = ""
+        self.failure = ""                   # turn.failed's message
         self.diagnostics: list = []
         self.last_event = ""
         self.completed = False
-        self.failed = False
+        self.progress_at = time.monotonic()
+        self.started: dict = {}             # item id -> wall time it started
+        self.evidence: list = []            # (start, end, text) of each command and file change
 
     def feed_line(self, line: bytes) -> None:
         try:
@@ -868,8 +2060,13 @@ class EventDigest:
 
     def feed(self, event: dict) -> None:
         kind = str(event.get("type", ""))
-        self.last_event = kind
         item = event.get("item") if isinstance(event.get("item"), dict) else {}
+        if kind == "error" and RECONNECT.search(str(event.get("message", ""))):
+            self.reconnects += 1
+            self.last_reconnect = one_line(str(event.get("message", "")), 300)
+            return                          # not progress: the idle timeout keeps running
+        self.last_event = kind
+        self.progress_at = time.monotonic()
         if kind == "thread.started":
             self.thread_id = str(event.get("thread_id", ""))
         elif kind == "turn.completed":
@@ -878,26 +2075,34 @@ class EventDigest:
             self.tokens += sum(v for k, v in usage.items() if isinstance(v, int) and k in
                                ("input_tokens", "output_tokens", "reasoning_output_tokens"))
         elif kind == "turn.failed":
-            self.failed = True
-            self.errors.append(str((event.get("error") or {}).get("message", "turn failed")))
+            self.failure = str((event.get("error") or {}).get("message", "turn failed"))
         elif kind == "error":
-            self.failed = True
-            self.errors.append(str(event.get("message", "error")))
+            self.errors.append(one_line(str(event.get("message", "error")), 500))
+        elif kind == "item.started" and item.get("id"):
+            self.started[str(item["id"])] = time.time()
         elif kind == "item.completed":
             self.feed_item(item)
 
     def feed_item(self, item: dict) -> None:
         kind = item.get("type")
+        began = self.started.pop(str(item.get("id")), None) or time.time()
         if kind == "agent_message":
             self.final_message = str(item.get("text", ""))
         elif kind == "command_execution":
             self.command_count += 1
-            self.commands.append(f"$ {one_line(item.get('command', ''), 200)}  [exit {item.get('exit_code')}]")
+            command = str(item.get("command", ""))
+            self.commands.append(f"$ {one_line(command, 200)}  [exit {item.get('exit_code')}]")
             del self.commands[:-self.KEEP_COMMANDS]
+            self.note_evidence(began, command)
         elif kind == "file_change":
             for change in item.get("changes") or []:
                 if isinstance(change, dict):
                     self.file_changes.append(f"{change.get('kind', 'change')}: {change.get('path', '')}")
+                    self.note_evidence(began, str(change.get("path", "")), exact=True)
+
+    def note_evidence(self, began: float, text: str, exact: bool = False) -> None:
+        if len(self.evidence) < self.KEEP_EVIDENCE:
+            self.evidence.append((began, time.time(), text, exact))
 
     def summary(self) -> str:
         lines = [f"commands run: {self.command_count}"]
@@ -905,16 +2110,25 @@ class EventDigest:
             lines.append(f"(the last {len(self.commands)} shown; the log has all)")
         lines += self.commands
         lines += [f"reported {change}" for change in self.file_changes[:200]]
-        lines += [f"error: {one_line(e, 500)}" for e in self.errors]
+        if len(self.file_changes) > 200:
+            lines.append(f"reported {len(self.file_changes) - 200} more file changes (the log has all)")
+        lines += [f"error: {e}" for e in unique(self.errors)[:20]]
+        if self.reconnects:
+            lines.append(f"reconnect attempts: {self.reconnects} (last: {self.last_reconnect})")
+        if self.failure:
+            lines.append(f"turn failed: {one_line(self.failure, 500)}")
         lines += [f"not JSON: {d}" for d in self.diagnostics]
         return "\n".join(lines)
 
 
-class RunOutcome(NamedTuple):
-    digest: EventDigest
-    returncode: Optional[int]
-    stopped: str            # why we stopped Codex ourselves ("" if it ended on its own)
-    stderr_tail: str
+class RunOutcome:
+    __slots__ = ("digest", "returncode", "stopped", "stderr_tail")
+
+    def __init__(self, digest: EventDigest, returncode: int | None, stopped: str, stderr_tail: str) -> None:
+        self.digest = digest
+        self.returncode = returncode
+        self.stopped = stopped             # why we stopped Codex ourselves ("" if it ended on its own)
+        self.stderr_tail = stderr_tail
 
     @property
     def lost_thread(self) -> bool:
@@ -922,22 +2136,33 @@ class RunOutcome(NamedTuple):
             and bool(LOST_THREAD.search(self.stderr_tail))
 
 
+RETRY_HINT = "this is not the task's fault: `retry-task`, then `start-task`, runs it again"
+
+
 def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
-    """(status, reason) for a finished Codex run: review, or blocked in Codex's own words."""
+    """(status, reason) for a finished Codex run: review, or blocked with a reason a person can act on."""
     import signal
     digest = outcome.digest
     if outcome.stopped:
+        if outcome.stopped.startswith("idle timeout") and digest.reconnects:
+            return "blocked", (f"{outcome.stopped}, while Codex was trying to reach the model service "
+                               f"({digest.last_reconnect}): the network or the model service is down; {RETRY_HINT}")
         return "blocked", outcome.stopped
-    if digest.failed:
-        return "blocked", "Codex reported: " + " | ".join(one_line(e, 300) for e in digest.errors[-2:])
+    if digest.failure:
+        said = one_line(digest.failure, 300)
+        if AUTH_TROUBLE.search(said):
+            return "blocked", (f"Codex could not log in to the model service ({said}): run `codex login` (or fix "
+                               "the provider's key), then `retry-task` and `start-task`")
+        if NETWORK_TROUBLE.search(said) or digest.reconnects:
+            return "blocked", f"the network or the model service failed ({said}); {RETRY_HINT}"
+        return "blocked", f"Codex reported: {said}"
     if outcome.returncode and outcome.returncode < 0:
         name = signal.Signals(-outcome.returncode).name if -outcome.returncode in signal.valid_signals() else "?"
         return "blocked", f"{codex} was killed by signal {name}"
     if outcome.returncode:
-        err = one_line(outcome.stderr_tail.strip().splitlines()[-1] if outcome.stderr_tail.strip() else "", 300)
-        first_error = next((line for line in outcome.stderr_tail.splitlines() if line.lower().startswith("error")),
-                           err)
-        return "blocked", f"{codex} exited with status {outcome.returncode}: {one_line(first_error, 300)}"
+        lines = outcome.stderr_tail.strip().splitlines()
+        said = next((line for line in lines if line.lower().startswith("error")), lines[-1] if lines else "")
+        return "blocked", f"{codex} exited with status {outcome.returncode}: {one_line(said, 300)}"
     if not digest.completed:
         return "blocked", "Codex stopped without finishing its turn (no turn.completed event)"
     if not digest.final_message.strip():
@@ -945,108 +2170,8 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     return "review", "Codex finished its turn"
 
 
-HAVE_PROC = os.path.exists("/proc/self/stat")     # Linux: process start times and groups are readable
-
-
-def proc_stat(pid: Any) -> Optional[list]:
-    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is
-    gone or a zombie. The name is in parentheses and may itself contain spaces and parentheses."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return None if fields[0] == "Z" else fields
-
-
-def kill_group(pgid: int, grace: float = 3.0) -> None:
-    """Stop a process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
-    import signal
-    import subprocess
-    if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pgid)], capture_output=True)
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait
-        while group_alive(pgid):
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.02)
-        else:
-            return
-
-
-def group_alive(pgid: int) -> bool:
-    """Any live member left? A zombie still counts for killpg(pgid, 0), so read /proc where we can."""
-    if HAVE_PROC:
-        return bool(group_members(pgid, "0"))
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def process_identity(pid: int) -> str:
-    """`pid@start-time`: a pid alone may be reused by another program after the first one dies."""
-    return f"{pid}@{process_start(pid) or 0}"
-
-
-def process_start(pid: int) -> str:
-    fields = proc_stat(pid)
-    return fields[19] if fields else ""
-
-
-def group_members(pgid: int, since: str) -> list:
-    """Live processes of process group `pgid` started no earlier than `since` (Linux /proc).
-
-    Codex's shell commands share its group and outlive it when it is killed; a group id can be
-    reused only by processes started later than ours, so the start time tells ours apart."""
-    members = []
-    for name in os.listdir("/proc") if HAVE_PROC else ():
-        fields = proc_stat(name) if name.isdigit() else None
-        if fields and int(fields[2]) == pgid and int(fields[19]) >= int(since or 0):
-            members.append(int(name))
-    return members
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the process that started it dies (Linux only), so a
-    worker or accept killed with -9 leaves no Codex and no verify command behind."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL
-
-
-DIE_WITH_PARENT = die_with_parent if os.name == "posix" else None   # Popen refuses preexec_fn on Windows
-
-
-def process_alive(identity: str) -> bool:
-    pid_text, _, start = identity.partition("@")
-    if not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if HAVE_PROC:
-        current = process_start(pid)
-        return bool(current) and (start in ("", "0") or current == start)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: float, idle_timeout: float,
-              on_start: Callable[[int], None], on_event: Callable[[EventDigest], None],
-              should_stop: Callable[[], str]) -> RunOutcome:
+def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float, idle_timeout: float,
+              on_start: Callable, on_event: Callable, should_stop: Callable, env: dict | None = None) -> RunOutcome:
     """Run one Codex turn; its JSONL goes to `log_path` and, line by line, into a digest.
 
     Codex writes its stdout straight into the log, which we follow as it grows: the raw log costs
@@ -1060,8 +2185,9 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
         start = log.seek(0, os.SEEK_END)
         try:
-            process = subprocess.Popen(argv, cwd=repo, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
-                                       start_new_session=True, preexec_fn=DIE_WITH_PARENT)
+            process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
+                                       start_new_session=True, preexec_fn=DIE_WITH_PARENT,
+                                       env={**os.environ, **(env or {})})
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
             reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
@@ -1078,29 +2204,27 @@ def run_codex(argv: list, prompt: str, repo: Path, log_path: Path, timeout: floa
     return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
 
 
-def send_prompt(process: "subprocess.Popen", prompt: str) -> None:
+def send_prompt(process: object, prompt: str) -> None:
     """The prompt goes on stdin, which is then closed: left open, Codex would wait for more."""
     try:
-        process.stdin.write(prompt.encode())
+        process.stdin.write(prompt.encode("utf-8", "replace"))
         process.stdin.close()
     except BrokenPipeError:
         pass
 
 
-def follow_events(process: "subprocess.Popen", log_path: Path, start: int, digest: EventDigest, timeout: float,
+def follow_events(process: object, log_path: Path, start: int, digest: EventDigest, timeout: float,
                   idle_timeout: float, on_event: Callable, should_stop: Callable) -> str:
     """Read the log from `start` as Codex appends to it, until Codex has exited and all it wrote
     is read. Returns a reason if we must stop Codex early, else ""."""
-    started = last_output = time.monotonic()
+    started = time.monotonic()
     pending = b""
     with open(log_path, "rb") as log:
         log.seek(start)
         while True:
             exited = process.poll() is not None      # checked first: then an empty read means done
             chunk = log.read(1 << 20)
-            now = time.monotonic()
             if chunk:
-                last_output = now
                 lines = chunk.split(b"\n")
                 lines[0] = pending + lines[0]
                 pending = lines.pop()
@@ -1108,10 +2232,11 @@ def follow_events(process: "subprocess.Popen", log_path: Path, start: int, diges
                     digest.feed_line(line)
             elif exited:
                 break
+            now = time.monotonic()
             if now - started > timeout:
                 return f"hard timeout: Codex ran longer than {int(timeout)} s (the task's Timeout)"
-            if now - last_output > idle_timeout:
-                return f"idle timeout: no event from Codex for {int(idle_timeout)} s (the task's Idle Timeout)"
+            if now - digest.progress_at > idle_timeout:
+                return f"idle timeout: no progress from Codex for {int(idle_timeout)} s (the task's Idle Timeout)"
             reason = should_stop()
             if reason:
                 return reason
@@ -1123,63 +2248,259 @@ def follow_events(process: "subprocess.Popen", log_path: Path, start: int, diges
     return ""
 
 
+class Workspace:
+    """Where Codex works for a task: the repository itself (`main`, in place) or, later, a
+    worktree of it. Each has its own run lock and its own snapshot."""
+
+    def __init__(self, store: Store, root: Path, name: str) -> None:
+        self.store, self.root, self.name = store, root, name
+
+    @classmethod
+    def in_place(cls, store: Store) -> Workspace:
+        return cls(store, store.repo, "main")
+
+    def run_lock(self, blocking: bool = True) -> contextlib.AbstractContextManager:
+        return self.store.lock(f"run-{self.name}", blocking)
+
+    def snapshot_folder(self) -> Path:
+        return self.store.state_dir / "snapshots"
+
+    def changes(self) -> dict:
+        """Bring the workspace's snapshot up to date; return what changed since it was last taken
+        (nothing the first time). Call it holding the run lock."""
+        snapshot = Snapshot(self.root, self.snapshot_folder(), self.name)
+        if snapshot.load():
+            return update_snapshot(snapshot)
+        take_snapshot(self.root, self.snapshot_folder(), self.name, self.store.git is not None)
+        return {}
+
+    def private_temp(self) -> bool:
+        """Whether /tmp or $TMPDIR would reach what Codex must not write: the tool's state (unless
+        it sits in the workspace's own .git, which the sandbox keeps read-only) or the person's
+        working tree (when Codex works elsewhere)."""
+        state = self.store.state_dir
+        guarded = [] if state.is_relative_to(self.root / ".git") else [state]
+        if self.root != self.store.repo:
+            guarded.append(self.store.repo)
+        return any(under_temp(path) for path in guarded)
+
+
+def codex_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, resume: str = "",
+               sandbox: str = SANDBOX, on_start: Callable = lambda pid: None,
+               on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "",
+               schema: Path | None = None) -> RunOutcome:
+    """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
+    import shutil
+    import tempfile
+    temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{task.id}-")) if workspace.private_temp() else None
+    try:
+        argv = build_codex_command(codex_cmd, task, workspace.root, resume=resume, sandbox=sandbox, temp=temp,
+                                   schema=schema)
+        return run_codex(argv, prompt, workspace.root, workspace.store.run_file(task.id, "jsonl"), task.timeout,
+                         task.idle_timeout, on_start, on_event, should_stop,
+                         env={"TMPDIR": str(temp)} if temp else None)
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, **options: object) -> tuple:
+    """Continue the task's Codex thread; if Codex lost it, start a new one told the whole story.
+
+    `options` are codex_turn's. Returns (outcome, note): the note says `thread recovered: <old> ->
+    <new>` when that happened."""
+    outcome = codex_turn(workspace, task, prompt, codex_cmd, resume=task.thread_id, **options) \
+        if task.thread_id else None
+    if outcome is not None and not outcome.lost_thread:
+        return outcome, ""
+    old = task.thread_id or "none"
+    outcome = codex_turn(workspace, task, recovery_prompt(task, prompt), codex_cmd, **options)
+    return outcome, f"thread recovered: {old} -> {outcome.digest.thread_id or 'none'}"
+
+
+# ====================================================================================================
+# 10. The worker and the run queue
+# ====================================================================================================
+#
+# A task's changes are kept per task in the state folder (`runs/T-001.touched.json`): for each path
+# changed by one of its Codex runs (or by its verify command), the entry before the first of them,
+# the entry now, and who the events show did it ("codex", "verify", or "unknown": changed while
+# Codex ran, but nothing Codex did names it). A path whose entry now equals its first entry is no
+# longer a change, so a rework that reverted a file clears it. What else a run found (records
+# someone changed, stray files under agents/tasks/) goes to `runs/T-001.facts.json`.
+
+def load_json(path: Path, default: object) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def add_changes(store: Store, task_id: str, changes: dict, who: Callable) -> None:
+    """Fold one run's (or one verify's) changes into the task's; `who(path, entry now)` says whose."""
+    path = store.run_file(task_id, "touched.json")
+    touched = load_json(path, {})
+    for rel, (before, after) in changes.items():
+        first = touched[rel][0] if rel in touched else before
+        touched[rel] = [first, after, who(rel, after)]
+    atomic_write(path, json.dumps(touched), durable=False)
+
+
+def refresh_changes(store: Store, task_id: str, changes: dict) -> None:
+    """Paths of the task that changed when no Codex ran (a person fixing or reverting them): the
+    task's picture of them is brought up to date, and they stay whose they were."""
+    path = store.run_file(task_id, "touched.json")
+    touched = load_json(path, {})
+    if any(rel in touched for rel in changes):
+        for rel, (_, after) in changes.items():
+            if rel in touched:
+                touched[rel][1] = after
+        atomic_write(path, json.dumps(touched), durable=False)
+
+
+def add_facts(store: Store, task_id: str, notes: list, by_codex: bool) -> None:
+    path = store.run_file(task_id, "facts.json")
+    facts = load_json(path, {"records": [], "codex": False})
+    facts["records"] = unique([*facts["records"], *notes])
+    facts["codex"] = facts["codex"] or by_codex
+    atomic_write(path, json.dumps(facts), durable=False)
+
+
+def sync_shadows(store: Store) -> None:
+    """Before a run: the tool's copy of each record becomes what the file says now (a person's
+    edits since the last run are theirs to make). Only records changed since are copied."""
+    if not store.tasks_dir.is_dir():
+        return
+    with store.lock("store"):
+        for entry in os.scandir(store.tasks_dir):
+            name = entry.name
+            if not (name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) and entry.is_file(follow_symlinks=False)):
+                continue
+            shadow = store.shadow_dir / f"T-{int(name[2:-3]):03d}.md"
+            try:
+                if shadow.exists() and entry.stat(follow_symlinks=False).st_ctime_ns <= shadow.stat().st_mtime_ns:
+                    continue
+                atomic_write(shadow, Path(entry.path).read_bytes(), durable=False)
+            except OSError:
+                continue
+
+
+def guard_records(store: Store, changes: dict, running: str, evidence: list) -> tuple:
+    """After a run (or a verify): any record under agents/tasks/ that differs from the tool's copy
+    is put back (the changed text saved in the state folder, and the record's History says where);
+    any other new file there is moved to the state folder, where nothing loads it. Returns
+    (notes, whether Codex's events name any of it). Call it holding the store lock."""
+    notes, by_codex, moved = [], False, []
+    prefix = TASKS_DIR + "/"
+    for rel in sorted(changes):
+        if not rel.startswith(prefix) or any(rel.startswith(m + "/") for m in moved):
+            continue
+        name = rel[len(prefix):]
+        path = store.repo / rel
+        named = attributed(rel, changes[rel][1], evidence)
+        if "/" not in name and name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
+            task_id = f"T-{int(name[2:-3]):03d}"
+            if task_id == running:
+                continue                                   # its worker's guard looks after it
+            shadow = store.shadow_dir / f"{task_id}.md"
+            current = path.read_bytes() if path.is_file() else None
+            original = shadow.read_bytes() if shadow.exists() else None
+            if current == original:
+                continue
+            by_codex = by_codex or named
+            if original is None:
+                notes.append(f"{rel} appeared while Codex ran; kept (delete it if you did not write it)")
+                continue
+            saved = store.save_edit(task_id, current.decode("utf-8", "replace")) if current is not None else ""
+            restore_record(store, task_id, path, original.decode("utf-8", "surrogateescape"), running, saved)
+            what = "changed" if current is not None else "deleted"
+            notes.append(f"{rel} was {what} while Codex ran; put back" + (f", the changed text is saved at {saved}"
+                                                                          if saved else ""))
+        elif changes[rel][1] is not None and os.path.lexists(path):
+            target = store.state_dir / "strays" / time.strftime("%Y%m%dT%H%M%S") / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved.append(rel)
+            by_codex = by_codex or named
+            notes.append(f"{rel} appeared while Codex ran; moved to {target} (nothing loads it there)")
+    return notes, by_codex
+
+
+def restore_record(store: Store, task_id: str, path: Path, text: str, running: str, saved: str) -> None:
+    """Put a record back as the tool last wrote it, with a History note saying why and where the
+    changed text went, so the person who edited it finds it where they look."""
+    try:
+        task = parse_task(text, task_id, store.relative(path))
+        note(task, f"an edit made while {running}'s Codex ran was undone (records are the tool's while Codex "
+                   f"runs)" + (f"; the edited text is saved at {saved}" if saved else ""))
+        text = render_task(task)
+    except MalformedRecord:
+        pass
+    store.write_record(task_id, text)
+
+
 class Worker:
     """One task's background run: wait for the repo, run Codex, record what happened.
 
-    Started detached (`codex_mcp.py _work`), so it outlives the CLI call or the MCP server that
-    started it. While it lives, it is the only writer of its task's record; SIGTERM cancels it."""
+    Started detached (`codex-mcp _work`), so it outlives the CLI call or the MCP server that
+    started it (or run inline by `delegate --wait`, which waits anyway). While it lives, it holds
+    the task's life lock (waiters wake when it is released), it is the only writer of its task's
+    record, and SIGTERM cancels it."""
 
     def __init__(self, store: Store, task_id: str, mode: str, codex_cmd: list) -> None:
         self.store, self.task_id, self.mode, self.codex_cmd = store, task_id, mode, codex_cmd
-        self.guard = RecordGuard()
+        self.workspace = Workspace.in_place(store)
+        self.guard = RecordGuard(task_id)
         self.cancelled = ""
         self.identity = process_identity(os.getpid())
         self.last_write = 0.0
         self.thread_announced = False
+        self.on_progress: Callable | None = None      # delegate --wait prints progress as it runs
 
     def stop_reason(self) -> str:
         return self.cancelled
 
-    def on_cancel(self, *_: Any) -> None:
+    def on_cancel(self, *_: object) -> None:
         self.cancelled = "cancelled: the run was stopped by cancel"
 
     def run(self) -> None:
         import signal
-        signal.signal(signal.SIGTERM, self.on_cancel)
+        if threading_is_main():
+            signal.signal(signal.SIGTERM, self.on_cancel)
         entry = self.store.queue_dir / self.task_id
-        try:
-            self.enqueue(entry)
-            with self.wait_turn(entry) as turn:
-                if turn:
-                    self.run_turn()
-                else:
-                    self.finish_blocked("cancelled while queued, before Codex started")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-            with self.store.update(self.task_id) as task:    # e.g. after an early return
-                if task.worker == self.identity:
-                    task.worker = ""
+        with life_lock(self.store, self.task_id):
+            try:
+                self.enqueue(entry)
+                with self.wait_turn() as turn:
+                    if turn:
+                        self.run_turn()
+                    else:
+                        self.finish_blocked("cancelled while queued, before Codex started")
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                with contextlib.suppress(CodexMcpError, OSError), self.store.update(self.task_id) as task:
+                    if task.worker == self.identity:       # e.g. after an early return
+                        task.worker = ""
 
-    # -- the queue: one Codex run per repo, in id order -----------------------------------------
+    # -- the queue: one Codex run per repo, in id order, after any waiting accept -----------------
 
     def enqueue(self, entry: Path) -> None:
-        self.store.queue_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(entry, self.identity)
+        atomic_write(entry, self.identity, durable=False)
         with self.store.update(self.task_id) as task:
             task.worker = self.identity
 
     @contextlib.contextmanager
-    def wait_turn(self, entry: Path) -> Iterator[bool]:
+    def wait_turn(self) -> Iterator[bool]:
         said = ""
         while not self.cancelled:
             head = queue_head(self.store)
             if head == self.task_id:
-                with self.store.lock("run", blocking=False) as mine:
+                with self.workspace.run_lock(blocking=False) as mine:
                     if mine:
                         yield True
                         return
-            waiting_for = head if head and head != self.task_id else "the Codex run already in this repo"
+            waiting_for = queue_label(head) if head and head != self.task_id else "the Codex run already in this repo"
             if waiting_for != said:
                 said = waiting_for
                 with self.store.update(self.task_id) as task:
@@ -1193,22 +2514,24 @@ class Worker:
         task = self.store.load(self.task_id)
         if self.mode == "start" and task.status != "todo" or self.mode == "rework" and task.status != "doing":
             return  # changed by hand or cancelled while queued: nothing to run
-        before = snapshot(self.store.repo)
+        refresh_changes(self.store, self.task_id, self.workspace.changes())   # edits made since the last run
+        sync_shadows(self.store)
         with self.store.update(self.task_id, self.guard) as task:
             if task.status == "todo":
                 transition(task, "doing", "delegate: Codex started", "start")
                 task.thread_id = ""
             task.started, task.progress, task.tampered = now_iso(), "starting Codex", ""
             task.commands = task.tokens = 0
-            task.log = self.store.relative(self.store.run_file(task.id, "jsonl"))
+            task.last_event = ""
+            task.log = str(self.store.run_file(task.id, "jsonl"))
         outcome, recovered = self.turn(task)
-        self.finish(outcome, before, recovered)
+        self.finish(outcome, recovered)
 
     def turn(self, task: Task) -> tuple:
         hooks = dict(on_start=self.on_codex_start, on_event=self.on_event, should_stop=self.stop_reason)
         if self.mode == "rework":
-            return resumed_turn(self.store, task, rework_prompt(task), self.codex_cmd, **hooks)
-        return codex_turn(self.store, task, start_prompt(task), self.codex_cmd, **hooks), ""
+            return resumed_turn(self.workspace, task, rework_prompt(task), self.codex_cmd, **hooks)
+        return codex_turn(self.workspace, task, start_prompt(task), self.codex_cmd, **hooks), ""
 
     def on_codex_start(self, pid: int) -> None:
         with self.store.update(self.task_id, self.guard) as task:
@@ -1217,7 +2540,7 @@ class Worker:
 
     def on_event(self, digest: EventDigest) -> None:
         announce = digest.thread_id and not self.thread_announced   # delegate is waiting for it
-        tampered = self.guard.changed_on_disk(self.store.path(self.task_id))  # put it back at once
+        tampered = self.guard.changed_on_disk(self.store.path_for_write(self.task_id))  # put it back at once
         if not (announce or tampered) and time.monotonic() - self.last_write < PROGRESS_EVERY:
             return
         self.thread_announced = bool(digest.thread_id)
@@ -1226,329 +2549,133 @@ class Worker:
             task.thread_id = digest.thread_id or task.thread_id
             task.last_event, task.commands, task.tokens = digest.last_event, digest.command_count, digest.tokens
             elapsed = seconds_since(task.started) or 0
+            waiting = f", reconnecting to the model service ({digest.reconnects} attempts)" \
+                if digest.reconnects and time.monotonic() - digest.progress_at > 5 else ""
             task.progress = (f"running {elapsed} s: {digest.command_count} commands, "
-                             f"last event {digest.last_event or 'none yet'}")
+                             f"last event {digest.last_event or 'none yet'}{waiting}")
+        if self.on_progress:
+            self.on_progress(task)
 
-    def finish(self, outcome: RunOutcome, before: dict, recovered: str) -> None:
-        after = snapshot(self.store.repo, before)
-        record_changes(self.store, self.task_id, before, after)
-        status, reason = run_verdict(outcome, self.codex_cmd[0])
+    def finish(self, outcome: RunOutcome, recovered: str) -> None:
         digest = outcome.digest
+        changes = self.workspace.changes()
+        with self.store.lock("store"):
+            notes, by_codex = guard_records(self.store, changes, self.task_id, digest.evidence)
+        work_changes = {rel: pair for rel, pair in changes.items() if not tool_path(path_parts(rel))}
+        add_changes(self.store, self.task_id, work_changes,
+                    lambda rel, after: "codex" if attributed(rel, after, digest.evidence) else "unknown")
+        if notes:
+            add_facts(self.store, self.task_id, notes, by_codex)
+        status, reason = run_verdict(outcome, self.codex_cmd[0])
         with self.store.update(self.task_id, self.guard) as task:
             task.thread_id = digest.thread_id or task.thread_id
             task.result = digest.final_message or task.result
             task.run_log = digest.summary()
             task.last_event, task.commands = digest.last_event, digest.command_count
             task.tokens = digest.tokens
-            task.changes = render_changes(load_changes(self.store, task.id))
+            task.changes = render_changes(task_changes(self.store, task.id))
             task.child_process = task.worker = ""
             task.progress = f"finished: {reason}"
-            task.tampered = self.guard.summary()
+            task.tampered = one_line("; ".join(filter(None, [self.guard.summary(), *notes])), 480)
             if recovered:
                 note(task, recovered)
+            for line in notes:
+                note(task, line)
             transition(task, status, reason, "finish")
+        if self.guard.summary():
+            add_facts(self.store, self.task_id, [self.guard.summary()], True)
 
     def finish_blocked(self, reason: str) -> None:
-        with self.store.update(self.task_id) as task:
-            task.worker, task.progress = "", f"finished: {reason}"
-            if task.status in ("todo", "doing"):
+        with self.store.update(self.task_id, self.guard if self.guard.last_text else None) as task:
+            task.worker, task.child_process, task.progress = "", "", f"finished: {reason}"
+            if task.status in ACTIVE:
                 transition(task, "blocked", reason, "cancel")
 
 
-def work(repo: Any, task_id: str, mode: str, codex_cmd: list) -> None:
-    """The detached worker's entry point (`codex_mcp.py _work`)."""
+def threading_is_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def life_lock(store: Store, task_id: str) -> Iterator[None]:
+    """Held by a task's worker for as long as it lives: a waiter blocked on it wakes the moment the
+    worker ends, however it ends (kill -9 included)."""
+    with file_lock(store.state_dir / "live" / f"{task_id}.lock"):
+        yield
+
+
+def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
+    """The worker's entry point (`codex-mcp _work`, or inline for `delegate --wait`)."""
     store = Store(repo)
     worker = Worker(store, normalize_task_id(task_id), mode, codex_cmd)
     try:
         worker.run()
     except Exception as error:  # the record must say why, or check would only see a dead worker
-        worker.finish_blocked(f"the worker failed: {type(error).__name__}: {one_line(str(error), 300)}")
+        with contextlib.suppress(Exception):
+            worker.finish_blocked(f"the worker failed: {type(error).__name__}: {one_line(str(error), 300)}")
         raise
+    finally:
+        import resource
+        with contextlib.suppress(OSError):
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_mb = peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+            with open(store.run_file(worker.task_id, "worker.log"), "a") as log:
+                log.write(f"{now_iso()} worker {os.getpid()} ended; peak memory {peak_mb:.1f} MB\n")
+
+
+def queue_entries(store: Store) -> list:
+    """Live entries of the repo's run queue, in the order they run: a waiting accept first, then
+    tasks in id order. Entries of dead processes, and names that mean nothing, are dropped."""
+    live = []
+    for path in store.queue_dir.iterdir() if store.queue_dir.is_dir() else ():
+        name = path.name
+        accept = name.startswith("accept-") and TASK_ID.fullmatch(name[7:])
+        try:
+            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_text().strip()):
+                live.append(name)
+                continue
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            continue
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return sorted(live, key=lambda name: (0, name) if name.startswith("accept-") else (1, task_number(name)))
 
 
 def queue_head(store: Store) -> str:
-    """The first task in the repo's run queue (running, or next to run); entries of dead workers
-    are dropped on the way. "" if the queue is empty."""
-    live = []
-    for path in store.queue_dir.iterdir() if store.queue_dir.is_dir() else ():
-        if not TASK_ID.fullmatch(path.name):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if process_alive(path.read_text().strip()):
-                live.append(path.name)
-            else:
-                path.unlink()
-    return min(live, key=task_number, default="")
+    """The first entry of the run queue (running, or next to run); "" if the queue is empty."""
+    entries = queue_entries(store)
+    return entries[0] if entries else ""
+
+
+def queue_label(head: str) -> str:
+    return f"the accept of {head[7:]}" if head.startswith("accept-") else head
 
 
 def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
-    """Start a detached worker (a new session, so it outlives us); return its identity."""
+    """Start a detached worker; return its identity."""
     import shlex
-    import subprocess
-    import threading
-    store.make_state_dirs()
-    argv = [sys.executable, str(Path(__file__).resolve()), "_work", "--cwd", str(store.repo),
-            "--codex-cmd", shlex.join(codex_cmd), "--mode", mode, task_id]
-    with open(store.run_file(task_id, "worker.log"), "ab") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                   start_new_session=True, cwd=store.repo)
-    # Reap it when it ends, so a long-lived parent (the MCP server) leaves no zombie behind.
-    threading.Thread(target=process.wait, daemon=True).start()
-    return process_identity(process.pid)
-
-
-def codex_turn(store: Store, task: Task, prompt: str, codex_cmd: list, resume: str = "",
-               sandbox: str = SANDBOX, on_start: Callable = lambda pid: None,
-               on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "") -> RunOutcome:
-    """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
-    argv = build_codex_command(codex_cmd, task, store.repo, resume=resume, sandbox=sandbox)
-    return run_codex(argv, prompt, store.repo, store.run_file(task.id, "jsonl"), task.timeout,
-                     task.idle_timeout, on_start, on_event, should_stop)
-
-
-def resumed_turn(store: Store, task: Task, prompt: str, codex_cmd: list, **options: Any) -> tuple:
-    """Continue the task's Codex thread; if Codex lost it, start a new one told the whole story.
-
-    `options` are codex_turn's. Returns (outcome, note): the note says `thread recovered: <old> ->
-    <new>` when that happened."""
-    outcome = codex_turn(store, task, prompt, codex_cmd, resume=task.thread_id, **options) \
-        if task.thread_id else None
-    if outcome is not None and not outcome.lost_thread:
-        return outcome, ""
-    old = task.thread_id or "none"
-    outcome = codex_turn(store, task, recovery_prompt(task, prompt), codex_cmd, **options)
-    return outcome, f"thread recovered: {old} -> {outcome.digest.thread_id or 'none'}"
+    argv = self_command("_work", "--cwd", str(store.repo), "--codex-cmd", shlex.join(codex_cmd), "--mode", mode,
+                        task_id)
+    return spawn_detached(argv, store.run_file(task_id, "worker.log"), store.repo)
 
 
 # ====================================================================================================
-# 6. Review: workspace snapshots, path boundaries, Codex's report, verdicts
+# 11. Review, pure: paths, the report, attribution, the verdict
 # ====================================================================================================
-#
-# What Codex says it changed is a claim; what changed on disk is the fact. Each Codex run of a task
-# is bracketed by two snapshots of the workspace (taken while the worker holds the repo's run lock,
-# so no other task's run is mixed in). The paths that changed in a run are added to the task's
-# `touched` map: first content seen -> latest content. A path whose latest content equals its first
-# is no longer a change (a rework that reverted a file clears it).
-
-HASH_BUDGET = 256 * 1024 * 1024        # bytes hashed per snapshot beyond what git already knows
-HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by size and mtime
-
-
-def start_git(repo: Path, *args: str) -> Callable[[], Optional[list]]:
-    """Start a git command now and read its NUL-separated output later: it runs on the other
-    core while we walk the tree. The reader returns None if git is missing or fails (no repo)."""
-    import subprocess
-    try:
-        process = subprocess.Popen(["git", "-C", str(repo), *args], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    except OSError:
-        return lambda: None
-
-    def output() -> Optional[list]:
-        out, _ = process.communicate()
-        if process.returncode != 0:
-            return None
-        return [part.decode("utf-8", "surrogateescape") for part in out.split(b"\0") if part]
-    return output
-
-
-def clean_blobs(staged: Optional[list], dirty: Optional[list]) -> dict:
-    """path -> git blob id, for tracked files whose working copy matches the index (no hashing)."""
-    blobs = {}
-    for line in staged or []:
-        info, _, path = line.partition("\t")
-        mode, blob, stage = info.split()
-        if stage == "0" and mode != "160000":
-            blobs[path] = blob
-    for path in dirty or []:
-        blobs.pop(path, None)
-    return blobs
-
-
-def blob_id(path: str, size: int) -> str:
-    """Git's blob id of a file, so that our hashes and git's compare equal."""
-    import hashlib
-    digest = hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def snapshot(repo: Path, reference: Optional[dict] = None) -> dict:
-    """path -> [kind, mode, size, mtime_ns, content id] for every file and symlink in the workspace.
-
-    Leaves out `.git` folders and agents/tasks/ (the records are guarded separately). Ignored and
-    untracked files count: a written `.env` is a change. `reference` (an earlier snapshot) lets
-    files whose size and mtime did not change keep their content id without being read again;
-    without one, git's index supplies the ids of clean tracked files."""
-    if reference is None:
-        staged = start_git(repo, "ls-files", "-s", "-z")
-        dirty = start_git(repo, "diff-files", "--name-only", "--relative", "-z")
-    found = walk(repo)
-    blobs = {} if reference is not None else clean_blobs(staged(), dirty())
-    budget, root, known = [HASH_BUDGET], str(repo), reference or {}
-    return {rel: ["link", 0, 0, 0, item] if isinstance(item, str) else
-            file_entry(root, rel, item, blobs, known.get(rel), budget) for rel, item in found.items()}
-
-
-def walk(repo: Path) -> dict:
-    """rel path -> stat result (files) or link target (symlinks), without following links."""
-    found: dict = {}
-    stack = [(str(repo), "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            listing = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in listing:
-            rel = prefix + entry.name
-            if entry.name == ".git" or rel == TASKS_DIR:
-                continue
-            try:
-                if entry.is_symlink():
-                    found[rel] = os.readlink(entry.path)
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel + "/"))
-                elif entry.is_file(follow_symlinks=False):
-                    found[rel] = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-    return found
-
-
-def file_entry(root: str, rel: str, info: os.stat_result, blobs: dict, known: Optional[list],
-               budget: list) -> list:
-    mode = info.st_mode & 0o777
-    if known and known[0] == "file" and known[2] == info.st_size and known[3] == info.st_mtime_ns:
-        content = known[4]
-    elif rel in blobs:
-        content = blobs[rel]
-    elif info.st_size <= HASH_FILE_LIMIT and budget[0] >= info.st_size:
-        budget[0] -= info.st_size
-        try:
-            content = blob_id(root + os.sep + rel, info.st_size)
-        except OSError:
-            content = ""
-    else:
-        content = ""
-    return ["file", mode, info.st_size, info.st_mtime_ns, content]
-
-
-def same_entry(a: Optional[list], b: Optional[list]) -> bool:
-    if a is None or b is None:
-        return a is b
-    if a[0] != b[0] or a[1] != b[1]:
-        return False
-    if a[0] == "link":
-        return a[4] == b[4]
-    if a[4] and b[4]:
-        return a[4] == b[4]
-    return a[2] == b[2] and a[3] == b[3]
-
-
-def changed_paths(before: dict, after: dict) -> dict:
-    """path -> (before entry or None, after entry or None) for every path that differs."""
-    changed = {path: (before.get(path), entry) for path, entry in after.items()
-               if before.get(path) != entry and not same_entry(before.get(path), entry)}
-    changed.update((path, (entry, None)) for path, entry in before.items() if path not in after)
-    return changed
-
-
-def load_touched(store: Store, task_id: str) -> dict:
-    try:
-        return json.loads(store.run_file(task_id, "touched.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def record_changes(store: Store, task_id: str, before: dict, after: dict) -> None:
-    touched = load_touched(store, task_id)
-    for path, (old, new) in changed_paths(before, after).items():
-        touched[path] = [touched[path][0] if path in touched else old, new]
-    atomic_write(store.run_file(task_id, "touched.json"), json.dumps(touched))
-
-
-def load_changes(store: Store, task_id: str) -> list:
-    """The task's real changes, first content -> now: [{path, change, from?, link?}], sorted."""
-    changes = {path: pair for path, pair in load_touched(store, task_id).items() if not same_entry(*pair)}
-    added = {path for path, (old, new) in changes.items() if old is None}
-    deleted = {path for path, (old, new) in changes.items() if new is None}
-    by_content = {changes[path][0][4]: path for path in deleted if changes[path][0][4]}
-    out = []
-    for path in sorted(changes):
-        old, new = changes[path]
-        item: dict = {"path": path}
-        if path in added and new[4] in by_content and new[0] == "file":
-            item.update(change="renamed", **{"from": by_content.pop(new[4])})
-        elif path in added:
-            item["change"] = "added"
-        elif path in deleted:
-            item["change"] = "deleted"
-        elif old[0] != new[0]:
-            item["change"] = "type"
-        elif old[1] != new[1] and old[4] == new[4]:
-            item["change"] = "mode"
-        else:
-            item["change"] = "modified"
-        if new and new[0] == "link":
-            item["link"] = new[4]
-        out.append(item)
-    renamed_from = {item["from"] for item in out if "from" in item}
-    return [item for item in out if not (item["change"] == "deleted" and item["path"] in renamed_from)]
-
-
-def change_names(item: dict) -> list:
-    """The paths one change touches: both names of a rename."""
-    return [item["from"], item["path"]] if "from" in item else [item["path"]]
-
-
-def change_paths(changes: list) -> list:
-    return [path for item in changes for path in change_names(item)]
-
-
-def render_changes(changes: list, out_of_bounds: tuple = ()) -> str:
-    if not changes:
-        return "no files changed"
-    counts: dict = {}
-    for item in changes:
-        counts[item["change"]] = counts.get(item["change"], 0) + 1
-    files = "1 file" if len(changes) == 1 else f"{len(changes)} files"
-    lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
-    for item in changes:
-        name = json.dumps(item["path"]) if re.search(r"[\x00-\x1f]", item["path"]) else item["path"]
-        line = f"{item['change']:<9} {item.get('from', '') + ' -> ' if 'from' in item else ''}{name}"
-        if "link" in item:
-            line += f" (symlink to {item['link']})"
-        if item["path"] in out_of_bounds or item.get("from") in out_of_bounds:
-            line += "  [OUTSIDE ALLOWED PATHS]"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-# -- path boundaries (pure) ------------------------------------------------------------------------
-
-def path_parts(path: str) -> tuple:
-    return tuple(part for part in PurePosixPath(path).parts if part not in ("", "."))
-
-
-def tool_path(parts: tuple) -> bool:
-    """Is this .git or the task records (or a folder holding them)? Never Codex's to change."""
-    return parts[:1] == (".git",) or parts[:len(TASKS_PARTS)] == TASKS_PARTS \
-        or bool(parts) and TASKS_PARTS[:len(parts)] == parts
-
 
 def inside_boundary(path: str, allowed: list) -> bool:
     """True if `path` equals an allowed path or lies under one, compared component by component,
     so that `src/auth/` admits `src/auth/x.py` and not `src/auth_evil/x.py`."""
     parts = path_parts(path)
-    if parts[:len(TASKS_PARTS)] == TASKS_PARTS:
+    if tool_path(parts):
         return False
     return any(parts[:len(path_parts(a))] == path_parts(a) for a in allowed)
 
 
-def link_target(path: str, target: str) -> Optional[str]:
+def link_target(path: str, target: str) -> str | None:
     """Where a symlink at `path` points, relative to the repo root; None if it leaves the repo."""
     if target.startswith("/"):
         return None
@@ -1567,36 +2694,88 @@ def out_of_bounds(changes: list, allowed: list) -> list:
     return sorted(set(outside))
 
 
-def validate_allowed_path(raw: Any, repo: Path) -> str:
-    """Refuse allowed paths that are absolute, climb with `..`, leave the repo or name tool files."""
+GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+
+
+def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", where: str = "") -> str:
+    """Refuse allowed paths that are absolute, climb with `..`, leave the repo, name tool files or
+    use glob characters (a path is a file or a folder, matched component by component)."""
+    at = f"{where}: " if where else ""
     if not isinstance(raw, str) or not raw.strip():
-        raise BadInput(f"allowed path {raw!r} is empty: give paths relative to the repo root, like src/auth/")
-    path = text_arg("allowed path", raw).replace("\\", "/")
+        raise BadInput(f"{at}`{arg}` has an empty path {raw!r}: give paths relative to the repo root, like src/auth/")
+    path = text_arg(arg, raw).replace("\\", "/")
     if re.search(r"[\x00-\x1f]", path):
-        raise BadInput(f"allowed path {raw!r} contains control characters")
+        raise BadInput(f"{at}`{arg}` path {raw!r} contains control characters")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        raise BadInput(f"allowed path {raw!r} is absolute: give it relative to the repo root")
+        raise BadInput(f"{at}`{arg}` path {raw!r} is absolute: give it relative to the repo root")
     if ".." in PurePosixPath(path).parts:
-        raise BadInput(f"allowed path {raw!r} contains '..': allowed paths must stay inside the repo")
+        raise BadInput(f"{at}`{arg}` path {raw!r} contains '..': allowed paths must stay inside the repo")
+    if GLOB_CHARS.search(path):
+        raise BadInput(f"{at}`{arg}` path {raw!r} has glob characters; give folders and files instead "
+                       f"(`src/` admits everything under src/)")
     parts = path_parts(path)
     if tool_path(parts):
-        raise BadInput(f"allowed path {raw!r} would let Codex change .git or {TASKS_DIR}/, which only "
+        raise BadInput(f"{at}`{arg}` path {raw!r} would let Codex change .git or {TASKS_DIR}/, which only "
                        f"this tool may write")
     resolved = (repo / path).resolve()
     if resolved != repo and repo not in resolved.parents:
-        raise BadInput(f"allowed path {raw!r} leads outside the repo (through a symlink)")
+        raise BadInput(f"{at}`{arg}` path {raw!r} leads outside the repo (through a symlink)")
     return path if parts else "."
 
 
-def validate_allowed_paths(paths: Any, repo: Path) -> list:
+def validate_allowed_paths(paths: object, repo: Path, arg: str = "allowedPaths") -> list:
     if isinstance(paths, str):
-        paths = [p for p in paths.split(",") if p.strip()]
+        paths = split_list(paths)
     if not isinstance(paths, list) or not paths:
-        raise BadInput("allowed paths are required: a list of paths relative to the repo root, like src/auth/")
-    return list(dict.fromkeys(validate_allowed_path(p, repo) for p in paths))
+        raise BadInput(f"`{arg}` is required: a list of paths relative to the repo root, like src/auth/")
+    return unique(validate_allowed_path(p, repo, arg) for p in paths)
 
 
-# -- Codex's report (pure) -------------------------------------------------------------------------
+def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
+    """Allowed Paths as a person may have edited them: the same rules as at delegate, and an error
+    naming the record's line."""
+    lines = task.doc.sections if task.doc else []
+    section = next((s for s in lines if s.heading.lower() == "allowed paths"), None)
+    if not task.allowed_paths:
+        raise MalformedRecord(f"{where}: the Allowed Paths section lists no path; add at least one")
+    checked = []
+    for path in task.allowed_paths:
+        line = section.line_no + next((n for n, text in enumerate(section.lines, 1) if path in text), 0) \
+            if section else 0
+        try:
+            checked.append(validate_allowed_path(path, repo, "allowedPaths"))
+        except BadInput as error:
+            raise MalformedRecord(f"{where}:{line}: Allowed Paths: {error.message.split(': ', 1)[-1]}") from None
+    return unique(checked)
+
+
+# -- ignored output: what review does not judge ----------------------------------------------------
+#
+# Tests, formatters and builds write caches and output that the project's .gitignore already keeps
+# out of commits. An honest Codex that runs them as told must not be sent back for it, so such
+# output is not judged: a path git ignores whose folder or name is a known cache or build output.
+# It is still listed in the verdict (`unjudged`), never hidden. A secret-looking name (`.env`, a key
+# file) is always judged, wherever it is; so is every other ignored path (a virtualenv, node_modules).
+
+CACHE_DIRS = frozenset((
+    "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".pytype", ".hypothesis", ".benchmarks",
+    ".tox", ".nox", "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
+    ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle", ".jest-cache"))
+CACHE_FILES = re.compile(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
+                         r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store)$")
+SECRET_NAMES = re.compile(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|id_(rsa|dsa|ecdsa|ed25519)"
+                          r"(\.pub)?|\.netrc|\.npmrc|\.pypirc|\.pgpass|credentials(\..+)?|secrets?(\..+)?)$", re.I)
+
+
+def unjudged(rel: str, ignored: bool) -> bool:
+    """Whether review leaves a changed path out of its judgement: ignored cache or build output."""
+    parts = rel.split("/")
+    if not ignored or any(SECRET_NAMES.match(part) for part in parts):
+        return False
+    return any(part in CACHE_DIRS or part.endswith(".egg-info") for part in parts) or bool(CACHE_FILES.match(parts[-1]))
+
+
+# -- Codex's report --------------------------------------------------------------------------------
 
 REPORT_ALIASES = {
     "Summary": ("summary", "overview", "summary of changes", "摘要", "总结", "概要", "概述"),
@@ -1606,9 +2785,10 @@ REPORT_ALIASES = {
                       "file changes", "修改文件", "文件变更", "变更文件", "修改的文件", "改动文件"),
 }
 ALIAS_TO_SECTION = {alias: name for name, aliases in REPORT_ALIASES.items() for alias in aliases}
+NO_TESTS = re.compile(r"^\W*(none|no tests?( were)?( run)?|not run|n/?a|无|未运行|没有)\b", re.I)
 
 
-def report_heading(line: str) -> Optional[tuple]:
+def report_heading(line: str) -> tuple | None:
     """(section, inline text) if the line opens a report section: `## Tests`, `**Tests:**`,
     `Tests: 3 passed`, `2. Tests`, `### 测试` ... A bare word counts only alone on its line."""
     text = line.strip()
@@ -1627,7 +2807,7 @@ def report_heading(line: str) -> Optional[tuple]:
 def parse_report(message: str) -> dict:
     """Split Codex's final message into Summary, Tests and Files Changed (text, stripped)."""
     found: dict = {}
-    current: Optional[str] = None
+    current: str | None = None
     fence = ""
     for line in message.split("\n"):
         mark = FENCE.match(line)
@@ -1651,33 +2831,50 @@ def parse_report(message: str) -> dict:
 
 
 def missing_sections(report: dict) -> list:
-    return [name for name in REPORT_SECTIONS
-            if not re.sub(r"[\s*_`\-]|\(?none\)?|n/?a", "", report.get(name, ""), flags=re.I)
-            and not (name == "Files Changed" and re.search(r"\bnone\b|无", report.get(name, ""), re.I))]
+    """Sections absent or empty. `none` is an answer in Tests and Files Changed, not a blank."""
+    def empty(name: str) -> bool:
+        text = report.get(name)
+        if text is None:
+            return True
+        if name in ("Tests", "Files Changed") and NO_TESTS.match(text):
+            return False
+        return not re.sub(r"[\s*_`\-]", "", text)
+    return [name for name in REPORT_SECTIONS if empty(name)]
+
+
+def tests_run(report: dict) -> bool:
+    return not NO_TESTS.match(report.get("Tests", "") or "none")
+
+
+ANNOTATION = re.compile(r":\s.*$|\s+[-—–]\s.*$|\s+\(.*\)$")   # `path: note`, `path - note`, `path (new)`
 
 
 def declared_files(text: str, repo: Path) -> list:
-    """The paths listed under Files Changed: bullets, backticks, status letters and notes stripped."""
+    """The paths listed under Files Changed: bullets, backticks, status letters and notes stripped;
+    a path may contain spaces; a sandbox-denial line is not a path."""
     paths = []
     for line in text.split("\n"):
         line = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s*", "", line).strip()
         line = re.sub(r"^(?:\[?(?:A|M|D|R|added|modified|deleted|created|renamed|new)\]?[:\s]\s*)", "", line,
                       flags=re.I)
-        if not line or re.fullmatch(r"\(?none\)?\.?|无", line, re.I):
+        if not line or NO_TESTS.match(line) or line.upper().startswith("SANDBOX DENIED"):
             continue
         quoted = re.findall(r"`([^`]+)`", line)
-        candidates = quoted or [re.split(r"\s+(?:-|—|–|\(|:)\s*|\s+", line)[0]]
-        if "->" in line or "→" in line:
-            candidates = [c.strip(" `") for c in re.split(r"->|→", line)]
-            candidates = [c.split()[0] if c.split() else c for c in candidates]
+        if quoted:
+            candidates = quoted
+        elif "->" in line or "→" in line:
+            candidates = [ANNOTATION.sub("", part).strip() for part in re.split(r"->|→", line)]
+        else:
+            candidates = [ANNOTATION.sub("", line).strip()]
         for candidate in candidates:
-            candidate = candidate.strip().strip("`'\"").rstrip(":,;.")
+            candidate = candidate.strip().strip("'\"").rstrip(":,;.")
             if candidate.startswith(str(repo) + "/"):
                 candidate = candidate[len(str(repo)) + 1:]
-            candidate = candidate[2:] if candidate.startswith("./") else candidate
+            while candidate.startswith("./"):
+                candidate = candidate[2:]
             if candidate:
                 paths.append(candidate)
-    return list(dict.fromkeys(paths))
+    return unique(paths)
 
 
 SANDBOX_DENIAL = re.compile(
@@ -1691,61 +2888,8 @@ def permission_denial(message: str) -> str:
     return one_line(match.group(0).strip(), 400) if match else ""
 
 
-class ReviewFacts:
-    """What review has found so far; filled in pipeline order, turned into a verdict by decide()."""
-
-    def __init__(self, denial: str = "", missing: tuple = (), completion_tried: bool = False,
-                 tampered: str = "", undeclared: tuple = (), declared: tuple = (), verify_failure: str = "",
-                 rework_count: int = 0) -> None:
-        self.denial = denial
-        self.missing = list(missing)
-        self.completion_tried = completion_tried
-        self.tampered = tampered
-        self.undeclared = list(undeclared)          # outside the boundary, not in Files Changed
-        self.declared = list(declared)              # outside the boundary, in Files Changed
-        self.verify_failure = verify_failure        # output tail of a failed verify command
-        self.rework_count = rework_count
-
-
-class Verdict(NamedTuple):
-    action: str             # done | rework | blocked | boundary_confirmation | complete (ask Codex first)
-    reason: str
-    items: list = []        # review items, when action is rework (never mutated)
-
-
-def decide(facts: ReviewFacts) -> Verdict:
-    """The verdict from the facts, in the pipeline's order: permission, completeness, boundary, verify."""
-    if facts.denial:
-        return Verdict("blocked", f"the sandbox or approval policy denied what the task needs "
-                                  f"(a rework cannot fix that): {facts.denial}")
-    if facts.missing:
-        if not facts.completion_tried:
-            return Verdict("complete", f"the report lacks {', '.join(facts.missing)}")
-        return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} after a completion request")
-    items = []
-    if facts.tampered:
-        items.append(f"Do not touch {TASKS_DIR}/ again: the task records are not yours to change. Your edits "
-                     f"were undone ({facts.tampered}).")
-    if facts.undeclared:
-        items.append("Revert exactly these paths to how they were before the task (they are outside the "
-                     f"allowed paths and were not in your Files Changed): {', '.join(facts.undeclared)}")
-    if not items and facts.declared:
-        return Verdict("boundary_confirmation", "Codex changed paths outside the allowed paths and said so: "
-                       f"{', '.join(facts.declared)}. Approve them (approvePaths) or ask for a rework.")
-    if not items and facts.verify_failure:
-        items.append(f"The verify command failed. Make it pass. Its output ended with:\n{facts.verify_failure}")
-    if not items:
-        return Verdict("done", "the report is complete and every change is inside the allowed paths")
-    what = "record tampering" if facts.tampered else "undeclared changes outside the allowed paths" \
-        if facts.undeclared else "the verify command failed"
-    if facts.rework_count >= MAX_REWORKS:
-        return Verdict("blocked", f"{what}, and the rework limit ({MAX_REWORKS}) is used up", items)
-    return Verdict("rework", f"{what}: sent back to Codex (rework {facts.rework_count + 1} of {MAX_REWORKS})",
-                   items)
-
-
 def files_changed_mismatch(declared: list, changes: list) -> dict:
-    real = set(change_paths(changes))
+    real = {path for item in changes for path in change_names(item)}
     said = set(declared)
     mismatch = {}
     unchanged = sorted(p for p in said - real if not any(r.startswith(p.rstrip("/") + "/") for r in real))
@@ -1757,180 +2901,514 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
     return mismatch
 
 
-def run_verify(command: str, repo: Path, on_start: Callable[[int], None],
-               timeout: float = VERIFY_TIMEOUT) -> dict:
-    """Run the task's verify command in the repo; its exit status is the fact behind 'tests pass'.
+# -- the verdict -----------------------------------------------------------------------------------
 
-    It runs in a process group of its own, recorded through `on_start`, so that a killed accept's
-    verify (and whatever the command started) can be stopped by the next check."""
+class ReviewFacts:
+    """What review has found, filled in pipeline order and turned into a verdict by decide()."""
+
+    def __init__(self, **values: object) -> None:
+        self.denial = ""
+        self.missing: list = []
+        self.completion_tried = False
+        self.tests_run = True
+        self.declared: list = []        # outside the boundary, in Files Changed
+        self.by_codex: list = []        # outside, undeclared, and Codex's events show it touching them
+        self.uncertain: list = []       # outside, undeclared, changed while Codex ran, nothing names them
+        self.by_verify: list = []       # outside, changed while the verify command ran
+        self.records: list = []         # records and stray files under agents/tasks/ that were put right
+        self.records_by_codex = False
+        self.revert: str = ""           # how Codex can put back `by_codex` (a command it can run)
+        self.cannot_restore: list = []  # of by_codex, paths with no kept copy of their earlier content
+        self.verify: dict | None = None
+        self.rework_count = 0
+        for name, value in values.items():
+            setattr(self, name, value)
+
+
+class Verdict:
+    __slots__ = ("action", "reason", "items")
+
+    def __init__(self, action: str, reason: str, items: tuple = ()) -> None:
+        self.action = action        # done | rework | blocked | boundary_confirmation | complete (ask Codex first)
+        self.reason = reason
+        self.items = list(items)    # review items, when action is rework
+
+
+def verify_words(verify: dict) -> str:
+    """What a verify run came to, in one phrase: `exited 1 with no output`, `timed out after 900 s`."""
+    if verify.get("timedOut"):
+        return f"timed out after {verify['seconds']} s"
+    if verify.get("signal"):
+        return f"was killed by signal {verify['signal']}"
+    said = "" if verify.get("outputTail", "").strip() else " with no output"
+    return f"exited {verify.get('exitStatus')}{said}"
+
+
+def decide(facts: ReviewFacts) -> Verdict:
+    """The verdict from the facts, in the pipeline's order: permission, completeness, then every
+    problem Codex must fix (records, undeclared changes, the verify command) at once, then what the
+    caller must confirm, else done."""
+    if facts.denial:
+        return Verdict("blocked", f"the sandbox or approval policy denied what the task needs "
+                                  f"(a rework cannot fix that): {facts.denial}")
+    if facts.missing:
+        if not facts.completion_tried:
+            return Verdict("complete", f"the report lacks {', '.join(facts.missing)}")
+        return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} after a completion request")
+    verify = facts.verify
+    if verify and verify.get("unavailable"):
+        return Verdict("blocked", f"the verify command could not run ({verify['unavailable']}): install the Codex CLI, "
+                                  "or let the task's verify run without the sandbox (Verify Sandbox: off in its record)")
+    items, problems = [], []
+    if facts.records_by_codex:
+        problems.append("Codex changed the task records")
+        items.append(f"Do not touch {TASKS_DIR}/ again: the task records are not yours to change. What you changed "
+                     f"there was put back: {'; '.join(facts.records)}")
+    if facts.by_codex:
+        problems.append("undeclared changes outside the allowed paths")
+        how = f" Run: {facts.revert} (it puts back exactly what was there before the task; `git checkout` and " \
+              "`git restore` cannot, .git is read-only to you)." if facts.revert else ""
+        by_hand = f" Undo these by hand, no copy was kept: {', '.join(group_paths(facts.cannot_restore))}." \
+            if facts.cannot_restore else ""
+        items.append("Revert these paths to how they were before the task (they are outside the allowed paths and "
+                     f"were not in your Files Changed): {', '.join(group_paths(facts.by_codex))}.{how}{by_hand}")
+    if verify and not verify["passed"]:
+        problems.append(f"the verify command {verify_words(verify)}")
+        output = verify.get("outputTail", "").strip()
+        items.append(f"The verify command `{verify['command']}` {verify_words(verify)}. Make it pass."
+                     + (f" Its output ended with:\n{output}" if output else ""))
+    if items:
+        what = " and ".join(problems)
+        if facts.rework_count >= MAX_REWORKS:
+            return Verdict("blocked", f"{what}, and the rework limit ({MAX_REWORKS}) is used up", items)
+        return Verdict("rework", f"{what}: sent back to Codex (rework {facts.rework_count + 1} of {MAX_REWORKS})",
+                       items)
+    asks = []
+    if facts.declared:
+        asks.append(f"Codex changed paths outside the allowed paths and said so: {', '.join(group_paths(facts.declared))}")
+    if facts.uncertain:
+        asks.append("these paths outside the allowed paths changed while Codex ran, but nothing Codex did names them "
+                    f"(you, or another program?): {', '.join(group_paths(facts.uncertain))}; nothing was reverted")
+    if facts.by_verify:
+        asks.append("running the verify command changed paths outside the allowed paths: "
+                    f"{', '.join(group_paths(facts.by_verify))}")
+    if asks:
+        return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
+    notes = ["the report is complete and every change is inside the allowed paths"]
+    notes.append("the verify command passed" + ("" if verify.get("sandboxed") else " (run without the sandbox)")
+                 if verify else "no verify command is set")
+    if not facts.tests_run:
+        notes.append("Codex says it ran no tests")
+    if facts.records:
+        notes.append(f"records put right while Codex ran: {'; '.join(facts.records)}")
+    return Verdict("done", "; ".join(notes))
+
+
+def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tuple:
+    """Shell lines that put back each change as it was before the task, in an order that works
+    (what was added goes first, deepest first; then folders, files, links and modes), and the paths
+    that cannot be put back because no copy of their content was kept."""
+    import shlex
+    remove, folders, files, modes, lost = [], [], [], [], []
+    for item in items:
+        for rel in change_names(item):
+            before, now = touched[rel][0], touched[rel][1]
+            quoted = shlex.quote(rel)
+            if now is not None and (before is None or before[KIND] != now[KIND]):
+                remove.append((rel.count("/"), f"rm -r -- {quoted}" if now[KIND] == "d" else f"rm -- {quoted}"))
+            if before is None:
+                continue
+            parent = rel.rpartition("/")[0]
+            if before[KIND] == "d":
+                folders.append((rel.count("/"), f"mkdir -p -- {quoted}"))
+            elif before[KIND] == "l":
+                if now is not None and now[KIND] == before[KIND]:
+                    remove.append((rel.count("/"), f"rm -- {quoted}"))
+                files.append(f"ln -s -- {shlex.quote(before[CID])} {quoted}")
+            elif before[KIND] == "f":
+                kept = objects / before[CID][:2] / before[CID] if before[CID] not in ("", "-") else None
+                if now is not None and now[KIND] == "f" and before[CID] == now[CID] and kept is not None:
+                    pass                                   # only its mode changed
+                elif kept is not None and kept.exists():
+                    files += [f"mkdir -p -- {shlex.quote(parent)}"] * bool(parent)
+                    files.append(f"cp -- {shlex.quote(str(kept))} {quoted}")
+                elif kept is not None and git:
+                    files += [f"mkdir -p -- {shlex.quote(parent)}"] * bool(parent)
+                    files.append(f"git cat-file blob {before[CID]} > {quoted}")
+                else:
+                    lost.append(rel)
+                    continue
+            if before[KIND] != "l":
+                modes.append(f"chmod {before[MODE]:o} -- {quoted}")
+    lines = [line for _, line in sorted(remove, key=lambda pair: -pair[0])]
+    lines += [line for _, line in sorted(folders)] + files + modes
+    return lines, unique(lost)
+
+
+# ====================================================================================================
+# 12. Review, acting: verify, completion, recording the verdict
+# ====================================================================================================
+
+def task_changes(store: Store, task_id: str) -> list:
+    return change_items(load_json(store.run_file(task_id, "touched.json"), {}))
+
+
+def toml_inline(value: object) -> str:
+    """A string or a table of them as TOML inline values, for `-c key=value` overrides."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_string(key)} = {toml_inline(inner)}" for key, inner in value.items()) + "}"
+    return toml_string(str(value))
+
+
+def verify_profile(temp: Path | None) -> str:
+    """The `codex sandbox` permissions for a verify command: what Codex's own workspace-write
+    sandbox allows (read everything, write the workspace but its .git, no network)."""
+    entries: dict = {":root": "read", ":workspace_roots": {".": "write", ".git": "read"}}
+    if temp is None:
+        entries.update({":slash_tmp": "write", ":tmpdir": "write"})
+    else:
+        entries[str(temp)] = "write"
+    return f"permissions.codex_mcp_verify.filesystem={toml_inline(entries)}"
+
+
+def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Callable,
+               timeout: float = VERIFY_TIMEOUT) -> dict:
+    """Run the task's verify command in the workspace, under the same kind of sandbox as Codex
+    (unless the task opted out): its exit status is the fact behind 'tests pass'. Only exit 0
+    passes; a signal or a timeout fails. It runs in a process group of its own, recorded through
+    `on_start`, so that a killed accept's verify (and what it started) can be stopped by check."""
+    import shutil
+    import signal
     import subprocess
+    import tempfile
+    sandboxed = task.verify_sandbox != "off"
+    temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-verify-{task.id}-")) \
+        if sandboxed and workspace.private_temp() else None
+    argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify",
+            "-C", str(workspace.root), "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
+    result: dict = {"command": task.verify, "sandboxed": sandboxed}
     started = time.monotonic()
-    process = subprocess.Popen(command, shell=True, cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=DIE_WITH_PARENT)
+    try:
+        process = subprocess.Popen(argv, cwd=workspace.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=DIE_WITH_PARENT,
+                                   env={**os.environ, **({"TMPDIR": str(temp)} if temp else {})})
+    except OSError as error:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        what = f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox" if sandboxed else "/bin/sh"
+        return {**result, "passed": False, "unavailable": f"could not start {what}: {error.strerror or error}"}
     on_start(process.pid)
     try:
         out, _ = process.communicate(timeout=timeout)
-        output, status = out.decode("utf-8", "replace"), process.returncode
+        status = process.returncode
     except subprocess.TimeoutExpired:
         kill_group(process.pid)
         out, _ = process.communicate()
-        output, status = out.decode("utf-8", "replace") + f"\n[timed out after {int(timeout)} s]", None
+        status = None
+        result["timedOut"] = True
     finally:
         kill_group(process.pid, grace=0.5)
-    return {"command": command, "exitStatus": status, "passed": status == 0,
-            "seconds": round(time.monotonic() - started, 1), "outputTail": tail(output.strip(), 1500)}
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    if sandboxed and status is not None and status > 128 and status - 128 in signal.valid_signals():
+        result["signal"] = signal.Signals(status - 128).name      # the sandbox passes 128+N through
+    elif status is not None and status < 0:
+        result["signal"] = signal.Signals(-status).name if -status in signal.valid_signals() else str(-status)
+    output = CODEX_NOISE.sub("", out.decode("utf-8", "replace")) if sandboxed else out.decode("utf-8", "replace")
+    result.update(exitStatus=status, passed=status == 0, seconds=round(time.monotonic() - started, 1),
+                  outputTail=tail(output.strip(), 1500))
+    return result
+
+
+# What `codex sandbox` itself says on stderr, mixed into the command's output (here when CODEX_HOME
+# is under /tmp): not the verify command's words.
+CODEX_NOISE = re.compile(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?", re.M)
+
+
+@contextlib.contextmanager
+def accept_turn(workspace: Workspace, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
+    """The workspace's run lock, for accept's completion request and verify command (they run
+    Codex and Codex's code, so no other Codex run may write meanwhile). An accept waits ahead of
+    queued tasks for the running one to finish; past `wait` it gives up and says so."""
+    store = workspace.store
+    entry = store.queue_dir / f"accept-{task_id}"
+    atomic_write(entry, process_identity(os.getpid()), durable=False)
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            head = queue_head(store)
+            if head == entry.name:
+                with workspace.run_lock(blocking=False) as mine:
+                    if mine:
+                        yield
+                        return
+            if time.monotonic() > deadline:
+                holder = queue_label(head) if head and head != entry.name else "another Codex run"
+                raise Busy(f"{holder} is running in this repository, and accept runs Codex and the verify "
+                                      f"command only when no other Codex run writes here; it did not finish within "
+                                      f"{int(wait)} s. Next: `check-task` on it with `waitSeconds`, then `accept-task` "
+                                      f"{task_id} again")
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            entry.unlink()
+
+
+def track_child(store: Store, task_id: str) -> Callable:
+    """An on_start callback for a child this process runs for a task outside the worker (a
+    completion request, a verify command): recorded, so that check can stop it if we are killed."""
+    def on_start(pid: int) -> None:
+        with store.update(task_id) as record:
+            record.worker, record.child_process = process_identity(os.getpid()), process_identity(pid)
+    return on_start
+
+
+def request_completion(workspace: Workspace, task: Task, missing: list, command: list) -> Task:
+    """Ask Codex, on the same thread and with a read-only sandbox, for the missing report sections."""
+    store = workspace.store
+    outcome, recovered = resumed_turn(workspace, task, completion_prompt(missing), command, sandbox="read-only",
+                                      on_start=track_child(store, task.id))
+    status, reason = run_verdict(outcome, command[0])
+    with store.update(task.id) as record:
+        record.worker = record.child_process = ""
+        if recovered:
+            note(record, recovered)
+            record.thread_id = outcome.digest.thread_id or record.thread_id
+        if status == "review":
+            record.result = f"{record.result.rstrip()}\n\n{outcome.digest.final_message.strip()}"
+        note(record, f"completion requested for {', '.join(missing)}: "
+                     f"{'answered' if status == 'review' else 'failed: ' + reason}")
+    return store.load(task.id)
+
+
+def review(store: Store, task_id: str, command: list) -> dict:
+    """accept's pipeline: permission, completeness (one completion request), the real changes
+    against the boundary, the verify command; then act on the verdict."""
+    workspace = Workspace.in_place(store)
+    task = store.load(task_id)
+    where = store.relative(store.path(task_id))
+    allowed = recheck_allowed_paths(task, store.repo, where)
+    facts = ReviewFacts(denial=permission_denial(task.result), rework_count=task.rework_count)
+    report = parse_report(task.result)
+    facts.missing = missing_sections(report)
+    verification = None
+    with accept_turn(workspace, task_id):
+        refresh_changes(store, task_id, workspace.changes())       # a person's edits since the run ended
+        if decide(facts).action == "complete":
+            task = request_completion(workspace, task, facts.missing, command)
+            report, facts.completion_tried = parse_report(task.result), True
+            facts.missing = missing_sections(report)
+        if task.verify and not facts.denial and not facts.missing:
+            verification = run_verify(task, workspace, command, track_child(store, task_id))
+            after = workspace.changes()
+            with store.lock("store"):
+                notes, _ = guard_records(store, after, "", [])
+            if notes:
+                add_facts(store, task_id, notes, True)     # the verify command ran Codex's code
+            add_changes(store, task_id, {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))},
+                        lambda rel, entry: "verify")
+    facts.tests_run, facts.verify = tests_run(report), verification
+    changes = task_changes(store, task_id)
+    touched = load_json(store.run_file(task_id, "touched.json"), {})
+    declared = declared_files(report.get("Files Changed", ""), store.repo)
+    outside = out_of_bounds(changes, allowed)
+    ignored = ignored_paths(store.repo, outside) if store.git else set(outside)
+    unjudged_paths = [path for path in outside if unjudged(path, path in ignored)]
+    judged = [path for path in outside if path not in unjudged_paths]
+    facts.declared = [path for path in judged if path in declared]
+    for path in judged:
+        if path not in declared:
+            who = touched.get(path, [None, None, "unknown"])[2]
+            (facts.by_codex if who == "codex" else facts.by_verify if who == "verify" else facts.uncertain).append(path)
+    recorded = load_json(store.run_file(task_id, "facts.json"), {"records": [], "codex": False})
+    facts.records, facts.records_by_codex = recorded["records"], recorded["codex"]
+    if facts.by_codex:
+        reverting = [item for item in changes if any(name in facts.by_codex for name in change_names(item))]
+        lines, facts.cannot_restore = revert_commands(reverting, touched, store.state_dir / "objects",
+                                                      store.git is not None)
+        if lines:
+            script = store.run_file(task_id, f"revert-{task.rework_count + 1}.sh")
+            atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
+                         + "\n".join(lines) + "\n", durable=False)
+            facts.revert = f"sh {script}"
+    verdict = decide(facts)
+    return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command,
+                         outside=judged, unjudged_paths=unjudged_paths)
+
+
+def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, changes: list,
+                  declared: list, verification: dict | None, command: list, outside: list,
+                  unjudged_paths: list) -> dict:
+    with store.update(task_id) as task:
+        task.worker = task.child_process = ""
+        task.changes = render_changes(changes, tuple(outside))
+        if verification:
+            task.verification = (f"$ {verification['command']}\n{'sandboxed' if verification['sandboxed'] else 'not sandboxed'}; "
+                                 f"{'passed' if verification['passed'] else verify_words(verification)}"
+                                 f" ({verification.get('seconds', 0)} s)\n{verification.get('outputTail', '')}").rstrip()
+        if verdict.action == "done":
+            transition(task, "done", f"accepted: {verdict.reason}", "accept")
+        elif verdict.action == "blocked":
+            transition(task, "blocked", verdict.reason, "block")
+        elif verdict.action == "boundary_confirmation":
+            note(task, f"boundary confirmation needed: {verdict.reason}")
+        if verdict.action != "boundary_confirmation":
+            task.tampered = ""
+    if verdict.action != "boundary_confirmation":
+        with contextlib.suppress(FileNotFoundError):
+            store.run_file(task_id, "facts.json").unlink()       # reported once: this verdict said it
+    result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason, "status": task.status}
+    if verdict.action == "rework":
+        started = start_rework(store, task_id, verdict.items, command)
+        result.update(status=started["status"], reworkCount=started["reworkCount"],
+                      reviewItems=[clip(item, 300) for item in verdict.items])
+        if "threadId" in started:
+            result["threadId"] = started["threadId"]
+    result.update(accept_answer(changes, facts, declared, verification, outside, unjudged_paths))
+    result["next"] = NEXT_STEPS["blocked-by-review" if verdict.action == "blocked" else verdict.action]
+    return fit_result(result)
 
 
 # ====================================================================================================
-# 7. Services: one function per tool, shared by the CLI and the MCP server
+# 13. Answers: the shape of every result
 # ====================================================================================================
 #
-# Each returns a JSON-ready dict with the contract's field names, kept small (the caller's context
-# window is the scarce resource) and naming the next step. Errors are CodexMcpError subclasses.
+# One table says what each answer holds; the MCP server derives its output schemas from it. A
+# field marked `?` is absent (never null) when it does not apply. Answers are kept under about
+# 1.5 KB (the caller's context is the scarce resource): long lists are halved, and each cut says how
+# much it left out; the task record keeps everything.
 
-class Progress(TypedDict, total=False):
-    note: str
-    lastEvent: str
-    commands: int
-    tokens: int
-    elapsedSeconds: Optional[int]
-
-
-class DelegateResult(TypedDict, total=False):
-    taskId: str
-    threadId: Optional[str]
-    status: str
-    filePath: str
-    reason: Optional[str]
-    progress: Optional[str]
-    next: str
-
-
-class CheckResult(TypedDict, total=False):
-    taskId: str
-    status: str
-    reworkCount: int
-    goal: str
-    codexThreadId: Optional[str]
-    lastCodexResultSummary: Optional[str]
-    lastCodexTestReport: Optional[str]
-    progress: Progress
-    reason: Optional[str]
-    filePath: str
-    next: str
-    codexResult: str          # the rest only with detail
-    codexRun: str
-    changes: str
-    verification: str
-    reviewRounds: list[str]
-    history: list[str]
-    log: str
+PROGRESS_SHAPE = {"note?": "string", "lastEvent?": "string", "commands?": "integer", "tokens?": "integer",
+                  "elapsedSeconds?": "integer"}
+SHAPES = {
+    "delegate": {"taskId": "string", "threadId?": "string", "status": "string", "filePath": "string",
+                 "reason?": "string", "progress?": "string", "next": "string"},
+    "check": {"taskId": "string", "kind?": "string", "status": "string", "reworkCount": "integer",
+              "goal": "string", "codexThreadId?": "string", "lastCodexResultSummary?": "string",
+              "lastCodexTestReport?": "string", "progress": PROGRESS_SHAPE, "reason?": "string",
+              "filePath": "string", "resumeCommand?": "string", "next": "string",
+              "codexResult?": "string", "codexRun?": "string", "changes?": "string", "verification?": "string",
+              "reviewRounds?": ["string"], "history?": ["string"], "log?": "string"},
+    "accept": {"taskId": "string", "action": "string", "reason": "string", "status": "string",
+               "reworkCount?": "integer", "threadId?": "string", "reviewItems?": ["string"],
+               "changedFiles": ["string"], "changedFilesOmitted?": "integer", "diffStat": "string",
+               "outOfBounds?": ["string"], "outOfBoundsOmitted?": "integer", "uncertain?": ["string"],
+               "unjudged?": ["string"], "unjudgedOmitted?": "integer", "recordsRestored?": ["string"],
+               "missingSections?": ["string"], "testsRun": "boolean", "filesChangedMismatch?": "object",
+               "verify?": {"passed": "boolean", "exitStatus?": "integer", "signal?": "string",
+                           "timedOut?": "boolean", "sandboxed": "boolean", "outputTail": "string"},
+               "next": "string"},
+    "rework": {"taskId": "string", "threadId?": "string", "status": "string", "reworkCount": "integer",
+               "next": "string"},
+    "retry": {"taskId": "string", "status": "string", "previousReason": "string", "next": "string"},
+    "cancel": {"taskId": "string", "status": "string", "reason": "string", "next": "string"},
+    "list": {"tasks": [{"taskId": "string", "kind?": "string", "status?": "string", "reworkCount?": "integer",
+                        "goal?": "string", "updated?": "string", "error?": "string"}],
+             "count": "integer", "total": "integer", "nextCursor?": "string"},
+}
 
 
-class AcceptResult(TypedDict, total=False):
-    taskId: str
-    action: str               # done | rework | blocked | boundary_confirmation
-    reason: str
-    status: str
-    reworkCount: int
-    threadId: Optional[str]
-    reviewItems: list[str]
-    changedFiles: list[str]
-    changedFilesOmitted: int
-    outOfBoundsOmitted: int
-    diffStat: str
-    outOfBounds: list[str]
-    missingSections: list[str]
-    recordTampered: str
-    filesChangedMismatch: dict[str, Any]     # reportedButUnchanged, changedButUnreported (+ ...Omitted)
-    verify: dict[str, Any]
-    next: str
+def compact(answer: dict) -> dict:
+    """Drop the optional fields that do not apply (None, "", empty lists): absent, never null."""
+    return {key: value for key, value in answer.items() if value not in (None, "", [], {})}
 
 
-class ReworkResult(TypedDict, total=False):
-    taskId: str
-    threadId: Optional[str]
-    status: str
-    reworkCount: int
-    next: str
+def progress_view(task: Task) -> dict:
+    view = {"note": task.progress, "lastEvent": task.last_event, "commands": task.commands, "tokens": task.tokens}
+    if task.status == "doing" and task.started:
+        view["elapsedSeconds"] = seconds_since(task.started)
+    return {key: value for key, value in view.items() if value not in ("", None, 0)}
 
 
-class RetryResult(TypedDict, total=False):
-    taskId: str
-    status: str
-    previousReason: str
-    next: str
+def task_view(store: Store, task: Task, detail: bool = False) -> dict:
+    """check's answer."""
+    report = parse_report(task.result)
+    view = compact({
+        "taskId": task.id, "kind": task.kind if task.kind != "task" else None, "status": task.status,
+        "reworkCount": task.rework_count, "goal": clip(task.goal, 200), "codexThreadId": task.thread_id,
+        "lastCodexResultSummary": clip(report.get("Summary", ""), 300),
+        "lastCodexTestReport": clip(report.get("Tests", ""), 300), "reason": task.reason,
+        "filePath": store.relative(store.path_for_write(task.id)),
+        "resumeCommand": f"cd {store.repo} && codex resume {task.thread_id}"
+        if task.thread_id and task.status not in ACTIVE else None,
+        "next": next_step(task)})
+    view["progress"] = progress_view(task)
+    view["reworkCount"] = task.rework_count
+    if detail:
+        view.update(compact({"codexResult": task.result, "codexRun": task.run_log, "changes": task.changes,
+                             "verification": task.verification, "reviewRounds": task.rounds,
+                             "history": task.history[-20:], "log": task.log}))
+    return view
 
 
-class CancelResult(TypedDict, total=False):
-    taskId: str
-    status: str
-    reason: str
-    next: str
+def change_lines(changes: list) -> list:
+    """`modified src/app.py`, `added target/ (312 files)`: each kind of change, folders grouped."""
+    lines = []
+    for kind in unique(item["change"] for item in changes):
+        labels = [item["path"] + ("/" if item.get("dir") else "") if "from" not in item
+                  else f"{item['from']} -> {item['path']}" for item in changes if item["change"] == kind]
+        lines += [f"{kind} {label}" for label in group_paths(labels, 30)]
+    return lines
 
 
-class ListedTask(TypedDict, total=False):
-    taskId: str
-    status: Optional[str]
-    reworkCount: int
-    goal: str
-    updated: str
-    error: str
+def accept_answer(changes: list, facts: ReviewFacts, declared: list, verification: dict | None, outside: list,
+                  unjudged_paths: list) -> dict:
+    mismatch = {key: group_paths(paths, 20) for key, paths in files_changed_mismatch(declared, changes).items()}
+    answer = compact({
+        "changedFiles": change_lines(changes), "diffStat": render_changes(changes).split("\n")[0],
+        "outOfBounds": group_paths(outside, 20), "uncertain": group_paths(facts.uncertain + facts.by_verify, 20),
+        "unjudged": group_paths(unjudged_paths, 8), "recordsRestored": facts.records,
+        "missingSections": facts.missing, "filesChangedMismatch": mismatch})
+    answer.setdefault("changedFiles", [])
+    answer["testsRun"] = facts.tests_run
+    if verification:
+        answer["verify"] = {key: value for key, value in verification.items()
+                            if key in ("passed", "exitStatus", "signal", "timedOut", "sandboxed") and value is not None}
+        answer["verify"]["outputTail"] = tail(verification.get("outputTail", "") or verification.get("unavailable", ""),
+                                              400)
+    return answer
 
 
-class ListResult(TypedDict):
-    tasks: list[ListedTask]
-    count: int
+def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
+    """Halve the longest list in the result (top level or one down) until the JSON fits the caller's
+    context budget; each cut says how much it left out. The task record keeps everything."""
+    def lists() -> Iterator[tuple]:
+        for key, value in result.items():
+            if isinstance(value, list) and key != "reviewItems":
+                yield result, key
+            elif isinstance(value, dict):
+                yield from ((value, inner) for inner, v in value.items() if isinstance(v, list))
+
+    while len(json.dumps(result, ensure_ascii=False).encode()) > budget:
+        candidates = [(holder, key) for holder, key in lists() if len(holder[key]) > 2]
+        if not candidates:
+            break
+        holder, key = max(candidates, key=lambda hk: len(json.dumps(hk[0][hk[1]], ensure_ascii=False)))
+        keep = len(holder[key]) // 2
+        holder[f"{key}Omitted"] = holder.get(f"{key}Omitted", 0) + len(holder[key]) - keep
+        holder[key] = holder[key][:keep]
+    return result
 
 
-def codex_command_from(value: Any) -> list:
+# ====================================================================================================
+# 14. Services: one function per tool, shared by the CLI and the MCP server
+# ====================================================================================================
+#
+# Each takes keywords, returns a JSON-ready dict shaped as SHAPES says and naming the next step, and
+# raises CodexMcpError subclasses. Operating-system errors (a full disk, a read-only folder) are
+# turned into those at the interfaces, so no caller ever sees a traceback.
+
+def codex_command_from(value: object) -> list:
     """--codex-cmd / CODEX_CMD may carry arguments: split like a shell would."""
     import shlex
     text = value or os.environ.get("CODEX_CMD") or "codex"
     try:
         argv = shlex.split(text) if isinstance(text, str) else list(text)
     except ValueError as error:
-        raise BadInput(f"--codex-cmd {text!r}: {error}") from None
+        raise BadInput(f"`codexCmd` {text!r}: {error}") from None
     if not argv:
-        raise BadInput("--codex-cmd is empty: give the Codex command, like 'codex'")
+        raise BadInput("`codexCmd` is empty: give the Codex command, like 'codex'")
     return argv
-
-
-def text_arg(name: str, value: Any, required: bool = False) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise BadInput(f"{name} must be text, not {type(value).__name__}")
-    if "\x00" in value:
-        raise BadInput(f"{name} contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadInput(f"{name} is not valid UTF-8 text (check the terminal's or file's encoding)") from None
-    if len(value) > TEXT_LIMIT:
-        raise BadInput(f"{name} is {len(value)} characters; at most {TEXT_LIMIT} are accepted "
-                       f"(put long material in a file in the repo and name it)")
-    if required and not value.strip():
-        raise BadInput(f"{name} is required and may not be empty")
-    return value.strip()
-
-
-def seconds_arg(name: str, value: Any, default: int, upper: int = 7 * 24 * 3600) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
-        raise BadInput(f"{name} must be a number of seconds between 1 and {upper}, not {value!r}")
-    return int(value)
-
-
-def list_arg(name: str, value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [part for part in value.split(",")]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise BadInput(f"{name} must be a list of strings")
-    return [text_arg(name, v) for v in value if v.strip()]
 
 
 def queued_worker(store: Store, task_id: str) -> str:
@@ -1956,8 +3434,8 @@ def refresh(store: Store, task_id: str) -> Task:
         return task
     with store.update(task.id) as task:
         if task.worker and not process_alive(task.worker):
-            pid = task.worker.partition("@")[0]
-            stop_child(task)
+            pid = parse_identity(task.worker)[0] or task.worker
+            stop_child(task.child_process)
             task.worker, task.child_process = "", ""
             if task.status in ACTIVE:
                 task.progress = "finished: the worker died"
@@ -1969,220 +3447,175 @@ def refresh(store: Store, task_id: str) -> Task:
     return task
 
 
-def stop_child(task: Task) -> None:
-    """Kill what is left of a child whose owner died: Codex or a verify command, and what it started."""
-    if not task.child_process:
-        return
-    pid_text, _, start = task.child_process.partition("@")
-    import signal
-    for pid in group_members(int(pid_text), start):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def repo_holder(store: Store) -> str:
     """What a new task in this repo would wait for: the queue's head, or "" if the repo is free."""
     head = queue_head(store)
-    if head or not (store.state_dir / "run.lock").exists():
-        return head
-    with store.lock("run", blocking=False) as free:
+    if head:
+        return queue_label(head)
+    with Workspace.in_place(store).run_lock(blocking=False) as free:
         return "" if free else "the Codex run already in this repo"
 
 
-def progress_view(task: Task) -> dict:
-    view = {"note": task.progress, "lastEvent": task.last_event, "commands": task.commands,
-            "tokens": task.tokens}
-    if task.status == "doing" and task.started:
-        view["elapsedSeconds"] = seconds_since(task.started)
-    return {key: value for key, value in view.items() if value not in ("", None)}
+class LifeWaiter:
+    """Wakes the moment a task's worker ends: a thread blocks on the worker's life lock, which the
+    worker holds until it exits (however it exits). Where there is no flock, it polls."""
+
+    def __init__(self, store: Store, task_id: str) -> None:
+        import threading
+        self.path = store.state_dir / "live" / f"{task_id}.lock"
+        self.ended = threading.Event()
+        self.thread = None
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout`; True if the lock was free (no worker holds it now)."""
+        import threading
+        if os.name == "nt":
+            time.sleep(min(timeout, 0.05))
+            return False
+        if self.thread is None or self.ended.is_set():
+            self.ended.clear()
+            self.thread = threading.Thread(target=self.block, daemon=True)
+            self.thread.start()
+        return self.ended.wait(timeout)
+
+    def block(self) -> None:
+        import fcntl
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            self.ended.set()
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+            self.ended.set()
 
 
-def task_view(store: Store, task: Task, detail: bool = False) -> dict:
-    report = parse_report(task.result)
-    view = {
-        "taskId": task.id, "status": task.status, "reworkCount": task.rework_count,
-        "goal": clip(task.goal, 200), "codexThreadId": task.thread_id or None,
-        "lastCodexResultSummary": clip(report.get("Summary", ""), 300) or None,
-        "lastCodexTestReport": clip(report.get("Tests", ""), 300) or None,
-        "progress": progress_view(task), "reason": task.reason or None,
-        "filePath": store.relative(store.path(task.id)), "next": next_step(task),
-    }
-    if detail:
-        view.update(codexResult=task.result, codexRun=task.run_log, changes=task.changes,
-                    verification=task.verification, reviewRounds=task.rounds, history=task.history[-20:],
-                    log=task.log)
-    return view
+def worker_alive(store: Store, task: Task) -> bool:
+    return bool(task.worker) and process_alive(task.worker) or process_alive(queued_worker(store, task.id))
 
 
-def delegate_task(repo: Any, goal: Any = None, allowed_paths: Any = None, constraints: Any = None,
-                  criteria: Any = None, verify: Any = None, model: Any = None, reasoning: Any = None,
-                  timeout: Any = None, idle_timeout: Any = None, from_file: Any = None,
-                  codex_cmd: Any = None) -> DelegateResult:
-    """Create a task (or take a todo one from its file) and start Codex on it in the background.
+def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_change: Callable | None = None,
+               stop: object = None, heartbeat: bool = False, at_end: bool = True) -> Task:
+    """Wait until `done(task)` or the time is up. When what is awaited happens only as the worker
+    ends (`at_end`), the wait is woken by the worker's end (its life lock), not by polling; every
+    PROGRESS_NOTIFY_EVERY seconds it looks at the record, and calls `on_change` when it changed
+    (or, with `heartbeat`, anyway). Otherwise the record is looked at every 50 ms."""
+    deadline = time.monotonic() + seconds
+    waiter = LifeWaiter(store, task_id) if at_end else None
+    task = refresh(store, task_id)
+    seen, told = (task.status, task.progress), time.monotonic()
+    while not done(task):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if stop is not None and stop.is_set():
+            raise OperationFailed("the wait was cancelled by the client")
+        if waiter is not None and worker_alive(store, task):
+            free = waiter.wait(min(remaining, PROGRESS_NOTIFY_EVERY, 0.25 if stop is not None else remaining))
+            if free:
+                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))   # not held yet: starting
+        elif task.status in ACTIVE and not task.worker:
+            break                                  # nothing runs it and nothing will: don't wait
+        else:
+            time.sleep(min(0.05, remaining))
+        task = refresh(store, task_id)
+        if on_change and ((task.status, task.progress) != seen or heartbeat
+                          and time.monotonic() - told >= PROGRESS_NOTIFY_EVERY):
+            seen, told = (task.status, task.progress), time.monotonic()
+            on_change(task)
+    return task
 
-    Returns {taskId, threadId, status, filePath, next} as soon as Codex announced its thread, or at
-    once with status todo when another task holds the repo."""
-    store = Store(repo)
-    command = codex_command_from(codex_cmd)
-    if from_file is not None:
-        if goal or allowed_paths:
-            raise BadInput("give either fromFile (an existing task) or goal and allowedPaths (a new one), not both")
-        task = ready_task(store, normalize_task_id(from_file))
-    else:
-        task = store.create(new_task(
-            "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
-            text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria),
-            text_arg("verify", verify), text_arg("model", model), text_arg("reasoning", reasoning),
-            seconds_arg("timeout", timeout, DEFAULT_TIMEOUT),
-            seconds_arg("idle timeout", idle_timeout, DEFAULT_IDLE_TIMEOUT)))
+
+def start_answer(store: Store, task: Task) -> dict:
+    """delegate's and start's answer: the task as queued or running, never a previous run's thread."""
+    return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
+                    "filePath": store.relative(store.path_for_write(task.id)), "reason": task.reason,
+                    "progress": task.progress, "next": next_step(task)})
+
+
+def launch(store: Store, task_id: str, command: list, inline: bool, on_progress: Callable | None) -> dict:
+    """Start the worker (detached, or in this process when the caller waits anyway), then wait a
+    moment for Codex to announce its thread."""
     busy = repo_holder(store)
-    identity = spawn_worker(store, task.id, "start", command)
-    with store.update(task.id) as record:
+    if inline:
+        with store.update(task_id) as record:
+            record.progress = f"queued: waiting for {busy} to finish" if busy else "starting"
+        worker = Worker(store, task_id, "start", command)
+        worker.on_progress = on_progress
+        worker.run()
+        task = refresh(store, task_id)
+        if on_progress:
+            on_progress(task)
+        return start_answer(store, task)
+    identity = spawn_worker(store, task_id, "start", command)
+    with store.update(task_id) as record:
         if record.status == "todo" and not record.worker:
             record.worker = identity
             if busy and not record.progress.startswith("queued"):
                 record.progress = f"queued: waiting for {busy} to finish"
     if not busy:
-        wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE
-                   or t.progress.startswith("queued"), DELEGATE_WAIT)
-    task = refresh(store, task.id)
-    return {"taskId": task.id, "threadId": task.thread_id or None, "status": task.status,
-            "filePath": store.relative(store.path(task.id)), "reason": task.reason or None,
-            "progress": task.progress or None, "next": next_step(task)}
+        wait_until(store, task_id, lambda t: t.thread_id or t.status not in ACTIVE or t.progress.startswith("queued"),
+                   DELEGATE_WAIT, at_end=False)
+    return start_answer(store, refresh(store, task_id))
 
 
-def ready_task(store: Store, task_id: str) -> Task:
-    """A todo task, with a goal and valid allowed paths, that no worker is already running."""
+def delegate_task(repo: object, *, goal: object, allowed_paths: object, constraints: object = None,
+                  criteria: object = None, verify: object = None, verify_sandbox: object = None, model: object = None,
+                  reasoning: object = None, timeout: object = None, idle_timeout: object = None,
+                  codex_cmd: object = None, inline: bool = False, on_progress: Callable | None = None) -> dict:
+    """Create a task and start Codex on it in the background.
+
+    Returns {taskId, threadId?, status, filePath, next} as soon as Codex announced its thread, or at
+    once with status todo when another task holds the repo."""
+    store = Store(repo)
+    command = codex_command_from(codex_cmd)
+    task = store.create(new_task(
+        "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
+        text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
+        text_arg("model", model), text_arg("reasoning", reasoning),
+        int(seconds_arg("timeoutSeconds", timeout, DEFAULT_TIMEOUT)),
+        int(seconds_arg("idleTimeoutSeconds", idle_timeout, DEFAULT_IDLE_TIMEOUT)),
+        bool_arg("verifySandbox", verify_sandbox, True)))
+    return launch(store, task.id, command, inline, on_progress)
+
+
+def start_task(repo: object, *, task_id: object, codex_cmd: object = None, inline: bool = False,
+               on_progress: Callable | None = None) -> dict:
+    """Start an existing todo task (written by hand, or after retry-task)."""
+    store = Store(repo)
+    command = codex_command_from(codex_cmd)
+    task_id = normalize_task_id(task_id)
     task = refresh(store, task_id)
-    require_status(task, "todo", "delegate")
+    require_status(task, "todo", "start")
     if task.worker:
-        raise RefusedTransition(f"{task.id} is already queued or starting (worker {task.worker}); "
-                                "check-task follows it", status=task.status)
+        raise RefusedTransition(f"{task.id} is already queued or starting (worker {task.worker}); `check-task` "
+                                "follows it", status=task.status)
+    where = store.relative(store.path(task_id))
     text_arg(f"{task.id} Goal", task.goal, required=True)
-    paths = validate_allowed_paths(task.allowed_paths, store.repo)
-    if paths != task.allowed_paths:
-        with store.update(task.id) as record:
-            record.allowed_paths = paths
-    return store.load(task.id)
+    paths = recheck_allowed_paths(task, store.repo, where)
+    with store.update(task_id) as record:
+        require_status(record, "todo", "start")
+        record.allowed_paths = paths if paths != record.allowed_paths else record.allowed_paths
+        record.thread_id = record.progress = record.last_event = record.reason = ""
+        record.commands = record.tokens = 0
+    return launch(store, task_id, command, inline, on_progress)
 
 
-def wait_until(store: Store, task_id: str, done: Callable[[Task], Any], seconds: float,
-               on_change: Optional[Callable[[Task], None]] = None, sleep: Callable = time.sleep) -> Task:
-    """Poll a record until `done(task)` or the time is up; re-read only when the file changed."""
-    deadline = time.monotonic() + seconds
-    path = store.path(task_id)
-    seen, last_refresh = None, 0.0
-    task = refresh(store, task_id)
-    while not done(task) and time.monotonic() < deadline:
-        sleep(min(0.05, max(0.0, deadline - time.monotonic())))   # a stat: cheap to do often
-        stamp = path.stat().st_mtime_ns if path.exists() else None
-        if stamp != seen or time.monotonic() - last_refresh > 2.0:
-            seen, last_refresh = stamp, time.monotonic()
-            before = (task.status, task.progress)
-            task = refresh(store, task_id)
-            if on_change and (task.status, task.progress) != before:
-                on_change(task)
-    return task
-
-
-def check_task(repo: Any, task_id: Any, wait_seconds: Any = 0, detail: bool = False,
-               on_change: Optional[Callable[[Task], None]] = None, sleep: Callable = time.sleep) -> CheckResult:
+def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detail: object = False,
+               on_change: Callable | None = None, stop: object = None, heartbeat: bool = False,
+               wait_limit: float = MAX_WAIT_SECONDS) -> dict:
     """The task's status, progress and last result; with wait_seconds, wait for it to leave todo/doing."""
     store = Store(repo)
     task_id = normalize_task_id(task_id)
-    wait = 0 if wait_seconds in (None, 0) else seconds_arg("waitSeconds", wait_seconds, 0, MAX_WAIT_SECONDS)
-    task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, sleep)
-    return task_view(store, task, bool(detail))
+    wait = seconds_arg("waitSeconds", wait_seconds, 0, wait_limit, lower=0)
+    task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop, heartbeat)
+    return task_view(store, task, bool_arg("detail", detail, False))
 
 
-def list_tasks(repo: Any) -> ListResult:
-    """Every task of the repo: id, status, rework count, goal, updated; dead workers are detected."""
-    store = Store(repo)
-    tasks = []
-    for task_id in store.ids():
-        try:
-            task = refresh(store, task_id)
-        except MalformedRecord as error:
-            tasks.append({"taskId": task_id, "status": None, "error": error.message})
-            continue
-        tasks.append({"taskId": task.id, "status": task.status, "reworkCount": task.rework_count,
-                      "goal": clip(one_line(task.goal), 80), "updated": task.updated})
-    return {"tasks": tasks, "count": len(tasks)}
-
-
-def retry_task(repo: Any, task_id: Any) -> RetryResult:
-    """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
-    store = Store(repo)
-    require_status(refresh(store, normalize_task_id(task_id)), "blocked", "retry")
-    with store.update(normalize_task_id(task_id)) as task:
-        require_status(task, "blocked", "retry")
-        stop_child(task)
-        was = task.reason or "no reason recorded"
-        if task.rework_count:
-            note(task, f"rework budget reset (was {task.rework_count} of {MAX_REWORKS})")
-        task.rework_count = 0
-        task.worker = task.child_process = task.progress = ""
-        transition(task, "todo", f"retry (it was blocked: {was})", "retry")
-    return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
-
-
-def cancel_task(repo: Any, task_id: Any) -> CancelResult:
-    """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
-    import signal
-    store = Store(repo)
-    task = refresh(store, normalize_task_id(task_id))
-    if task.status not in ACTIVE:
-        raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
-                                f"doing task. Next: {next_step(task)}.",
-                                status=task.status)
-    if task.worker and process_alive(task.worker):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(int(task.worker.partition("@")[0]), signal.SIGTERM)
-        task = wait_until(store, task.id, lambda t: t.status not in ACTIVE, 15)
-    if task.status in ACTIVE:
-        with store.update(task.id) as task:
-            if task.status in ACTIVE:
-                stop_child(task)
-                task.worker = task.child_process = ""
-                task.progress = "finished: cancelled"
-                transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
-    return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
-
-
-def rework_task(repo: Any, task_id: Any, review_items: Any, codex_cmd: Any = None) -> ReworkResult:
-    """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
-    store = Store(repo)
-    items = list_arg("reviewItems", review_items)
-    if not items:
-        raise BadInput("reviewItems is required: one or more things Codex must fix")
-    return start_rework(store, normalize_task_id(task_id), items, codex_command_from(codex_cmd))
-
-
-def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
-    require_status(refresh(store, task_id), "review", "rework")    # refused before anything is written
-    with store.update(task_id) as task:
-        require_status(task, "review", "rework")
-        if task.rework_count >= MAX_REWORKS:
-            transition(task, "blocked", f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up",
-                       "block")
-    if task.status == "blocked":
-        raise RefusedTransition(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now blocked. "
-                                "Review it by hand, then retry-task (which resets the budget) if it should go on.",
-                                status="blocked")
-    with store.update(task_id) as task:
-        task.rework_count += 1
-        task.rounds = [*task.rounds, "\n".join(f"{n}. {item}" for n, item in enumerate(items, 1))]
-        transition(task, "doing", f"rework {task.rework_count} of {MAX_REWORKS}: {len(items)} items", "rework")
-        task.progress = "rework queued"
-    identity = spawn_worker(store, task_id, "rework", command)
-    with store.update(task_id) as task:
-        if task.status == "doing" and not task.worker:
-            task.worker = identity
-    return {"taskId": task.id, "threadId": task.thread_id or None, "status": task.status,
-            "reworkCount": task.rework_count, "next": NEXT_STEP["doing"]}
-
-
-def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: Any = None) -> AcceptResult:
+def accept_task(repo: object, *, task_id: object, approve_paths: object = None, codex_cmd: object = None) -> dict:
     """Review a task in `review`: permission, completeness, boundary, verify; then act on the verdict.
 
     Returns {taskId, action, reason, status, ...}; action is done, rework (already sent back),
@@ -2194,155 +3627,258 @@ def accept_task(repo: Any, task_id: Any, approve_paths: Any = None, codex_cmd: A
     require_status(refresh(store, task_id), "review", "accept")    # refused before anything is written
     with store.lock(f"accept-{task_id}", blocking=False) as free:
         if not free:
-            raise OperationFailed(f"another accept of {task_id} is running; wait for it, then check-task")
-        require_status(refresh(store, task_id), "review", "accept")
+            raise OperationFailed(f"another accept of {task_id} is running; wait for it, then `check-task`")
+        task = refresh(store, task_id)
+        require_status(task, "review", "accept")
+        recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
         if approve:
-            approve_boundary(store, task_id, validate_allowed_paths(approve, store.repo))
+            paths = unique(validate_allowed_path(p, store.repo, "approvePaths") for p in approve)
+            with store.update(task_id) as record:
+                record.allowed_paths = unique([*record.allowed_paths, *paths])
+                note(record, f"approved paths outside the original boundary: {', '.join(paths)}")
         return review(store, task_id, command)
 
 
-def approve_boundary(store: Store, task_id: str, paths: list) -> None:
+def rework_task(repo: object, *, task_id: object, review_items: object, codex_cmd: object = None) -> dict:
+    """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
+    store = Store(repo)
+    items = list_arg("reviewItems", review_items)
+    if not items:
+        raise BadInput("`reviewItems` is required: one or more things Codex must fix")
+    return start_rework(store, normalize_task_id(task_id), items, codex_command_from(codex_cmd))
+
+
+def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
+    require_status(refresh(store, task_id), "review", "rework")    # refused before anything is written
     with store.update(task_id) as task:
-        task.allowed_paths = list(dict.fromkeys([*task.allowed_paths, *paths]))
-        note(task, f"approved paths outside the original boundary: {', '.join(paths)}")
-
-
-def review(store: Store, task_id: str, command: list) -> dict:
-    task = store.load(task_id)
-    facts = ReviewFacts(denial=permission_denial(task.result), tampered=task.tampered,
-                        rework_count=task.rework_count)
-    report = parse_report(task.result)
-    facts.missing = missing_sections(report)
-    if decide(facts).action == "complete":
-        task = request_completion(store, task, facts.missing, command)
-        report, facts.completion_tried = parse_report(task.result), True
-        facts.missing = missing_sections(report)
-    changes = load_changes(store, task_id)
-    declared = declared_files(report.get("Files Changed", ""), store.repo)
-    outside = out_of_bounds(changes, task.allowed_paths)
-    facts.declared = [p for p in outside if p in declared]
-    facts.undeclared = [p for p in outside if p not in declared]
-    verdict = decide(facts)
-    verification = None
-    if verdict.action == "done" and task.verify:
-        verification = run_verify(task.verify, store.repo, track_child(store, task_id))
-        facts.verify_failure = "" if verification["passed"] else verification["outputTail"]
-        verdict = decide(facts)
-    return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command)
-
-
-def track_child(store: Store, task_id: str) -> Callable[[int], None]:
-    """An on_start callback for a child this process runs for a task outside the worker (a
-    completion request, a verify command): recorded, so that check can stop it if we are killed."""
-    def on_start(pid: int) -> None:
-        with store.update(task_id) as record:
-            record.worker, record.child_process = process_identity(os.getpid()), process_identity(pid)
-    return on_start
-
-
-def request_completion(store: Store, task: Task, missing: list, command: list) -> Task:
-    """Ask Codex, on the same thread and with a read-only sandbox, for the missing report sections."""
-    outcome, recovered = resumed_turn(store, task, completion_prompt(missing), command, sandbox="read-only",
-                                      on_start=track_child(store, task.id))
-    status, reason = run_verdict(outcome, command[0])
-    with store.update(task.id) as record:
-        record.worker = record.child_process = ""
-        if recovered:
-            note(record, recovered)
-            record.thread_id = outcome.digest.thread_id or record.thread_id
-        if status == "review":
-            record.result = f"{record.result.rstrip()}\n\n{outcome.digest.final_message.strip()}"
-        note(record, f"completion requested for {', '.join(missing)}: "
-                     f"{'answered' if status == 'review' else 'failed: ' + reason}")
-    return store.load(task.id)
-
-
-def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, changes: list,
-                  declared: list, verification: Optional[dict], command: list) -> dict:
-    outside = facts.declared + facts.undeclared
+        require_status(task, "review", "rework")
+        if task.rework_count >= MAX_REWORKS:
+            transition(task, "blocked", f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up", "block")
+    if task.status == "blocked":
+        raise RefusedTransition(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now blocked. "
+                                "Review it by hand, then `retry-task` (which resets the budget) if it should go on.",
+                                status="blocked")
     with store.update(task_id) as task:
-        task.worker = task.child_process = ""
-        task.changes = render_changes(changes, tuple(outside))
-        if verification:
-            task.verification = (f"$ {verification['command']}\nexit status: {verification['exitStatus']} "
-                                 f"({verification['seconds']} s)\n{verification['outputTail']}")
-        if verdict.action == "done":
-            passed = "; the verify command passed" if verification else "; no verify command is set"
-            transition(task, "done", f"accepted: {verdict.reason}{passed}", "accept")
-        elif verdict.action == "blocked":
-            transition(task, "blocked", verdict.reason, "block")
-        elif verdict.action == "boundary_confirmation":
-            note(task, f"boundary confirmation needed: {', '.join(outside)}")
-        if facts.tampered and verdict.action != "boundary_confirmation":
-            task.tampered = ""
-    result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason, "status": task.status}
-    if verdict.action == "rework":
-        started = start_rework(store, task_id, verdict.items, command)
-        result.update(status=started["status"], reworkCount=started["reworkCount"], threadId=started["threadId"],
-                      reviewItems=[clip(item, 200) for item in verdict.items])
-    result["changedFiles"] = [f"{c['change']} {c.get('from', '') + ' -> ' if 'from' in c else ''}{c['path']}"
-                              for c in changes]
-    result["diffStat"] = render_changes(changes).split("\n")[0]
-    if outside:
-        result["outOfBounds"] = outside
-    if facts.missing:
-        result["missingSections"] = facts.missing
-    if facts.tampered:
-        result["recordTampered"] = clip(facts.tampered, 300)
-    mismatch = files_changed_mismatch(declared, changes)
-    if mismatch:
-        result["filesChangedMismatch"] = mismatch
-    if verification:
-        result["verify"] = {"passed": verification["passed"], "exitStatus": verification["exitStatus"],
-                            "outputTail": tail(verification["outputTail"], 400)}
-    result["next"] = {
-        "done": "nothing: the task is finished", "rework": NEXT_STEP["doing"],
-        "blocked": "read reason; fix it by hand or retry-task, then delegate-task with fromFile",
-        "boundary_confirmation": "accept-task with approvePaths to allow these paths, or rework-task to "
-                                 "have them reverted"}[verdict.action]
-    return fit_result(result)
+        task.rework_count += 1
+        task.rounds = [*task.rounds, "\n".join(f"{n}. {item}" for n, item in enumerate(items, 1))]
+        transition(task, "doing", f"rework {task.rework_count} of {MAX_REWORKS}: {len(items)} items", "rework")
+        task.progress = "rework queued"
+    identity = spawn_worker(store, task_id, "rework", command)
+    with store.update(task_id) as task:
+        if task.status == "doing" and not task.worker:
+            task.worker = identity
+    return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
+                    "reworkCount": task.rework_count, "next": NEXT_STEPS["rework"]})
 
 
-def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
-    """Halve the longest list in the result (top level or one down) until the JSON fits the caller's
-    context budget; each cut says how much it left out. The task record keeps everything."""
-    def lists() -> Iterator[tuple]:
-        for key, value in result.items():
-            if isinstance(value, list) and key != "reviewItems":
-                yield result, key
-            elif isinstance(value, dict):
-                yield from ((value, inner) for inner, v in value.items() if isinstance(v, list))
+def retry_task(repo: object, *, task_id: object) -> dict:
+    """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
+    store = Store(repo)
+    task_id = normalize_task_id(task_id)
+    require_status(refresh(store, task_id), "blocked", "retry")
+    with store.update(task_id) as task:
+        require_status(task, "blocked", "retry")
+        stop_child(task.child_process)
+        was = task.reason or "no reason recorded"
+        if task.rework_count:
+            note(task, f"rework budget reset (was {task.rework_count} of {MAX_REWORKS})")
+        task.rework_count = 0
+        task.worker = task.child_process = task.progress = ""
+        transition(task, "todo", f"retry (it was blocked: {was})", "retry")
+    return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
 
-    while len(json.dumps(result, ensure_ascii=False).encode()) > budget:
-        candidates = [(holder, key) for holder, key in lists() if len(holder[key]) > 2]
-        if not candidates:
-            break
-        holder, key = max(candidates, key=lambda hk: len(json.dumps(hk[0][hk[1]], ensure_ascii=False)))
-        keep = len(holder[key]) // 2
-        holder[f"{key}Omitted"] = holder.get(f"{key}Omitted", 0) + len(holder[key]) - keep
-        holder[key] = holder[key][:keep]
-    return result
+
+def cancel_task(repo: object, *, task_id: object) -> dict:
+    """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
+    import signal
+    store = Store(repo)
+    task = refresh(store, normalize_task_id(task_id))
+    if task.status not in ACTIVE:
+        raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
+                                f"doing task. Next: {next_step(task)}.", status=task.status)
+    if task.worker and process_alive(task.worker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(parse_identity(task.worker)[0], signal.SIGTERM)
+        task = wait_until(store, task.id, lambda t: t.status not in ACTIVE, 15)
+    if task.status in ACTIVE:
+        with store.update(task.id) as task:
+            if task.status in ACTIVE:
+                stop_child(task.child_process)
+                task.worker = task.child_process = ""
+                task.progress = "finished: cancelled"
+                transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
+    return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
+
+
+# -- list: an index the tool rebuilds from the records, and pages that hold still ------------------
+
+def index_row(store: Store, task_id: str, name: str) -> list:
+    """[status, updated, rework count, goal, kind, worker] of a record, or an error row."""
+    try:
+        text = (store.tasks_dir / name).read_bytes().decode("utf-8")
+        task = parse_task(text, task_id, f"{TASKS_DIR}/{name}")
+        return [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind, task.worker]
+    except (MalformedRecord, UnicodeDecodeError, OSError) as error:
+        message = error.message if isinstance(error, CodexMcpError) else f"{TASKS_DIR}/{name}: {error}"
+        return ["", "", 0, "", "task", message]
+
+
+def task_rows(store: Store) -> dict:
+    """task id -> index row for every record, reading again only the records whose file changed
+    (size, times or inode) since the index last saw them; the records stay the truth."""
+    path = store.state_dir / "index.json"
+    index = load_json(path, {})
+    rows, dirty = {}, False
+    spellings: dict = {}
+    for entry in os.scandir(store.tasks_dir) if store.tasks_dir.is_dir() else ():
+        name = entry.name
+        if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
+            spellings.setdefault(f"T-{int(name[2:-3]):03d}", []).append((name, entry))
+    for task_id, names in spellings.items():
+        if len(names) > 1:
+            rows[task_id] = ["", "", 0, "", "task", "two files claim " + task_id + ": " +
+                             ", ".join(sorted(f"{TASKS_DIR}/{n}" for n, _ in names)) + "; rename or delete one of them"]
+            continue
+        name, entry = names[0]
+        try:
+            signature = [name, *stat_key(entry.stat(follow_symlinks=False))]
+        except OSError:
+            continue
+        known = index.get(task_id)
+        if known and known[0] == signature:
+            rows[task_id] = known[1]
+        else:
+            rows[task_id] = index_row(store, task_id, name)
+            index[task_id] = [signature, rows[task_id]]
+            dirty = True
+    for task_id in [t for t in index if t not in spellings]:
+        del index[task_id]
+        dirty = True
+    if dirty:
+        with contextlib.suppress(OSError):
+            atomic_write(path, json.dumps(index), durable=False)
+    return rows
+
+
+def list_tasks(repo: object, *, status: object = None, limit: object = None, cursor: object = None) -> dict:
+    """A page of the repo's tasks, most recently updated first: {tasks, count, total, nextCursor?}.
+
+    The first page fixes the order of the whole listing (kept in the state folder), so following
+    `nextCursor` reaches every task that matched then exactly once, however tasks change meanwhile;
+    each row shows the task as it is now."""
+    store = Store(repo)
+    wanted = list_arg("status", status)
+    for value in wanted:
+        if value not in STATUSES:
+            raise BadInput(f"`status` {value!r} is not a status; give some of: {', '.join(STATUSES)}")
+    size = count_arg("limit", limit, LIST_LIMIT, 1000)
+    listed = read_page_order(store, text_arg("cursor", cursor)) if cursor is not None else None
+    rows = task_rows(store)
+    for task_id in queue_entries(store):
+        if task_id in rows and rows[task_id][0] not in ACTIVE:
+            rows[task_id] = ["doing", *rows[task_id][1:]]         # its worker is the truth while it lives
+    for task_id, row in rows.items():
+        if row[0] in ACTIVE and row[5] and not row[5].startswith("two files") and not process_alive(row[5]):
+            with contextlib.suppress(CodexMcpError):
+                task = refresh(store, task_id)                    # a dead worker: say so in the record
+                rows[task_id] = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80),
+                                 task.kind, task.worker]
+    if listed is not None:
+        order, offset = listed
+    else:
+        matching = [t for t in rows if not wanted or rows[t][0] in wanted]
+        order, offset = sorted(matching, key=lambda t: (rows[t][1], task_number(t)), reverse=True), 0
+    page = [t for t in order[offset:offset + size]]
+    tasks = []
+    for task_id in page:
+        row = rows.get(task_id)
+        if row is None:
+            tasks.append({"taskId": task_id, "error": "deleted since this listing began"})
+        elif row[5] and not row[0]:
+            tasks.append({"taskId": task_id, "error": row[5]})
+        else:
+            tasks.append(compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
+                                  "reworkCount": row[2], "goal": row[3], "updated": row[1]}))
+            tasks[-1]["reworkCount"] = row[2]
+    answer = {"tasks": tasks, "count": len(tasks), "total": len(order)}
+    if offset + size < len(order):
+        answer["nextCursor"] = write_page_order(store, order, offset + size, cursor)
+    return answer
+
+
+def write_page_order(store: Store, order: list, offset: int, cursor: object) -> str:
+    token = str(cursor).partition(":")[0] if cursor is not None else f"{time.time_ns():x}{os.urandom(3).hex()}"
+    folder = store.state_dir / "pages"
+    if cursor is None:
+        with contextlib.suppress(OSError):
+            for old in folder.iterdir():
+                if time.time() - old.stat().st_mtime > 24 * 3600:
+                    old.unlink()
+        atomic_write(folder / token, json.dumps(order), durable=False)
+    return f"{token}:{offset}"
+
+
+def read_page_order(store: Store, cursor: str) -> tuple:
+    token, _, offset = cursor.partition(":")
+    if not re.fullmatch(r"[0-9a-f]{6,40}", token) or not offset.isdigit():
+        raise BadInput(f"`cursor` {cursor!r} is not a cursor this tool gave out")
+    order = load_json(store.state_dir / "pages" / token, None)
+    if order is None:
+        raise BadInput(f"`cursor` {cursor!r} has expired (listings are kept a day): list again from the first page")
+    return order, int(offset)
 
 
 # ====================================================================================================
-# 8. CLI
+# 15. CLI
 # ====================================================================================================
 
 EXIT_CODES = """exit status: 0 success; 1 the operation failed (a refused transition, a malformed record,
-a process that could not run); 2 bad input (unknown task, bad id, bad arguments).
-Output is one JSON object on stdout; errors are {"error": {"code": ..., "message": ...}}."""
+a process that could not run, a full or read-only disk); 2 bad input (unknown task, bad id, bad
+arguments). Output is one JSON object on stdout; errors are {"error": {"code": ..., "message": ...}}."""
+
+# The CLI's words for the names the services and the next-step table use.
+CLI_WORDS = {
+    "cwd": "--cwd", "goal": "--goal", "allowedPaths": "--paths", "constraints": "--constraints",
+    "acceptanceCriteria": "--criteria", "verify": "--verify", "verifySandbox": "--no-verify-sandbox",
+    "model": "--model", "reasoning": "--reasoning", "timeoutSeconds": "--timeout",
+    "idleTimeoutSeconds": "--idle-timeout", "taskId": "TASK_ID", "waitSeconds": "--wait", "detail": "--detail",
+    "approvePaths": "--approve-paths", "reviewItems": "--items", "status": "--status", "limit": "--limit",
+    "cursor": "--cursor", "codexCmd": "--codex-cmd",
+    "delegate-task": "codex-mcp delegate", "start-task": "codex-mcp start", "check-task": "codex-mcp check",
+    "accept-task": "codex-mcp accept", "rework-task": "codex-mcp rework", "retry-task": "codex-mcp retry",
+    "cancel-task": "codex-mcp cancel", "list-tasks": "codex-mcp list",
+}
 
 
-class CliParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise BadInput(f"{self.prog}: {message} (see --help)")
+def cli_words(text: str) -> str:
+    return re.sub(r"`([A-Za-z-]+)`", lambda m: f"`{CLI_WORDS.get(m.group(1), m.group(1))}`", text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = {
+    "delegate": "create a task and start Codex on it (--file T-001 starts an existing todo task)",
+    "start": "start an existing todo task (written by hand, or after retry)",
+    "check": "show a task's status, progress and last result",
+    "accept": "review a task in review: report, boundary, verify; then done/rework/blocked",
+    "rework": f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
+    "retry": "return a blocked task to todo (resets the rework budget)",
+    "cancel": "stop a queued or running task (it becomes blocked)",
+    "list": "list the tasks of the repository, most recently updated first",
+    "serve": "run the stdio MCP server (needs the mcp package)",
+}
+
+
+def build_parser(only: str | None = None) -> object:
+    """The CLI's parser. Only the named command's options are built when `only` is given: the
+    whole parser costs more than answering `check` does."""
+    import argparse
+
+    class CliParser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise BadInput(f"{self.prog}: {message} (see --help)")
+
     # The global options are accepted before or after the command (`check T-001 --pretty`).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS,
-                        help="indented JSON (default: compact)")
+    common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS, help="indented JSON")
     common.add_argument("--cwd", default=argparse.SUPPRESS, metavar="DIR",
                         help="the repository (default: the current directory)")
     common.add_argument("--codex-cmd", default=argparse.SUPPRESS, metavar="CMD",
@@ -2353,47 +3889,63 @@ def build_parser() -> argparse.ArgumentParser:
                                    "agents/tasks/T-NNN.md.")
     parser.add_argument("--version", action="version", version=f"codex-mcp {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=help_text, parents=[common],
-                                   epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    delegate = command("delegate", "create a task and start Codex on it (or --file T-001 to start a todo task)")
-    delegate.add_argument("--goal", help="what Codex should do")
-    delegate.add_argument("--paths", help="comma-separated paths Codex may change, e.g. src/auth/,src/types.ts")
-    delegate.add_argument("--constraints", help="rules Codex must keep")
-    delegate.add_argument("--criteria", help="acceptance criteria")
-    delegate.add_argument("--verify", help="a shell command accept runs in the repo; it must exit 0")
-    delegate.add_argument("--model", help="Codex model for this task")
-    delegate.add_argument("--reasoning", help="reasoning effort for this task (e.g. low, medium, high)")
-    delegate.add_argument("--timeout", type=int, help=f"hard limit of one Codex run, seconds ({DEFAULT_TIMEOUT})")
-    delegate.add_argument("--idle-timeout", type=int,
-                          help=f"stop Codex after this many seconds without an event ({DEFAULT_IDLE_TIMEOUT})")
-    delegate.add_argument("--file", metavar="TASK_ID", help="start an existing todo task instead")
-    delegate.add_argument("--wait", action="store_true",
-                          help="wait until Codex finishes (review or blocked), with progress on stderr")
-    check = command("check", "show a task's status, progress and last result")
-    check.add_argument("task_id")
-    check.add_argument("--wait", type=float, default=0, metavar="N",
-                       help=f"wait up to N seconds (at most {MAX_WAIT_SECONDS}) for the task to leave todo/doing")
-    check.add_argument("--detail", action="store_true", help="include the full Codex message, commands, changes")
-    accept = command("accept", "review a task in review: report, boundary, verify; then done/rework/blocked")
-    accept.add_argument("task_id")
-    accept.add_argument("--approve-paths", metavar="PATHS",
-                        help="comma-separated paths outside the boundary to allow (after boundary_confirmation)")
-    rework = command("rework", f"send a task back to Codex with review items (at most {MAX_REWORKS} times)")
-    rework.add_argument("task_id")
-    rework.add_argument("--items", required=True, action="append",
-                        help="comma-separated review items; repeat --items for items that contain commas")
-    command("retry", "return a blocked task to todo (resets the rework budget)").add_argument("task_id")
-    command("cancel", "stop a queued or running task (it becomes blocked)").add_argument("task_id")
-    command("list", "list the tasks of the repository")
-    command("serve", "run the stdio MCP server (needs the mcp package)")
-    hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
-    hidden.add_argument("--mode", choices=("start", "rework"), required=True)
-    hidden.add_argument("task_id")
-    commands._choices_actions = [a for a in commands._choices_actions if a.dest != "_work"]
+    wait_help = "wait for the task to leave todo/doing: up to N seconds, or without N until it does"
+    for name, help_text in COMMANDS.items():
+        if only and name != only:
+            continue
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common],
+                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == "delegate":
+            sub.add_argument("--goal", help="what Codex should do")
+            sub.add_argument("--paths", help="comma-separated paths Codex may change, e.g. src/auth/,src/types.ts")
+            sub.add_argument("--constraints", help="rules Codex must keep")
+            sub.add_argument("--criteria", help="acceptance criteria")
+            sub.add_argument("--verify", help="shell command accept runs (in the sandbox); it must exit 0")
+            sub.add_argument("--no-verify-sandbox", action="store_true",
+                             help="run the verify command outside the sandbox (a suite that starts local servers)")
+            sub.add_argument("--model", help="Codex model for this task")
+            sub.add_argument("--reasoning", help="reasoning effort: low, medium, high")
+            sub.add_argument("--timeout", type=float, metavar="S", help=f"hard limit of one Codex run "
+                                                                        f"(default {DEFAULT_TIMEOUT} s)")
+            sub.add_argument("--idle-timeout", type=float, metavar="S",
+                             help=f"no progress from Codex for this long ends the run (default {DEFAULT_IDLE_TIMEOUT} s)")
+            sub.add_argument("--file", metavar="T-NNN", help="start this existing todo task instead (as `start`)")
+            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
+        elif name in ("start", "check", "accept", "rework", "retry", "cancel"):
+            sub.add_argument("task_id", metavar="TASK_ID")
+        if name == "start":
+            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
+        elif name == "check":
+            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
+            sub.add_argument("--detail", action="store_true", help="include the full Codex message, commands, changes")
+        elif name == "accept":
+            sub.add_argument("--approve-paths", metavar="PATHS",
+                             help="comma-separated paths outside the boundary to allow (after boundary_confirmation)")
+        elif name == "rework":
+            sub.add_argument("--items", required=True, action="append",
+                             help="comma-separated review items; repeat --items for items that contain commas")
+        elif name == "list":
+            sub.add_argument("--status", help="only tasks in these statuses (comma-separated)")
+            sub.add_argument("--limit", type=int, help=f"tasks per page (default {LIST_LIMIT})")
+            sub.add_argument("--cursor", help="the nextCursor of the previous page")
+    if only == "_work":
+        hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
+        hidden.add_argument("--mode", choices=("start", "rework"), required=True)
+        hidden.add_argument("task_id")
     return parser
+
+
+def command_name(argv: list) -> str | None:
+    """The command word of an argv, skipping global options and their values."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("--cwd", "--codex-cmd"):
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS or word == "_work" else None
+    return None
 
 
 def print_progress(task: Task) -> None:
@@ -2405,237 +3957,345 @@ def cli_rework_items(values: list) -> list:
             if item.strip()]
 
 
-def run_command(args: argparse.Namespace) -> Optional[dict]:
-    repo, codex_cmd = args.cwd, args.codex_cmd
-    if args.command == "delegate":
-        result = delegate_task(repo, args.goal, args.paths, args.constraints, args.criteria, args.verify,
-                               args.model, args.reasoning, args.timeout, args.idle_timeout, args.file, codex_cmd)
-        if args.wait:
+def wait_then_view(repo: str, answer: dict, wait: float | None) -> dict:
+    """`--wait N` after a start: follow the task up to N seconds, then answer as check does."""
+    if wait is None:
+        return answer
+    store = Store(repo)
+    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait, print_progress)
+    return {**answer, **task_view(store, task)}
+
+
+def run_command(args: object) -> dict | None:
+    repo, codex_cmd, name = args.cwd, args.codex_cmd, args.command
+    wait = getattr(args, "wait", None)
+    inline = wait == float("inf")                   # `--wait` with no number: until the task leaves doing
+    if wait is not None and not wait >= 0:
+        raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
+    limit = None if wait is None or inline else wait
+    if name == "delegate" and args.file or name == "start":
+        task_id = args.file if name == "delegate" else args.task_id
+        if name == "delegate" and (args.goal or args.paths):
+            raise BadInput("give either --file (an existing task) or --goal and --paths (a new one), not both")
+        answer = start_task(repo, task_id=task_id, codex_cmd=codex_cmd, inline=inline, on_progress=print_progress)
+        return wait_then_view(repo, answer, limit)
+    if name == "delegate":
+        answer = delegate_task(repo, goal=args.goal, allowed_paths=args.paths, constraints=args.constraints,
+                               criteria=args.criteria, verify=args.verify, verify_sandbox=not args.no_verify_sandbox,
+                               model=args.model, reasoning=args.reasoning, timeout=args.timeout,
+                               idle_timeout=args.idle_timeout, codex_cmd=codex_cmd, inline=inline,
+                               on_progress=print_progress)
+        if inline:
             store = Store(repo)
-            wait_until(store, result["taskId"], lambda t: t.status not in ACTIVE, float("inf"), print_progress)
-            result.update(task_view(store, refresh(store, result["taskId"])))
-        return result
-    if args.command == "check":
-        return check_task(repo, args.task_id, args.wait, args.detail, print_progress if args.wait else None)
-    if args.command == "accept":
-        return accept_task(repo, args.task_id, args.approve_paths, codex_cmd)
-    if args.command == "rework":
-        return rework_task(repo, args.task_id, cli_rework_items(args.items), codex_cmd)
-    if args.command == "retry":
-        return retry_task(repo, args.task_id)
-    if args.command == "cancel":
-        return cancel_task(repo, args.task_id)
-    if args.command == "list":
-        return list_tasks(repo)
-    if args.command == "serve":
+            return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
+        return wait_then_view(repo, answer, limit)
+    if name == "check":
+        seconds = 0 if wait is None else wait
+        return check_task(repo, task_id=args.task_id, wait_seconds=seconds, detail=args.detail,
+                          on_change=print_progress if wait is not None else None, wait_limit=float("inf"))
+    if name == "accept":
+        return accept_task(repo, task_id=args.task_id, approve_paths=args.approve_paths, codex_cmd=codex_cmd)
+    if name == "rework":
+        return rework_task(repo, task_id=args.task_id, review_items=cli_rework_items(args.items), codex_cmd=codex_cmd)
+    if name == "retry":
+        return retry_task(repo, task_id=args.task_id)
+    if name == "cancel":
+        return cancel_task(repo, task_id=args.task_id)
+    if name == "list":
+        return list_tasks(repo, status=args.status, limit=args.limit, cursor=args.cursor)
+    if name == "serve":
         serve(repo, codex_cmd)
         return None
-    if args.command == "_work":
+    if name == "_work":
         work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
         return None
     raise BadInput("no command given: try codex-mcp --help")
 
 
 # ====================================================================================================
-# 9. MCP server
+# 16. MCP server
 # ====================================================================================================
+#
+# The SDK's low-level server: the tool list below (names, descriptions, JSON schemas derived from
+# SHAPES) is ours, and every call is checked here and answered in the same {error: {code, message}}
+# shape as the CLI's, in the MCP argument names. (Importing `mcp` costs the same either way: the
+# package loads all of it.)
 
 SERVER_INSTRUCTIONS = """\
 codex-mcp hands coding tasks to the Codex CLI and reviews the result on ground truth (the files that
-really changed, the report, a verify command), so you need not re-read the whole diff.
-1. delegate-task {goal, allowedPaths, ...} starts Codex in the background and returns a taskId at once.
-2. check-task {taskId, waitSeconds: 600} waits for Codex. A call still running after about two minutes is
-   moved to the background by Claude Code, which wakes you when it returns: prefer one long wait to polling.
+really changed, the report, a verify command run in Codex's sandbox), so you need not re-read the diff.
+1. delegate-task {goal, allowedPaths, verify?, ...} starts Codex in the background and returns a taskId.
+2. Wait: check-task {taskId, waitSeconds: 600} blocks this turn until Codex finishes (Claude Code does not
+   move a synchronous MCP call to the background); when you have other work, run `codex-mcp check <id>
+   --wait 600` as a background shell command instead and read its output when notified.
 3. When status is review, accept-task. action: done = finished; rework = already sent back to Codex (wait
-   with check-task again); boundary_confirmation = Codex changed, and declared, paths outside allowedPaths:
-   accept-task with approvePaths to allow them, or rework-task to revert them; blocked = read reason.
+   again); boundary_confirmation = paths outside allowedPaths changed (Codex declared them, or nothing shows
+   who did): accept-task with approvePaths to allow them, or rework-task to have them reverted;
+   blocked = read reason.
 4. rework-task {taskId, reviewItems} sends your own review items back (at most 3 rounds).
-5. retry-task returns a blocked task to todo; delegate-task {fromFile: taskId} runs it again.
-cancel-task stops a run; list-tasks lists a repo's tasks. Each task is a Markdown file, agents/tasks/T-NNN.md."""
+5. retry-task returns a blocked task to todo; start-task runs it again.
+cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is agents/tasks/T-NNN.md."""
 
-TOOL_DESCRIPTIONS = {
-    "delegate-task": "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the "
-                     "background (workspace-write sandbox); returns {taskId, threadId, status, filePath} within "
-                     "seconds. Status todo means another task holds this repo; it starts by itself. Give goal "
-                     "and allowedPaths for a new task, or fromFile to start an existing todo task. Next: "
-                     "check-task with waitSeconds.",
-    "check-task": "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the "
-                  "task to leave todo/doing, sending progress notifications; use one long wait rather than "
-                  "polling. detail=true adds the full Codex message, commands and changes.",
-    "accept-task": "Review a task in status review: Codex's report must be complete, every real change inside "
-                   "allowedPaths, and the verify command must pass. Returns {taskId, action, reason, status}: "
-                   "done; rework (already sent back: check-task again); boundary_confirmation (call again with "
-                   "approvePaths, or rework-task); blocked. Not idempotent: it can start a rework.",
-    "rework-task": "Send a task in review back to Codex on the same thread with numbered review items (at most "
-                   "3 reworks; a fourth blocks the task). Returns {taskId, threadId, status, reworkCount}. "
-                   "Next: check-task with waitSeconds.",
-    "retry-task": "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. "
-                  "Next: delegate-task with fromFile to run it.",
-    "cancel-task": "Stop a queued or running task: Codex is killed and the task becomes blocked "
-                   "(retry-task brings it back).",
-    "list-tasks": "List the tasks of a repository: taskId, status, reworkCount, goal, updated.",
+
+class Param:
+    __slots__ = ("name", "type", "description", "required", "keyword", "extra")
+
+    def __init__(self, name: str, type: object, description: str, required: bool = False,
+                 keyword: str | None = None, **extra: object) -> None:
+        self.name, self.type, self.description, self.required = name, type, description, required
+        self.keyword = keyword or name
+        self.extra = extra
+
+
+class ToolSpec:
+    __slots__ = ("description", "service", "shape", "params", "read_only", "idempotent", "codex")
+
+    def __init__(self, description: str, service: Callable, shape: str, params: list, read_only: bool = False,
+                 idempotent: bool = False, codex: bool = False) -> None:
+        self.description, self.service, self.shape, self.params = description, service, shape, params
+        self.read_only, self.idempotent, self.codex = read_only, idempotent, codex
+
+
+CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
+TASK = Param("taskId", "string", "task id, like T-001", required=True, keyword="task_id")
+TOOLS = {
+    "delegate-task": ToolSpec(
+        "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the background "
+        "(workspace-write sandbox); returns {taskId, threadId, status, filePath} within seconds. Status todo means "
+        "another task holds this repo; it starts by itself. Next: check-task with waitSeconds.",
+        delegate_task, "delegate", [
+            Param("goal", "string", "what Codex should do", required=True),
+            Param("allowedPaths", ["string"], "paths Codex may change, relative to the repo root (folders admit "
+                  "everything under them; no globs)", required=True, keyword="allowed_paths"),
+            Param("constraints", "string", "rules Codex must keep"),
+            Param("acceptanceCriteria", "string", "what done means", keyword="criteria"),
+            CWD,
+            Param("verify", "string", "shell command accept-task runs in the repo, in Codex's sandbox; it must exit 0"),
+            Param("verifySandbox", "boolean", "false runs the verify command outside the sandbox (for a suite that "
+                  "starts local servers); default true", keyword="verify_sandbox"),
+            Param("model", "string", "Codex model for this task"),
+            Param("reasoning", "string", "reasoning effort: low, medium, high"),
+            Param("timeoutSeconds", "integer", f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})",
+                  keyword="timeout"),
+            Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
+                  f"(default {DEFAULT_IDLE_TIMEOUT})", keyword="idle_timeout"),
+        ], codex=True),
+    "start-task": ToolSpec(
+        "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
+        "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
+        start_task, "delegate", [TASK, CWD], codex=True),
+    "check-task": ToolSpec(
+        "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
+        "leave todo/doing, sending progress notifications; this blocks your turn, so use it when you have nothing "
+        "else to do. detail=true adds the full Codex message, commands and changes.",
+        check_task, "check", [TASK, CWD,
+                              Param("waitSeconds", "number", "wait up to this many seconds for the task to leave "
+                                    "todo/doing (0: answer at once)", keyword="wait_seconds", minimum=0,
+                                    maximum=MAX_WAIT_SECONDS),
+                              Param("detail", "boolean", "include the full Codex message, commands and changes")],
+        read_only=True, idempotent=True),
+    "accept-task": ToolSpec(
+        "Review a task in status review: Codex's report must be complete, every real change inside allowedPaths, "
+        "and the verify command must pass in the sandbox. Returns {taskId, action, reason, status}: done; rework "
+        "(already sent back: check-task again); boundary_confirmation (call again with approvePaths, or "
+        "rework-task); blocked. Not idempotent: it can start a rework.",
+        accept_task, "accept", [TASK, CWD, Param("approvePaths", ["string"], "paths outside allowedPaths to allow, "
+                                                 "after a boundary_confirmation", keyword="approve_paths")],
+        codex=True),
+    "rework-task": ToolSpec(
+        "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
+        "fourth blocks the task). Returns {taskId, threadId, status, reworkCount}. Next: check-task with "
+        "waitSeconds.",
+        rework_task, "rework", [TASK, Param("reviewItems", ["string"], "the specific things Codex must fix",
+                                            required=True, keyword="review_items"), CWD], codex=True),
+    "retry-task": ToolSpec(
+        "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. Next: start-task.",
+        retry_task, "retry", [TASK, CWD]),
+    "cancel-task": ToolSpec(
+        "Stop a queued or running task: Codex is killed and the task becomes blocked (retry-task brings it back).",
+        cancel_task, "cancel", [TASK, CWD]),
+    "list-tasks": ToolSpec(
+        "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
+        "reworkCount, goal, updated}], count, total, nextCursor}. Pass nextCursor back for the next page.",
+        list_tasks, "list", [CWD,
+                             Param("status", ["string"], "only tasks in these statuses", items_enum=list(STATUSES)),
+                             Param("limit", "integer", f"tasks per page (default {LIST_LIMIT}, at most 1000)",
+                                   minimum=1, maximum=1000),
+                             Param("cursor", "string", "the nextCursor of the previous page")],
+        read_only=True, idempotent=True),
 }
 
 
-def serve(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> None:
+def json_schema(shape: object) -> dict:
+    """A JSON schema from a SHAPES entry (or a Param's type)."""
+    if isinstance(shape, str):
+        return {"type": shape}
+    if isinstance(shape, list):
+        return {"type": "array", "items": json_schema(shape[0])}
+    properties = {key.rstrip("?"): json_schema(value) for key, value in shape.items()}
+    return {"type": "object", "properties": properties,
+            "required": [key for key in shape if not key.endswith("?")]}
+
+
+def input_schema(spec: ToolSpec) -> dict:
+    properties = {}
+    for param in spec.params:
+        schema = json_schema(param.type)
+        schema["description"] = param.description
+        if "items_enum" in param.extra:
+            schema["items"]["enum"] = param.extra["items_enum"]
+        schema.update({key: value for key, value in param.extra.items() if key in ("minimum", "maximum")})
+        properties[param.name] = schema
+    return {"type": "object", "properties": properties,
+            "required": [param.name for param in spec.params if param.required], "additionalProperties": False}
+
+
+def call_arguments(spec: ToolSpec, arguments: dict) -> dict:
+    """The service's keywords from a tool call's arguments, each of the declared JSON type; a
+    BadInput in the tool's own argument names for anything else."""
+    known = {param.name: param for param in spec.params}
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise BadInput(f"unknown argument{'s' * (len(unknown) > 1)} {', '.join(f'`{n}`' for n in unknown)}; "
+                       f"this tool takes {', '.join(f'`{n}`' for n in known)}")
+    keywords = {}
+    for name, param in known.items():
+        value = arguments.get(name)
+        if value is None:
+            if param.required:
+                raise BadInput(f"`{name}` is required: {param.description}")
+            continue
+        expected = param.type
+        ok = {"string": isinstance(value, str), "boolean": isinstance(value, bool),
+              "integer": isinstance(value, int) and not isinstance(value, bool)
+              or isinstance(value, float) and value.is_integer(),
+              "number": isinstance(value, (int, float)) and not isinstance(value, bool)}.get(expected) \
+            if isinstance(expected, str) else isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            wanted = {"string": "text", "boolean": "true or false", "integer": "a whole number",
+                      "number": "a number"}.get(expected, "a list of strings") if isinstance(expected, str) \
+                else "a list of strings"
+            raise BadInput(f"`{name}` must be {wanted}, not {json_type(value)}")
+        keywords[param.keyword] = value
+    return keywords
+
+
+def serve(cwd: str | None = None, codex_cmd: str | None = None) -> None:
     """Run the stdio MCP server until the client closes the connection."""
     try:
-        server = build_server(cwd, codex_cmd)
+        import anyio
+        from mcp.server.stdio import stdio_server
     except ImportError as error:
         raise OperationFailed(f"the MCP server needs the 'mcp' package ({error}): "
                               "pip install 'mcp>=2,<3', or install codex-mcp with pip") from None
-    server.run("stdio")
+    if sys.stdin.isatty():
+        print("codex-mcp serve: waiting for an MCP client on stdin (this is the server Claude Code starts; "
+              "register it with `claude mcp add`, or press Ctrl-D to stop)", file=sys.stderr, flush=True)
+    server = build_server(cwd, codex_cmd)
+
+    async def run() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+    anyio.run(run)
 
 
-def schema_type(hint: Any) -> Any:
-    """Rebuild the result TypedDicts with typing_extensions: before Python 3.12 pydantic cannot
-    derive an output schema from typing.TypedDict, and the CLI must not import typing_extensions."""
-    import typing
-
-    import typing_extensions
-    if typing.is_typeddict(hint):
-        fields = {name: schema_type(value) for name, value in typing.get_type_hints(hint).items()}
-        return typing_extensions.TypedDict(hint.__name__, fields, total=hint.__total__)
-    if typing.get_origin(hint) is list:
-        return list[schema_type(typing.get_args(hint)[0])]
-    return hint
-
-
-def build_server(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> Any:
-    """The MCP server object: thin async wrappers that run the service functions in threads."""
+def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object:
+    """The MCP server object: one table of tools, thin async wrappers that run the services in threads."""
     import functools
     import threading
-    from typing import Annotated
 
     import anyio
     import anyio.from_thread
     import anyio.to_thread
-    from mcp.server.mcpserver import Context, MCPServer
-    from mcp.server.mcpserver.exceptions import ToolError
-    from mcp.types import ToolAnnotations
-    from pydantic import Field
+    import mcp.types as types
+    from mcp.server.lowlevel import Server
 
     default_repo = cwd or os.getcwd()
-    server = MCPServer("codex-mcp", instructions=SERVER_INSTRUCTIONS, version=VERSION)
+    tools = [types.Tool(name=name, description=spec.description, input_schema=input_schema(spec),
+                        output_schema=json_schema(SHAPES[spec.shape]),
+                        annotations=types.ToolAnnotations(read_only_hint=spec.read_only,
+                                                          idempotent_hint=spec.idempotent, destructive_hint=False,
+                                                          open_world_hint=False))
+             for name, spec in TOOLS.items()]
 
-    async def call(fn: Callable, cwd: Optional[str], *args: Any) -> Any:
-        """Run a service in a thread (waits never block the server), in `cwd` or the server's repo."""
-        try:
-            return await anyio.to_thread.run_sync(functools.partial(fn, cwd or default_repo, *args),
-                                                  abandon_on_cancel=True)
-        except CodexMcpError as error:
-            raise ToolError(json.dumps(error.to_json(), ensure_ascii=False)) from None
+    async def list_tools(ctx: object, params: object) -> object:
+        return types.ListToolsResult(tools=tools)
 
-    def tool(name: str, read_only: bool = False, idempotent: bool = False) -> Callable:
-        return server.tool(name=name, description=TOOL_DESCRIPTIONS[name], structured_output=True,
-                           annotations=ToolAnnotations(read_only_hint=read_only, idempotent_hint=idempotent,
-                                                       destructive_hint=False, open_world_hint=False))
+    def answer(result: dict, error: bool = False) -> object:
+        text = json.dumps(result, ensure_ascii=False)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
+                                    structured_content=None if error else result, is_error=error)
 
-    Cwd = Annotated[Optional[str], Field(description="repository root; default: the server's working directory")]
-    TaskId = Annotated[str, Field(description="task id, like T-001")]
-
-    @tool("delegate-task")
-    async def delegate(
-        goal: Annotated[Optional[str], Field(description="what Codex should do (required unless fromFile)")] = None,
-        allowedPaths: Annotated[Optional[list[str]], Field(
-            description="paths Codex may change, relative to the repo root (required unless fromFile)")] = None,
-        constraints: Annotated[Optional[str], Field(description="rules Codex must keep")] = None,
-        acceptanceCriteria: Annotated[Optional[str], Field(description="what done means")] = None,
-        cwd: Cwd = None,
-        verify: Annotated[Optional[str], Field(description="shell command accept-task runs; must exit 0")] = None,
-        fromFile: Annotated[Optional[str], Field(description="start this existing todo task instead")] = None,
-        model: Annotated[Optional[str], Field(description="Codex model for this task")] = None,
-        reasoning: Annotated[Optional[str], Field(description="reasoning effort: low, medium, high")] = None,
-        timeoutSeconds: Annotated[Optional[int], Field(
-            description=f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})")] = None,
-        idleTimeoutSeconds: Annotated[Optional[int], Field(
-            description=f"stop Codex after this long without an event (default {DEFAULT_IDLE_TIMEOUT})")] = None,
-    ) -> schema_type(DelegateResult):
-        return await call(delegate_task, cwd, goal, allowedPaths, constraints, acceptanceCriteria,
-                          verify, model, reasoning, timeoutSeconds, idleTimeoutSeconds, fromFile, codex_cmd)
-
-    @tool("check-task", read_only=True, idempotent=True)
-    async def check(
-        taskId: TaskId, ctx: Context, cwd: Cwd = None,
-        waitSeconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description=(
-            "wait up to this many seconds for the task to leave todo/doing (0: answer at once)"))] = 0,
-        detail: Annotated[bool, Field(description="include the full Codex message, commands and changes")] = False,
-    ) -> schema_type(CheckResult):
+    async def call_tool(ctx: object, params: object) -> object:
+        spec = TOOLS.get(params.name)
+        if spec is None:
+            return answer(BadInput(f"no tool `{params.name}`; the tools are {', '.join(TOOLS)}").to_json(), True)
         stop = threading.Event()
-        started = time.monotonic()
-        last_report = [0.0]
-
-        def report(message: str) -> None:
-            with contextlib.suppress(Exception):
-                anyio.from_thread.run(ctx.report_progress, round(time.monotonic() - started, 1),
-                                      float(waitSeconds), message)
-            last_report[0] = time.monotonic()
-
-        def sleep(seconds: float) -> None:
-            if stop.wait(seconds):
-                raise OperationFailed("the wait was cancelled by the client")
-            if time.monotonic() - last_report[0] > 5:
-                report("waiting for Codex")
-
         try:
-            return await call(check_task, cwd, taskId, waitSeconds, detail,
-                              lambda task: report(f"{task.status}: {task.progress or task.reason}"), sleep)
+            keywords = call_arguments(spec, params.arguments or {})
+            repo = keywords.pop("cwd", None) or default_repo
+            if spec.codex:
+                keywords["codex_cmd"] = codex_cmd
+            if params.name == "check-task":
+                keywords.update(stop=stop, heartbeat=True, on_change=progress_reporter(ctx, keywords))
+            result = await anyio.to_thread.run_sync(functools.partial(spec.service, repo, **keywords),
+                                                    abandon_on_cancel=True)
+            return answer(result)
+        except CodexMcpError as error:
+            return answer(error.to_json(), True)
+        except OSError as error:
+            return answer(os_error(error, f"carry out {params.name}").to_json(), True)
         finally:
             stop.set()
 
-    @tool("accept-task")
-    async def accept(
-        taskId: TaskId, cwd: Cwd = None,
-        approvePaths: Annotated[Optional[list[str]], Field(
-            description="paths outside allowedPaths to allow, after a boundary_confirmation")] = None,
-    ) -> schema_type(AcceptResult):
-        return await call(accept_task, cwd, taskId, approvePaths, codex_cmd)
+    def progress_reporter(ctx: object, keywords: dict) -> Callable:
+        """Progress notifications for a wait (the session drops them when the client sent no token)."""
+        started, total = time.monotonic(), float(keywords.get("wait_seconds") or 0) or None
 
-    @tool("rework-task")
-    async def rework(
-        taskId: TaskId,
-        reviewItems: Annotated[list[str], Field(description="the specific things Codex must fix")],
-        cwd: Cwd = None,
-    ) -> schema_type(ReworkResult):
-        return await call(rework_task, cwd, taskId, reviewItems, codex_cmd)
+        def report(task: Task) -> None:
+            with contextlib.suppress(Exception):
+                anyio.from_thread.run(functools.partial(
+                    ctx.session.report_progress, round(time.monotonic() - started, 1), total,
+                    f"{task.status}: {task.progress or task.reason}"))
+        return report
 
-    @tool("retry-task")
-    async def retry(taskId: TaskId, cwd: Cwd = None) -> schema_type(RetryResult):
-        return await call(retry_task, cwd, taskId)
-
-    @tool("cancel-task")
-    async def cancel(taskId: TaskId, cwd: Cwd = None) -> schema_type(CancelResult):
-        return await call(cancel_task, cwd, taskId)
-
-    @tool("list-tasks", read_only=True, idempotent=True)
-    async def list_all(cwd: Cwd = None) -> schema_type(ListResult):
-        return await call(list_tasks, cwd)
-
-    return server
+    return Server("codex-mcp", version=VERSION, instructions=SERVER_INSTRUCTIONS, on_list_tools=list_tools,
+                  on_call_tool=call_tool)
 
 
 # ====================================================================================================
-# 10. main
+# 17. main
 # ====================================================================================================
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     """Run the CLI; print one JSON object; return the exit status (0, 1 or 2)."""
-    pretty = False
+    argv = sys.argv[1:] if argv is None else argv
+    pretty = "--pretty" in argv
     try:
-        args = build_parser().parse_args(argv)
-        pretty = getattr(args, "pretty", False)
-        args.cwd = getattr(args, "cwd", None) or os.getcwd()
+        args = build_parser(command_name(argv)).parse_args(argv)
+        args.cwd = os.path.abspath(getattr(args, "cwd", None) or os.getcwd())
         args.codex_cmd = getattr(args, "codex_cmd", None)
         result = run_command(args)
     except CodexMcpError as error:
         result, status = error.to_json(), error.exit_status
+    except OSError as error:
+        failure = os_error(error, "carry out the command")
+        result, status = failure.to_json(), failure.exit_status
     except KeyboardInterrupt:
         result, status = {"error": {"code": "interrupted", "message": "interrupted"}}, 1
     else:
         if result is None:
             return 0
         status = 0
-    print(json.dumps(result, ensure_ascii=False, indent=2 if pretty else None))
+    if "error" in result:
+        result["error"]["message"] = cli_words(result["error"]["message"])
+    if isinstance(result.get("next"), str):
+        result["next"] = cli_words(result["next"])
+    try:
+        print(json.dumps(result, ensure_ascii=False, indent=2 if pretty else None), flush=True)
+    except BrokenPipeError:            # `codex-mcp list | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return status
 
 

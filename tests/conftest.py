@@ -142,3 +142,9 @@ def harness(tmp_path: Path, repo: Path, codex_bin: str):
         with __import__("contextlib").suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     assert not leftovers, f"processes left behind: {leftovers}"
+
+
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path_factory, monkeypatch):
+    """Plain folders keep the tool's state under $XDG_STATE_HOME: never the real home in tests."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_clean_accept_is_done(harness):
     assert out["changedFiles"] == ["modified src/app.py"] and out["verify"]["passed"] is True
     assert "filesChangedMismatch" not in out and "outOfBounds" not in out
     task = h.task("T-001")
-    assert task.status == "done" and "exit status: 0" in task.verification
+    assert task.status == "done" and "sandboxed; passed" in task.verification
     assert history(h)[-1].startswith("review -> done: accepted: the report is complete")
     assert len(str(out)) < 1500
 
@@ -72,23 +73,23 @@ def test_undeclared_write_outside_is_reworked_then_done_once_reverted(harness):
     h = harness
     start(h, {"run": "printf 'x = 2\\n' > src/app.py && echo hacked >> README.md && echo t > .env"},
           {"say": report(files=["src/app.py"])})
-    h.server.push({"run": "git checkout -- README.md 2>/dev/null || printf 'demo\\n' > README.md; rm .env"},
+    script = h.repo / ".git/codex-mcp/runs/T-001.revert-1.sh"
+    h.server.push({"run": f"sh {script}"},                  # Codex does what the review item says
                   {"say": report(summary="Reverted.", files=["src/app.py"])})
     out = h.ok("accept", "T-001")
     assert out["action"] == "rework" and out["status"] == "doing" and out["reworkCount"] == 1
     assert out["outOfBounds"] == [".env", "README.md"]
-    assert out["reviewItems"][0].endswith(".env, README.md")
+    assert ": .env, README.md. Run: sh " in out["reviewItems"][0]
     assert out["filesChangedMismatch"] == {"changedButUnreported": [".env", "README.md"]}
     assert "[OUTSIDE ALLOWED PATHS]" in h.task("T-001").changes
-    rework_prompt = None
     assert h.wait("T-001")["status"] == "review"
     rework_prompt = h.server.texts(len(h.server.requests) - 2)
-    assert "Revert exactly these paths" in rework_prompt and ".env, README.md" in rework_prompt
-    assert (h.repo / "README.md").read_text() == "demo\n"
+    assert "Revert these paths" in rework_prompt and str(script) in rework_prompt
+    assert (h.repo / "README.md").read_text() == "demo\n" and not (h.repo / ".env").exists()
     out = h.ok("accept", "T-001")
     assert out["action"] == "done", out
     assert out["changedFiles"] == ["modified src/app.py"]
-    assert h.task("T-001").rounds[0].startswith("1. Revert exactly these paths")
+    assert h.task("T-001").rounds[0].startswith("1. Revert these paths")
 
 
 def test_declared_outside_change_asks_for_confirmation_then_approve(harness):
@@ -97,8 +98,8 @@ def test_declared_outside_change_asks_for_confirmation_then_approve(harness):
           {"say": report(files=["src/app.py", "README.md"])})
     out = h.ok("accept", "T-001")
     assert out["action"] == "boundary_confirmation" and out["status"] == "review"
-    assert out["outOfBounds"] == ["README.md"] and "approvePaths" in out["next"]
-    assert "boundary confirmation needed: README.md" in history(h)[-1]
+    assert out["outOfBounds"] == ["README.md"] and "--approve-paths" in out["next"]
+    assert "said so: README.md" in history(h)[-1]
     out = h.ok("accept", "T-001", "--approve-paths", "README.md")
     assert out["action"] == "done", out
     task = h.task("T-001")
@@ -128,7 +129,8 @@ def test_symlink_escape_is_outside(harness):
     assert out["action"] == "boundary_confirmation"
     assert out["outOfBounds"] == ["src/passwd", "src/readme"]
     assert "symlink to /etc/passwd" in h.task("T-001").changes
-    assert history(h)[-1] == "boundary confirmation needed: src/passwd, src/readme"
+    assert history(h)[-1].startswith("boundary confirmation needed: Codex changed paths outside the allowed paths "
+                                      "and said so: src/passwd, src/readme")
     assert h.task("T-001").status == "review"
 
 
@@ -153,15 +155,16 @@ def test_codex_editing_its_own_record_is_undone_and_reported(harness):
     task = h.task("T-001")
     assert task.status == "review" and task.verify == "grep -q x src/app.py"
     assert not any("forged" in line for line in task.history)
-    assert task.tampered == "agents/tasks/T-001.md: Status, Verify, History (restored)"
+    assert task.tampered.startswith("T-001 record: Status, Verify, History (put back); the changed text is saved at ")
+    saved = task.tampered.split("saved at ")[1]
+    assert "- Status: done" in Path(saved).read_text() and "echo pwned" in Path(saved).read_text()
     out = h.ok("accept", "T-001")
-    assert out["action"] == "rework" and "recordTampered" in out
+    assert out["action"] == "rework" and out["recordsRestored"][0].startswith("T-001 record: Status, Verify")
     assert out["reviewItems"][0].startswith("Do not touch agents/tasks/ again")
-    assert out["recordTampered"] == "agents/tasks/T-001.md: Status, Verify, History (restored)"
     h.server.push({"say": report(files=[])})
     assert h.wait("T-001")["status"] == "review"
     out = h.ok("accept", "T-001")
-    assert out["action"] == "done" and "recordTampered" not in out
+    assert out["action"] == "done" and "recordsRestored" not in out
 
 
 def test_a_files_changed_list_that_lies_is_reported(harness):
@@ -178,11 +181,11 @@ def test_failing_verify_is_sent_back_with_its_output(harness):
     start(h, {"say": report()}, verify="echo 'FAILED test_x: expected 2' && exit 3")
     h.server.push({"say": report()})
     out = h.ok("accept", "T-001")
-    assert out["action"] == "rework" and out["verify"] == {"passed": False, "exitStatus": 3,
+    assert out["action"] == "rework" and out["verify"] == {"passed": False, "exitStatus": 3, "sandboxed": True,
                                                           "outputTail": "FAILED test_x: expected 2"}
-    assert "FAILED test_x: expected 2" in out["reviewItems"][0]
+    assert "exited 3. Make it pass. Its output ended with:\nFAILED test_x: expected 2" in out["reviewItems"][0]
     task = h.task("T-001")
-    assert "exit status: 3" in task.verification and "FAILED test_x" in task.rounds[0]
+    assert "sandboxed; exited 3" in task.verification and "FAILED test_x" in task.rounds[0]
     assert h.wait("T-001")["status"] == "review"
     path = h.repo / "agents/tasks/T-001.md"           # a person fixes the verify command by hand
     path.write_text(path.read_text().replace("echo 'FAILED test_x: expected 2' && exit 3", "true"))
@@ -198,7 +201,7 @@ def test_four_reworks_block_and_retry_resets_the_budget(harness):
         assert h.wait("T-001")["status"] == "review"
     status, out = h.cli("rework", "T-001", "--items", "round 4")
     assert status == 1 and out["error"]["code"] == "refused_transition"
-    assert "3 reworks" in out["error"]["message"] and "retry-task" in out["error"]["message"]
+    assert "3 reworks" in out["error"]["message"] and "`codex-mcp retry`" in out["error"]["message"]
     task = h.task("T-001")
     assert task.status == "blocked" and task.rework_count == 3 and len(task.rounds) == 3
     assert history(h)[-1].startswith("review -> blocked: a rework was asked for, but the limit (3) is used up")
@@ -240,11 +243,13 @@ def test_a_large_result_is_trimmed_to_the_budget_and_says_so(harness):
           {"say": report(files=["src/generated/"])})
     h.server.push({"say": report()})
     out = h.ok("accept", "T-001")
-    assert out["action"] == "rework" and out["diffStat"] == "300 files: 300 added"
+    assert out["action"] == "rework" and out["diffStat"] == "300 paths: 300 added"
     assert len(json.dumps(out, ensure_ascii=False).encode()) <= 1500
-    assert len(out["changedFiles"]) + out["changedFilesOmitted"] == 300
-    assert len(out["outOfBounds"]) + out.get("outOfBoundsOmitted", 0) == 150
-    unreported = out["filesChangedMismatch"]
-    assert len(unreported["changedButUnreported"]) + unreported.get("changedButUnreportedOmitted", 0) == 150
-    assert "outside/generated/file_number_99.txt" in h.task("T-001").changes     # the record has all
+    assert out["changedFiles"] == ["added outside/generated/ (150 files)", "added src/generated/ (150 files)"]
+    assert out["outOfBounds"] == ["outside/generated/ (150 files)"]
+    assert out["filesChangedMismatch"] == {"changedButUnreported": ["outside/generated/ (150 files)"]}
+    item = out["reviewItems"][0]
+    assert "outside/generated/ (150 files)" in item and "file_number_99" not in item and len(item) < 400
+    rounds = h.task("T-001").rounds[0]
+    assert len(rounds) < 1000                                       # the record does not grow by the list
     h.wait("T-001")

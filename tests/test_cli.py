@@ -45,7 +45,7 @@ def test_readme_walkthrough_check_list_retry_on_the_example(example_repo):
 
     status, out = run_cli("retry", "T-001", cwd=example_repo)
     assert status == 1 and out["error"]["code"] == "refused_transition"
-    assert "it is todo" in out["error"]["message"] and "delegate --file T-001" in out["error"]["message"]
+    assert "it is todo" in out["error"]["message"] and "`codex-mcp start` starts it" in out["error"]["message"]
 
 
 def test_pretty_and_options_after_the_command(example_repo):
@@ -58,7 +58,8 @@ def test_pretty_and_options_after_the_command(example_repo):
     (["check", "T-404"], "not_found", 2),
     (["check", "../etc/passwd"], "bad_input", 2),
     (["check"], "bad_input", 2),
-    (["check", "T-001", "--wait", "601"], "bad_input", 2),
+    (["check", "T-001", "--wait", "-1"], "bad_input", 2),
+    (["check", "T-001", "--wait", "soon"], "bad_input", 2),
     (["frobnicate"], "bad_input", 2),
     (["delegate"], "bad_input", 2),
     (["delegate", "--goal", "g"], "bad_input", 2),
@@ -124,15 +125,14 @@ def test_help_documents_exit_codes_and_commands():
         assert flag in done.stdout
 
 
-def test_run_logs_are_ignored_by_git(tmp_path):
+def test_the_tools_state_lives_in_the_git_directory_and_nothing_is_left_untracked(tmp_path):
     from conftest import git, make_repo
     repo = make_repo(tmp_path / "repo")
     status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex="no-such-codex")
     run_cli("check", "T-001", "--wait", "20", cwd=repo)
-    assert (repo / "agents/tasks/.codex-mcp/runs").is_dir()
-    untracked = git(repo, "status", "--porcelain", "--untracked-files=all").split("\n")
-    assert "?? agents/tasks/T-001.md" in untracked
-    assert not any(".codex-mcp" in line for line in untracked)
+    assert (repo / ".git/codex-mcp/runs").is_dir() and (repo / ".git/codex-mcp/records/T-001.md").is_file()
+    untracked = git(repo, "status", "--porcelain", "--untracked-files=all").strip().split("\n")
+    assert untracked == ["?? agents/tasks/T-001.md"]
 
 
 def test_a_record_edit_before_any_run_leaves_nothing_untracked(tmp_path):
@@ -143,6 +143,6 @@ def test_a_record_edit_before_any_run_leaves_nothing_untracked(tmp_path):
     shutil.copy(EXAMPLE, tasks / "T-001.md")
     git(repo, "add", ".")
     git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "task")
-    assert run_cli("retry", "T-001", cwd=repo)[0] == 0        # the store lock is the first state file
-    assert (repo / "agents/tasks/.codex-mcp/store.lock").exists()
+    assert run_cli("retry", "T-001", cwd=repo)[0] == 0
+    assert (repo / ".git/codex-mcp/locks/store.lock").exists()
     assert git(repo, "status", "--porcelain", "--untracked-files=all").split() == ["M", "agents/tasks/T-001.md"]

@@ -256,7 +256,7 @@ def test_codex_hanging_with_no_output_past_the_idle_timeout(harness, tmp_path):
     silent = script(tmp_path / "silent-codex", "sleep 120 # drill-silent\n")
     h.ok("--codex-cmd", silent, "delegate", "--goal", "g", "--paths", "src/", "--idle-timeout", "2")
     out = h.wait("T-001", seconds=30)
-    assert out["status"] == "blocked" and out["reason"].startswith("idle timeout: no event from Codex for 2 s")
+    assert out["status"] == "blocked" and out["reason"].startswith("idle timeout: no progress from Codex for 2 s")
 
 
 def test_codex_missing_from_path(harness):
@@ -305,11 +305,32 @@ BAD_INPUTS = [
      {"goal": "g", "allowedPaths": "src/"}, "bad_input|valid list"),
     ("file and goal", ["delegate", "--file", "T-001", "--goal", "g"], "delegate-task",
      {"fromFile": "T-001", "goal": "g"}, "bad_input"),
-    ("file not todo", ["delegate", "--file", "T-001"], "delegate-task", {"fromFile": "T-001"}, "refused_transition"),
-    ("wait too long", ["check", "T-001", "--wait", "601"], "check-task", {"taskId": "T-001", "waitSeconds": 601},
-     "bad_input|less than or equal"),
+    ("file not todo", ["delegate", "--file", "T-001"], "start-task", {"taskId": "T-001"}, "refused_transition"),
+    ("start not todo", ["start", "T-001"], "start-task", {"taskId": "T-001"}, "refused_transition"),
+    ("wait not a number", ["check", "T-001", "--wait", "soon"], "check-task", {"taskId": "T-001", "waitSeconds": 601},
+     "bad_input"),
     ("wait negative", ["check", "T-001", "--wait", "-1"], "check-task", {"taskId": "T-001", "waitSeconds": -1},
-     "bad_input|greater than or equal"),
+     "bad_input"),
+    ("wait as text", ["check", "T-001", "--wait", "ten"], "check-task", {"taskId": "T-001", "waitSeconds": "10"},
+     "bad_input"),
+    ("timeout as text", ["delegate", "--goal", "g", "--paths", "src/", "--timeout", "soon"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["src/"], "timeoutSeconds": "soon"}, "bad_input"),
+    ("detail as text", ["check", "T-001", "--detail", "yes"], "check-task", {"taskId": "T-001", "detail": "yes"},
+     "bad_input"),
+    ("id as number", ["check", "1"], "check-task", {"taskId": 1}, "bad_input"),
+    ("missing id", ["check"], "check-task", {}, "bad_input"),
+    ("glob path", ["delegate", "--goal", "g", "--paths", "src/**"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["src/**"]}, "bad_input"),
+    ("goal with U+FFFD", ["delegate", "--goal", "g\ufffd", "--paths", "src/"], "delegate-task",
+     {"goal": "g\ufffd", "allowedPaths": ["src/"]}, "bad_input"),
+    ("path with U+FFFD", ["delegate", "--goal", "g", "--paths", "src\ufffd"], "delegate-task",
+     {"goal": "g", "allowedPaths": ["src\ufffd"]}, "bad_input"),
+    ("relative cwd", ["--cwd", "no/such/place", "list"], "list-tasks", {"cwd": "no/such/place"}, "bad_input"),
+    ("cwd is a file", ["--cwd", "/etc/hostname", "list"], "list-tasks", {"cwd": "/etc/hostname"}, "is a file"),
+    ("cwd is a git dir", ["--cwd", "GITDIR", "list"], "list-tasks", {"cwd": "GITDIR"}, "git directory"),
+    ("list bad status", ["list", "--status", "nearly"], "list-tasks", {"status": ["nearly"]}, "bad_input"),
+    ("list bad limit", ["list", "--limit", "0"], "list-tasks", {"limit": 0}, "bad_input"),
+    ("list bad cursor", ["list", "--cursor", "../../x:1"], "list-tasks", {"cursor": "../../x:1"}, "bad_input"),
     ("accept blocked", ["accept", "T-001"], "accept-task", {"taskId": "T-001"}, "refused_transition"),
     ("rework no items", ["rework", "T-001", "--items", " , "], "rework-task", {"taskId": "T-001", "reviewItems": []},
      "bad_input"),
@@ -323,6 +344,7 @@ BAD_INPUTS = [
 
 @pytest.fixture
 def messy_repo(tmp_path: Path) -> Path:
+    (tmp_path / ".git").mkdir()                      # a git directory to point `cwd` at (not a repository)
     tasks = tmp_path / "agents" / "tasks"
     tasks.mkdir(parents=True)
     (tasks / "T-001.md").write_text((ROOT / "agents/tasks/T-001.md").read_text())
@@ -340,6 +362,8 @@ def files_of(repo: Path) -> dict:
 @pytest.mark.parametrize("name, cli_args, tool, arguments, expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_through_cli_and_mcp(messy_repo, name, cli_args, tool, arguments, expected):
     before = files_of(messy_repo)
+    cli_args = [str(messy_repo / ".git") if arg == "GITDIR" else arg for arg in cli_args]
+    arguments = {k: str(messy_repo / ".git") if v == "GITDIR" else v for k, v in arguments.items()}
     args = cli_args if cli_args[0] == "--cwd" else ["--cwd", str(messy_repo), *cli_args]
     done = subprocess.run([sys.executable, MODULE, "--codex-cmd", "codex", *args], capture_output=True,
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"})
@@ -354,8 +378,11 @@ def test_bad_input_through_cli_and_mcp(messy_repo, name, cli_args, tool, argumen
     result = anyio.run(call)
     assert result.is_error and any(word in result.content[0].text for word in expected.split("|")), \
         result.content[0].text
+    error = json.loads(result.content[0].text)["error"]            # the same shape as the CLI's
+    assert error["code"] == out["error"]["code"] or name in ("wait not a number",) and error["code"] == "bad_input"
+    assert "`--" not in error["message"] and "pydantic" not in error["message"].lower()   # MCP's own words
     assert files_of(messy_repo) == before
 
 
-def test_thirty_bad_inputs_at_least():
-    assert len(BAD_INPUTS) >= 30
+def test_forty_bad_inputs_at_least():
+    assert len(BAD_INPUTS) >= 40

@@ -18,7 +18,8 @@ from conftest import ROOT
 from model_server import report
 
 SNAPSHOT = ROOT / "tests" / "snapshots" / "list_tools.json"
-TOOLS = {"delegate-task", "check-task", "accept-task", "rework-task", "retry-task", "list-tasks", "cancel-task"}
+TOOLS = {"delegate-task", "start-task", "check-task", "accept-task", "rework-task", "retry-task", "list-tasks",
+         "cancel-task"}
 
 
 def call(server, name: str, args: dict, **kw):
@@ -55,11 +56,14 @@ def test_tools_list_is_pinned_by_a_snapshot(example_repo):
 def test_schemas_annotations_and_descriptions(example_repo):
     tools = {t["name"]: t for t in tools_list(cm.build_server(str(example_repo)))}
     required = {name: set(t["inputSchema"].get("required", [])) for name, t in tools.items()}
-    assert required == {"delegate-task": set(), "check-task": {"taskId"}, "accept-task": {"taskId"},
-                        "rework-task": {"taskId", "reviewItems"}, "retry-task": {"taskId"},
+    assert required == {"delegate-task": {"goal", "allowedPaths"}, "start-task": {"taskId"}, "check-task": {"taskId"},
+                        "accept-task": {"taskId"}, "rework-task": {"taskId", "reviewItems"}, "retry-task": {"taskId"},
                         "cancel-task": {"taskId"}, "list-tasks": set()}
     delegate = tools["delegate-task"]["inputSchema"]["properties"]
-    assert {"goal", "allowedPaths", "constraints", "acceptanceCriteria", "cwd", "verify", "fromFile"} <= set(delegate)
+    assert {"goal", "allowedPaths", "constraints", "acceptanceCriteria", "cwd", "verify", "verifySandbox"} <= \
+        set(delegate) and "fromFile" not in delegate
+    assert delegate["allowedPaths"] == {"type": "array", "items": {"type": "string"},
+                                        "description": delegate["allowedPaths"]["description"]}
     assert tools["check-task"]["inputSchema"]["properties"]["waitSeconds"]["maximum"] == 600
     assert "approvePaths" in tools["accept-task"]["inputSchema"]["properties"]
     for name, tool in tools.items():
@@ -79,7 +83,7 @@ def test_results_are_structured_with_the_same_json_as_text(example_repo):
     result = call(server, "check-task", {"taskId": "T-001"})
     assert not result.is_error
     assert json.loads(result.content[0].text) == result.structured_content
-    assert result.structured_content == cm.check_task(example_repo, "T-001")
+    assert result.structured_content == cm.check_task(example_repo, task_id="T-001")
     assert len(result.content[0].text.encode()) < 1500
     listed = call(server, "list-tasks", {})
     assert listed.structured_content["tasks"][0]["taskId"] == "T-001"
@@ -100,20 +104,24 @@ def test_cwd_is_per_call(example_repo, tmp_path):
 BAD_CALLS = [
     ("check-task", {"taskId": "../../etc/passwd"}, "bad_input"),
     ("check-task", {"taskId": "T-404"}, "not_found"),
-    ("check-task", {"taskId": 12}, "valid string"),
-    ("check-task", {}, "taskId"),
-    ("check-task", {"taskId": "T-001", "waitSeconds": 601}, "less than or equal to 600"),
-    ("delegate-task", {"goal": "g"}, "allowed paths are required"),
+    ("check-task", {"taskId": 12}, "`taskId` must be text, not a number"),
+    ("check-task", {}, "`taskId` is required"),
+    ("check-task", {"taskId": "T-001", "waitSeconds": 601}, "`waitSeconds` must be a number of seconds from 0 to 600"),
+    ("check-task", {"taskId": "T-001", "cwd": "relative/dir"}, "`cwd` 'relative/dir' is relative"),
+    ("delegate-task", {"goal": "g"}, "`allowedPaths` is required"),
     ("delegate-task", {"goal": "g", "allowedPaths": ["/etc"]}, "is absolute"),
-    ("delegate-task", {"goal": "g", "allowedPaths": "src/"}, "valid list"),
-    ("delegate-task", {"allowedPaths": ["src/"]}, "goal is required"),
+    ("delegate-task", {"goal": "g", "allowedPaths": "src/"}, "`allowedPaths` must be a list of strings, not text"),
+    ("delegate-task", {"allowedPaths": ["src/"]}, "`goal` is required"),
     ("delegate-task", {"goal": "x" * 20001, "allowedPaths": ["src/"]}, "at most 20000"),
-    ("delegate-task", {"fromFile": "T-001"}, "refused_transition"),
+    ("delegate-task", {"fromFile": "T-001"}, "unknown argument `fromFile`"),
+    ("delegate-task", {"goal": "g", "allowedPaths": ["src/"], "timeoutSeconds": "1h"},
+     "`timeoutSeconds` must be a whole number, not text"),
+    ("start-task", {"taskId": "T-001"}, "needs a todo task"),
     ("accept-task", {"taskId": "T-001"}, "needs a review task"),
-    ("rework-task", {"taskId": "T-001", "reviewItems": []}, "reviewItems is required"),
+    ("rework-task", {"taskId": "T-001", "reviewItems": []}, "`reviewItems` is required"),
     ("rework-task", {"taskId": "T-001", "reviewItems": ["x"]}, "needs a review task"),
     ("cancel-task", {"taskId": "T-001"}, "cancel stops only"),
-    ("unknown-tool", {}, "Unknown tool"),
+    ("unknown-tool", {}, "no tool `unknown-tool`"),
 ]
 
 
@@ -169,14 +177,14 @@ def test_cancelled_wait_stops_promptly_and_other_calls_are_answered(harness, mon
     h.server.push({"hang": True})
     h.ok("delegate", "--goal", "g", "--paths", "src/")
     ended = []
-    real = cm.check_task
+    real = cm.wait_until
 
     def watched(*args, **kwargs):
         try:
             return real(*args, **kwargs)
         finally:
             ended.append(time.monotonic())
-    monkeypatch.setattr(cm, "check_task", watched)
+    monkeypatch.setattr(cm, "wait_until", watched)
     server = cm.build_server(str(h.repo), h.codex)
 
     async def go():
@@ -322,14 +330,15 @@ def test_delegate_task_takes_per_task_timeouts(harness):
     assert done.structured_content["status"] == "blocked"
     assert done.structured_content["reason"].startswith("idle timeout")
     bad = call(server, "delegate-task", {"goal": "g", "allowedPaths": ["src/"], "timeoutSeconds": 0})
-    assert bad.is_error and "between 1 and" in bad.content[0].text
+    assert bad.is_error and "`timeoutSeconds` must be a number of seconds from 1 to" in bad.content[0].text
 
 
 @pytest.mark.codex
 def test_every_tool_answers_in_memory(harness):
-    """One in-memory session through all seven tools, against the real Codex CLI."""
+    """One in-memory session through all eight tools, against the real Codex CLI."""
     h = harness
-    h.server.push({"say": report(files=["src/app.py"])}, {"say": report(summary="Reworked.")}, {"hang": True})
+    h.server.push({"say": report(files=["src/app.py"])}, {"say": report(summary="Reworked.")}, {"hang": True},
+                  {"say": report(summary="Second start.")})
     os.environ["CODEX_HOME"] = h.env["CODEX_HOME"]
 
     async def go():
@@ -344,9 +353,14 @@ def test_every_tool_answers_in_memory(harness):
             out["rework"] = await tool("rework-task", taskId="T-001", reviewItems=["tighten it"])
             out["check"] = await tool("check-task", taskId="T-001", waitSeconds=60, detail=True)
             out["accept"] = await tool("accept-task", taskId="T-001")
+            asked = len(h.server.requests)
             await tool("delegate-task", goal="second", allowedPaths=["src/"])
+            while len(h.server.requests) == asked:        # cancel once Codex is waiting on the model
+                await anyio.sleep(0.05)
             out["cancel"] = await tool("cancel-task", taskId="T-002")
             out["retry"] = await tool("retry-task", taskId="T-002")
+            out["start"] = await tool("start-task", taskId="T-002")
+            await tool("check-task", taskId="T-002", waitSeconds=60)
             out["list"] = await tool("list-tasks")
             return out
     try:
@@ -355,10 +369,14 @@ def test_every_tool_answers_in_memory(harness):
         del os.environ["CODEX_HOME"]
     assert out["delegate"]["taskId"] == "T-001" and out["delegate"]["threadId"]
     assert out["rework"] == {"taskId": "T-001", "threadId": out["delegate"]["threadId"], "status": "doing",
-                             "reworkCount": 1, "next": cm.NEXT_STEP["doing"]}
+                             "reworkCount": 1, "next": cm.NEXT_STEPS["rework"]}
     assert out["check"]["status"] == "review" and out["check"]["reviewRounds"] == ["1. tighten it"]
     assert "## Summary\nReworked." in out["check"]["codexResult"]
     assert out["accept"]["action"] == "done" and out["accept"]["status"] == "done"
     assert out["cancel"]["status"] == "blocked" and out["cancel"]["reason"].startswith("cancelled")
     assert out["retry"]["status"] == "todo"
-    assert [(t["taskId"], t["status"]) for t in out["list"]["tasks"]] == [("T-001", "done"), ("T-002", "todo")]
+    assert out["start"]["status"] in ("doing", "review") and out["start"].get("threadId") != \
+        h.task("T-002").history and "progress" in out["start"]
+    assert [(t["taskId"], t["status"]) for t in out["list"]["tasks"]] == [("T-002", "review"), ("T-001", "done")], \
+        h.record("T-002") + (h.repo / ".git/codex-mcp/runs/T-002.worker.log").read_text()
+    assert out["list"]["total"] == 2 and "nextCursor" not in out["list"]

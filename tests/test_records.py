@@ -78,7 +78,7 @@ def test_a_file_the_tool_did_not_change_is_not_rewritten(tmp_path):
     time.sleep(0.01)
     with store.update(task.id):
         pass
-    cm.check_task(tmp_path, task.id)
+    cm.check_task(tmp_path, task_id=task.id)
     cm.list_tasks(tmp_path)
     assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
 
@@ -158,14 +158,14 @@ def test_malformed_file_is_reported_and_never_overwritten(tmp_path):
     path = store.path(task.id)
     bad = path.read_text().replace("- Status: todo", "- Status: later")
     path.write_text(bad)
-    for call in (lambda: cm.check_task(tmp_path, task.id), lambda: cm.retry_task(tmp_path, task.id),
-                 lambda: cm.cancel_task(tmp_path, task.id)):
+    for call in (lambda: cm.check_task(tmp_path, task_id=task.id), lambda: cm.retry_task(tmp_path, task_id=task.id),
+                 lambda: cm.cancel_task(tmp_path, task_id=task.id)):
         with pytest.raises(cm.MalformedRecord) as error:
             call()
         assert "agents/tasks/T-001.md:7:" in error.value.message
     assert path.read_text() == bad
     listed = cm.list_tasks(tmp_path)["tasks"][0]
-    assert listed["status"] is None and "Status must be one of" in listed["error"]
+    assert "status" not in listed and "Status must be one of" in listed["error"]
 
 
 def test_task_ids_are_validated_and_normalised(tmp_path):
@@ -203,7 +203,8 @@ def test_ids_keep_sorting_past_999(tmp_path):
         cm.atomic_write(store.path(f"T-{n}"), cm.render_task(cm.new_task(f"T-{n}", "g", ["a"])))
     assert store.create(cm.new_task("T-0", "g", ["a"])).id == "T-1000"
     assert store.create(cm.new_task("T-0", "g", ["a"])).id == "T-1001"
-    assert [t["taskId"] for t in cm.list_tasks(tmp_path)["tasks"]] == ["T-998", "T-999", "T-1000", "T-1001"]
+    # all four were updated in the same second: newest first, then by number, T-1000 after T-999
+    assert [t["taskId"] for t in cm.list_tasks(tmp_path)["tasks"]] == ["T-1001", "T-1000", "T-999", "T-998"]
 
 
 LOCK_HOLDER = """

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,14 @@ def test_report_sections_in_the_usual_spellings(message):
 def test_empty_or_absent_sections_are_missing():
     assert cm.missing_sections(cm.parse_report("## Summary\nok\n## Tests\n\n## Files Changed\n- a\n")) == ["Tests"]
     assert cm.missing_sections(cm.parse_report("Done! Tests pass.")) == ["Summary", "Tests", "Files Changed"]
-    assert cm.missing_sections(cm.parse_report("## Summary\nok\n## Tests\nn/a\n## Files Changed\nNone\n")) == ["Tests"]
+
+
+@pytest.mark.parametrize("tests", ["none", "None: nothing to run", "n/a", "No tests were run (docs only)", "无"])
+def test_a_tests_section_saying_none_is_present_and_says_no_tests_ran(tests):
+    report = cm.parse_report(f"## Summary\nok\n## Tests\n{tests}\n## Files Changed\nNone\n")
+    assert cm.missing_sections(report) == []
+    assert cm.tests_run(report) is False
+    assert cm.tests_run(cm.parse_report("## Tests\npytest: 3 passed")) is True
 
 
 def test_headings_inside_code_blocks_do_not_count():
@@ -39,11 +47,12 @@ def test_headings_inside_code_blocks_do_not_count():
     assert cm.missing_sections(cm.parse_report(message)) == ["Tests"]
 
 
-def test_declared_files_tolerates_notes_status_letters_and_renames():
+def test_declared_files_tolerates_notes_status_letters_renames_and_spaces():
     text = ("- `src/a.py` (new)\n- M src/b.py\n- src/c.py - refactored\n* src/old.py -> src/new.py\n"
-            "- /repo/src/d.py\n- ./src/e.py: fixed\n")
+            "- /repo/src/d.py\n- ./src/e.py: fixed\n- docs/my notes.md\n"
+            "- SANDBOX DENIED: could not write ~/.npmrc\n")
     assert cm.declared_files(text, Path("/repo")) == ["src/a.py", "src/b.py", "src/c.py", "src/old.py",
-                                                      "src/new.py", "src/d.py", "src/e.py"]
+                                                      "src/new.py", "src/d.py", "src/e.py", "docs/my notes.md"]
 
 
 @pytest.mark.parametrize("path, allowed, inside", [
@@ -71,10 +80,15 @@ def test_symlinks_leaving_the_boundary_are_outside():
 
 
 @pytest.mark.parametrize("raw", ["/etc", "C:/x", "src/../../x", "..", "", "  ", ".git/hooks", "agents/tasks",
-                                 "agents/tasks/T-001.md", "agents", "a\nb", 5])
+                                 "agents/tasks/T-001.md", "agents", "a\nb", 5, "src/**", "src/*.py", "a?b", "[ab]/x"])
 def test_bad_allowed_paths_are_refused(tmp_path, raw):
     with pytest.raises(cm.BadInput):
         cm.validate_allowed_path(raw, tmp_path)
+
+
+def test_glob_characters_are_refused_with_a_clear_error(tmp_path):
+    with pytest.raises(cm.BadInput, match="glob characters.*`src/` admits everything under src/"):
+        cm.validate_allowed_path("src/**", tmp_path)
 
 
 def test_allowed_path_through_a_symlink_out_of_the_repo_is_refused(tmp_path):
@@ -87,13 +101,28 @@ def test_allowed_path_through_a_symlink_out_of_the_repo_is_refused(tmp_path):
     assert cm.validate_allowed_path("./", repo) == "."
 
 
-def changes_between(repo: Path, mutate) -> list:
-    before = cm.snapshot(repo)
+# -- snapshots of real folders -------------------------------------------------------------------------
+
+def workspace(repo: Path) -> "cm.Workspace":
+    ws = cm.Workspace.in_place(cm.Store(repo))
+    assert ws.changes() == {}                     # the first call takes the snapshot
+    return ws
+
+
+def changes_between(repo: Path, mutate, fast: bool = True) -> list:
+    ws = workspace(repo)
     mutate(repo)
-    after = cm.snapshot(repo, before)
-    store = cm.Store(repo)
-    cm.record_changes(store, "T-001", before, after)
-    return cm.load_changes(store, "T-001")
+    changes = run_changes(ws, fast)
+    cm.add_changes(ws.store, "T-001", changes, lambda rel, after: "codex")
+    return cm.task_changes(ws.store, "T-001")
+
+
+def run_changes(ws: "cm.Workspace", fast: bool) -> dict:
+    snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
+    assert snapshot.load()
+    if not fast:
+        snapshot.fast = lambda: False             # every entry compared: what find must agree with
+    return cm.update_snapshot(snapshot)
 
 
 def by_path(changes: list) -> dict:
@@ -101,7 +130,8 @@ def by_path(changes: list) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["git", "plain"])
-def test_snapshot_sees_every_kind_of_change(tmp_path, kind):
+@pytest.mark.parametrize("fast", [True, False], ids=["find", "full"])
+def test_snapshot_sees_every_kind_of_change(tmp_path, kind, fast):
     repo = make_repo(tmp_path / "r") if kind == "git" else tmp_path / "r"
     if kind == "plain":
         (repo / "src").mkdir(parents=True)
@@ -110,6 +140,9 @@ def test_snapshot_sees_every_kind_of_change(tmp_path, kind):
     (repo / "src" / "old.py").write_text("old content\n")
     (repo / "src" / "tool.sh").write_text("echo\n")
     (repo / "gone.txt").write_text("bye\n")
+    (repo / "olddir" / "inner").mkdir(parents=True)
+    (repo / "olddir" / "inner" / "f.txt").write_text("f\n")
+    (repo / "emptydir").mkdir()
 
     def mutate(r: Path) -> None:
         (r / "src" / "app.py").write_text("x = 2\n")
@@ -120,52 +153,123 @@ def test_snapshot_sees_every_kind_of_change(tmp_path, kind):
         (r / ".env").write_text("SECRET=1\n")
         (r / "src" / "link").symlink_to("../README.md")
         os.utime(r / "README.md")           # touched, same content: not a change
-    changes = by_path(changes_between(repo, mutate))
+        import shutil
+        shutil.rmtree(r / "olddir")
+        (r / "emptydir").rmdir()
+        (r / "newdir").mkdir()
+    changes = by_path(changes_between(repo, mutate, fast))
     assert changes["src/app.py"]["change"] == "modified"
     assert changes["src/new.py"]["change"] == "added"
-    assert changes["src/moved.py"] == {"path": "src/moved.py", "change": "renamed", "from": "src/old.py"}
+    assert changes["src/moved.py"] == {"path": "src/moved.py", "change": "renamed", "from": "src/old.py", "who": "codex"}
     assert changes["src/tool.sh"]["change"] == "mode"
     assert changes["gone.txt"]["change"] == "deleted"
     assert changes[".env"]["change"] == "added"
     assert changes["src/link"]["link"] == "../README.md"
+    assert changes["olddir/inner/f.txt"]["change"] == "deleted"
+    assert changes["emptydir"] == {"path": "emptydir", "change": "deleted", "who": "codex", "dir": True}
+    assert changes["newdir"]["change"] == "added" and changes["newdir"]["dir"]
+    assert "olddir" not in changes                       # listed through what was in it
     assert "README.md" not in changes and "src/old.py" not in changes
     outside = cm.out_of_bounds(list(changes.values()), ["src/"])
-    assert outside == [".env", "gone.txt", "src/link"]
+    assert outside == [".env", "emptydir", "gone.txt", "newdir", "olddir/inner/f.txt", "src/link"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["find", "full"])
+def test_a_content_edit_with_size_and_mtime_put_back_is_a_change(repo, fast):
+    path = repo / "src" / "app.py"
+    info = path.stat()
+
+    def forge(r: Path) -> None:
+        path.write_text("y = 1\n")                       # same size as "x = 1\n"
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+        assert (path.stat().st_size, path.stat().st_mtime_ns) == (info.st_size, info.st_mtime_ns)
+    assert by_path(changes_between(repo, forge, fast))["src/app.py"]["change"] == "modified"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["find", "full"])
+def test_every_mode_bit_counts_for_files_and_folders(repo, fast):
+    (repo / "tools").mkdir()
+    (repo / "tools" / "run").write_text("#!/bin/sh\n")
+
+    def chmod(r: Path) -> None:
+        os.chmod(r / "src" / "app.py", 0o4644)         # setuid
+        os.chmod(r / "tools" / "run", 0o2644)          # setgid
+        os.chmod(r / "tools", 0o1755)                  # sticky, on a folder
+    changes = by_path(changes_between(repo, chmod, fast))
+    assert {path: c["change"] for path, c in changes.items()} == \
+        {"src/app.py": "mode", "tools/run": "mode", "tools": "mode"}
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["find", "full"])
+def test_nested_git_folders_are_ordinary_paths(repo, fast):
+    nested = repo / "vendor" / "lib"
+    nested.mkdir(parents=True)
+    git(nested, "init", "-q")
+
+    def plant(r: Path) -> None:
+        with open(nested / ".git" / "config", "a") as config:
+            config.write("[core]\n\tfsmonitor = touch /tmp/codex-mcp-pwned\n")
+        (r / "sub").mkdir()
+        (r / "sub" / ".git").write_text("gitdir: /elsewhere\n")
+    changes = by_path(changes_between(repo, plant, fast))
+    assert changes["vendor/lib/.git/config"]["change"] == "modified"
+    assert changes["sub/.git"]["change"] == "added"
+    assert cm.out_of_bounds(list(changes.values()), ["src/"]) == ["sub/.git", "vendor/lib/.git/config"]
 
 
 def test_a_reverted_file_is_no_longer_a_change(repo):
-    store = cm.Store(repo)
+    ws = workspace(repo)
     original = (repo / "README.md").read_text()
-    first = cm.snapshot(repo)
     (repo / "README.md").write_text("changed\n")
     (repo / "stray.txt").write_text("x")
-    second = cm.snapshot(repo, first)
-    cm.record_changes(store, "T-001", first, second)
-    assert {c["path"] for c in cm.load_changes(store, "T-001")} == {"README.md", "stray.txt"}
+    cm.add_changes(ws.store, "T-001", ws.changes(), lambda rel, after: "codex")
+    assert {c["path"] for c in cm.task_changes(ws.store, "T-001")} == {"README.md", "stray.txt"}
     (repo / "README.md").write_text(original)           # a rework puts it back
     (repo / "stray.txt").unlink()
-    cm.record_changes(store, "T-001", second, cm.snapshot(repo, second))
-    assert cm.load_changes(store, "T-001") == []
+    cm.add_changes(ws.store, "T-001", ws.changes(), lambda rel, after: "codex")
+    assert cm.task_changes(ws.store, "T-001") == []
 
 
-def test_snapshot_ignores_git_and_task_records(repo):
-    before = cm.snapshot(repo)
+def test_snapshots_leave_out_the_repositorys_own_git_but_see_the_records(repo):
+    ws = workspace(repo)
     (repo / "agents" / "tasks").mkdir(parents=True)
     (repo / "agents" / "tasks" / "T-001.md").write_text("x")
     git(repo, "tag", "v1")
-    assert cm.changed_paths(before, cm.snapshot(repo, before)) == {}
+    changes = ws.changes()
+    assert set(changes) == {"agents", "agents/tasks", "agents/tasks/T-001.md"}
+    assert all(cm.tool_path(cm.path_parts(rel)) for rel in changes)
     (repo / "agents" / "README.md").write_text("agents are people too")
-    assert set(cm.changed_paths(before, cm.snapshot(repo, before))) == {"agents/README.md"}
+    assert set(ws.changes()) == {"agents/README.md"}
+    assert not cm.tool_path(cm.path_parts("agents/README.md"))
 
 
-def test_git_blob_ids_match_git(repo):
-    path = repo / "src" / "app.py"
-    ours = cm.blob_id(str(path), path.stat().st_size)
-    assert ours == subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True).stdout.strip()
-    staged = cm.start_git(repo, "ls-files", "-s", "-z")()
-    assert cm.clean_blobs(staged, [])["src/app.py"] == ours
-    assert cm.clean_blobs(staged, ["src/app.py"]).get("src/app.py") is None   # dirty: must be hashed
-    assert cm.snapshot(repo)["src/app.py"][4] == ours
+def test_tracked_files_take_gits_blob_ids_and_modified_ones_are_hashed(repo):
+    (repo / "README.md").write_text("edited, not committed\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    ws = workspace(repo)
+    snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
+    assert snapshot.load()
+
+    def git_hash(path: Path) -> str:
+        return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True).stdout.strip()
+    for name in ("src/app.py", "README.md", "notes.txt"):
+        assert snapshot.entry(name.encode())[cm.CID] == git_hash(repo / name), name
+    kept = ws.store.state_dir / "objects"
+    assert (kept / git_hash(repo / "README.md")[:2] / git_hash(repo / "README.md")).read_text() == \
+        "edited, not committed\n"
+
+
+def test_ignored_files_are_not_hashed_but_a_new_one_is_seen(repo):
+    (repo / ".gitignore").write_text(".env\nbig/\n")
+    (repo / "big").mkdir()
+    for n in range(50):
+        (repo / "big" / f"blob{n}.bin").write_bytes(os.urandom(1000))
+    ws = workspace(repo)
+    snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
+    assert snapshot.load()
+    assert snapshot.entry(b"big/blob7.bin")[cm.CID] == "-"          # compared by inode and ctime
+    (repo / ".env").write_text("KEY=1\n")
+    assert set(ws.changes()) == {".env"}
 
 
 def test_permission_denial_is_found_in_codex_words():
@@ -176,6 +280,7 @@ def test_permission_denial_is_found_in_codex_words():
 
 
 FACTS = cm.ReviewFacts
+FAILED_VERIFY = {"command": "pytest -q", "passed": False, "exitStatus": 1, "outputTail": "", "sandboxed": True}
 
 
 @pytest.mark.parametrize("facts, action", [
@@ -183,22 +288,117 @@ FACTS = cm.ReviewFacts
     (FACTS(denial="SANDBOX DENIED: x", missing=["Tests"]), "blocked"),
     (FACTS(missing=["Tests"]), "complete"),
     (FACTS(missing=["Tests"], completion_tried=True), "blocked"),
-    (FACTS(undeclared=["x"]), "rework"),
-    (FACTS(undeclared=["x"], rework_count=3), "blocked"),
+    (FACTS(by_codex=["x"]), "rework"),
+    (FACTS(by_codex=["x"], rework_count=3), "blocked"),
     (FACTS(declared=["x"]), "boundary_confirmation"),
-    (FACTS(declared=["x"], undeclared=["y"]), "rework"),
-    (FACTS(tampered="agents/tasks/T-001.md was edited"), "rework"),
-    (FACTS(verify_failure="1 failed"), "rework"),
-    (FACTS(verify_failure="1 failed", rework_count=3), "blocked"),
+    (FACTS(uncertain=["x"]), "boundary_confirmation"),
+    (FACTS(by_verify=["x"]), "boundary_confirmation"),
+    (FACTS(declared=["x"], by_codex=["y"]), "rework"),
+    (FACTS(records=["agents/tasks/T-002.md was changed"], records_by_codex=True), "rework"),
+    (FACTS(records=["agents/tasks/T-002.md was changed"]), "done"),
+    (FACTS(verify=FAILED_VERIFY), "rework"),
+    (FACTS(verify=FAILED_VERIFY, uncertain=["x"]), "rework"),
+    (FACTS(verify=FAILED_VERIFY, rework_count=3), "blocked"),
+    (FACTS(verify={"command": "x", "passed": False, "unavailable": "no codex"}), "blocked"),
 ])
 def test_verdicts(facts, action):
     verdict = cm.decide(facts)
     assert verdict.action == action
     if action == "rework":
         assert verdict.items and "rework 1 of 3" in verdict.reason
-    if facts.undeclared and action == "rework":
-        assert verdict.items[-1].startswith("Revert exactly these paths")
-        assert verdict.items[-1].endswith(", ".join(facts.undeclared))
+    if facts.uncertain and action == "rework":
+        assert not any("Revert" in item for item in verdict.items)     # never charged to Codex
+
+
+def test_a_failing_verify_is_named_beside_a_boundary_problem():
+    verdict = cm.decide(FACTS(by_codex=["README.md"], verify=FAILED_VERIFY, revert="sh /x/revert.sh"))
+    assert verdict.action == "rework"
+    assert "undeclared changes outside the allowed paths and the verify command exited 1 with no output" \
+        in verdict.reason
+    assert verdict.items[0].startswith("Revert these paths") and "Run: sh /x/revert.sh" in verdict.items[0]
+    assert verdict.items[1] == "The verify command `pytest -q` exited 1 with no output. Make it pass."
+
+
+@pytest.mark.parametrize("verify, words", [
+    ({"exitStatus": 1, "outputTail": ""}, "exited 1 with no output"),
+    ({"exitStatus": 2, "outputTail": "boom"}, "exited 2"),
+    ({"exitStatus": None, "timedOut": True, "seconds": 900}, "timed out after 900 s"),
+    ({"exitStatus": 143, "signal": "SIGTERM", "outputTail": ""}, "was killed by signal SIGTERM"),
+])
+def test_verify_results_in_words(verify, words):
+    assert cm.verify_words(verify) == words
+
+
+@pytest.mark.parametrize("path, ignored, judged", [
+    (".pytest_cache/v/cache/lastfailed", True, False),
+    ("src/__pycache__/app.cpython-311.pyc", True, False),
+    ("coverage/lcov-report/index.html", True, False),
+    ("target/debug/build/x/output", True, False),
+    ("node_modules/.cache/babel/x.json", True, False),
+    (".coverage", True, False),
+    ("pkg.egg-info/PKG-INFO", True, False),
+    (".env", True, True),                      # a secret, ignored or not
+    ("target/.env", True, True),
+    ("config/prod.key", True, True),
+    (".venv/lib/python3.11/site-packages/six.py", True, True),   # dependencies are judged
+    ("node_modules/lodash/index.js", True, True),
+    ("coverage/report.html", False, True),     # not ignored: the project would commit it
+    ("README.md", False, True),
+])
+def test_which_ignored_output_review_leaves_unjudged(path, ignored, judged):
+    assert cm.unjudged(path, ignored) is not judged
+
+
+def test_hundreds_of_paths_under_one_folder_read_as_one_line():
+    paths = [f"build/gen/f{n}.js" for n in range(300)] + ["README.md", "src/app.py"]
+    assert cm.group_paths(paths) == ["README.md", "build/gen/ (300 files)", "src/app.py"]
+    assert cm.group_paths(["a", "b"]) == ["a", "b"]
+    many = [f"d{n}/f{m}.txt" for n in range(40) for m in range(3)]
+    grouped = cm.group_paths(many)
+    assert len(grouped) == cm.PATH_LINES and grouped[-1].startswith("… and 29 more")
+    assert sum(int(g.rsplit("(", 1)[1].split()[0]) for g in grouped) == 120
+
+
+@pytest.mark.parametrize("command, path, named", [
+    ("/bin/bash -lc 'echo hacked >> README.md'", "README.md", True),
+    ("/bin/bash -lc \"printf 'x' > src/app.py\"", "src/app.py", True),
+    ("/bin/bash -lc 'cd src && echo > app.py'", "src/app.py", True),        # by its last part
+    ("/bin/bash -lc 'rm -rf build/*'", "build/out/a.js", True),            # a folder above it
+    ("/bin/bash -lc 'echo x > /tmp/r/README.md'", "README.md", True),       # absolute
+    ("/bin/bash -lc 'python tools/gen.py'", "README.md", False),
+    ("/bin/bash -lc 'cat .'", "README.md", False),
+])
+def test_what_a_command_names(command, path, named):
+    assert cm.names_path(command, path) is named
+
+
+def test_attribution_needs_the_command_to_run_when_the_path_changed():
+    entry = ("f", 0o644, 3, 0, int(100.0 * 1e9), 1, "-")        # changed at t=100 s
+    read_only = [(10.0, 11.0, "cat README.md", False)]          # Codex read it long before
+    assert not cm.attributed("README.md", entry, read_only)
+    writing = [(99.5, 100.2, "echo x >> README.md", False)]
+    assert cm.attributed("README.md", entry, writing)
+    assert cm.attributed("README.md", entry, [(1.0, 2.0, "README.md", True)])   # a file change names it
+    assert cm.attributed("README.md", None, read_only)          # a deletion: naming it is enough
+    assert not cm.attributed("README.md", entry, [])
+
+
+def test_revert_commands_put_back_what_was_there(tmp_path):
+    objects = tmp_path / "objects"
+    (objects / "ab").mkdir(parents=True)
+    (objects / "ab" / ("ab" * 20)).write_text("original\n")
+    touched = {
+        "README.md": [["f", 0o644, 9, 0, 0, 1, "ab" * 20], ["f", 0o644, 7, 0, 0, 1, "cd" * 20], "codex"],
+        "new/evil.sh": [None, ["f", 0o755, 3, 0, 0, 2, "ef" * 20], "codex"],
+        "tool": [["f", 0o755, 3, 0, 0, 3, "12" * 20], ["f", 0o4755, 3, 0, 0, 3, "12" * 20], "codex"],
+        ".env": [["f", 0o600, 3, 0, 0, 4, "-"], ["f", 0o600, 5, 0, 0, 4, "-"], "codex"],
+    }
+    items = cm.change_items(touched)
+    lines, lost = cm.revert_commands(items, touched, objects, git=True)
+    assert lost == [".env"]
+    assert f"cp -- {objects / 'ab' / ('ab' * 20)} README.md" in lines
+    assert "rm -- new/evil.sh" in lines and "chmod 755 -- tool" in lines
+    assert lines.index("rm -- new/evil.sh") < lines.index(f"cp -- {objects / 'ab' / ('ab' * 20)} README.md")
 
 
 def test_files_changed_mismatch_both_ways():
@@ -217,10 +417,43 @@ def test_event_digest_tolerates_unknown_and_garbage():
                  b'{"type":"item.completed","item":{"type":"agent_message","text":"## Summary\\nok"}}',
                  b'{"type":"turn.completed","usage":{"input_tokens":7,"output_tokens":3,"cached_input_tokens":99}}']:
         digest.feed_line(line)
-    assert digest.thread_id == "abc" and digest.completed and not digest.failed
+    assert digest.thread_id == "abc" and digest.completed and not digest.failure
     assert digest.tokens == 10 and digest.command_count == 1 and digest.final_message == "## Summary\nok"
     assert digest.file_changes == ["add: a.py"] and digest.diagnostics == ["not json at all"]
     assert digest.last_event == "turn.completed"
+
+
+def test_reconnects_are_not_progress_and_not_failures():
+    digest = cm.EventDigest()
+    digest.feed({"type": "thread.started", "thread_id": "t"})
+    seen = digest.progress_at
+    time.sleep(0.02)
+    digest.feed({"type": "error", "message": "Reconnecting... 1/5 (stream disconnected before completion)"})
+    assert digest.progress_at == seen and digest.reconnects == 1 and not digest.errors
+    digest.feed({"type": "item.completed", "item": {"type": "agent_message", "text": "## Summary\nok"}})
+    digest.feed({"type": "turn.completed", "usage": {}})
+    assert digest.progress_at > seen
+    assert cm.run_verdict(cm.RunOutcome(digest, 0, "", ""), "codex") == ("review", "Codex finished its turn")
+
+
+@pytest.mark.parametrize("failure, reconnects, stopped, words", [
+    ("stream disconnected before completion: stream closed", 2, "", "the network or the model service failed"),
+    ("exceeded retry limit, last status: 429 Too Many Requests", 0, "", "the network or the model service failed"),
+    ("We’re currently experiencing high demand, which may cause temporary errors.", 5, "", "network or the model"),
+    ("unexpected status 401 Unauthorized: bad key", 0, "", "could not log in to the model service"),
+    ("", 3, "idle timeout: no progress from Codex for 5 s (the task's Idle Timeout)", "the network or the model "
+     "service is down"),
+    ("The model refused", 0, "", "Codex reported: The model refused"),
+])
+def test_run_failures_say_whose_fault_they_are(failure, reconnects, stopped, words):
+    digest = cm.EventDigest()
+    digest.failure, digest.reconnects = failure, reconnects
+    digest.last_reconnect = "Reconnecting... waiting for network"
+    status, reason = cm.run_verdict(cm.RunOutcome(digest, 1 if failure else None, stopped, ""), "codex")
+    assert status == "blocked" and words in reason
+    if "network" in words:
+        assert "`retry-task`, then `start-task`, runs it again" in reason
+    assert reason.count(failure or "idle timeout") == 1          # a reason never repeats itself
 
 
 def test_codex_command_line_new_and_resume():
