@@ -1786,14 +1786,16 @@ SHELL_SPLIT = re.compile(r"[\s;&|<>()'\"`=,{}]+")
 
 def names_path(text: str, rel: str) -> bool:
     """Whether a command line names `rel`: the path itself (relative or absolute), its last parts
-    (`app.py`, `src/app.py`), or a folder above it (`rm -r build`)."""
+    (`app.py`, `src/app.py`), a folder above it (`rm -r build`), or, for a folder, something in it
+    (`mkdir -p out/x`)."""
     for token in SHELL_SPLIT.split(text):
         token = token.strip().rstrip("*").rstrip("/")
         while token.startswith("./"):
             token = token[2:]
         if token in ("", ".", "..", "/", "-"):
             continue
-        if token == rel or token.endswith("/" + rel) or rel.endswith("/" + token) or rel.startswith(token + "/"):
+        if token == rel or token.endswith("/" + rel) or rel.endswith("/" + token) or rel.startswith(token + "/") \
+                or token.startswith(rel + "/") or ("/" + rel + "/") in token:
             return True
     return False
 
@@ -1871,7 +1873,7 @@ def group_paths(paths: list, limit: int = PATH_LINES) -> list:
         total = sum(items[i][1] for i in members)
         chosen = set(members)
         items = sorted([item for i, item in enumerate(items) if i not in chosen] + [(parent, total)])
-    lines = [path if count == 1 and not path.endswith("/") else f"{path} ({count} files)" for path, count in items]
+    lines = [path if count == 1 else f"{path} ({count} files)" for path, count in items]
     if len(lines) > limit:      # many folders side by side: name the first ones, count the rest
         rest = items[limit - 1:]
         lines = lines[:limit - 1] + [f"… and {len(rest)} more ({sum(count for _, count in rest)} files)"]
@@ -2136,7 +2138,7 @@ class RunOutcome:
             and bool(LOST_THREAD.search(self.stderr_tail))
 
 
-RETRY_HINT = "this is not the task's fault: `retry-task`, then `start-task`, runs it again"
+RETRY_HINT = "not the task's fault: `retry-task`, then `start-task`, runs it again"
 
 
 def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
@@ -2145,11 +2147,11 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     digest = outcome.digest
     if outcome.stopped:
         if outcome.stopped.startswith("idle timeout") and digest.reconnects:
-            return "blocked", (f"{outcome.stopped}, while Codex was trying to reach the model service "
-                               f"({digest.last_reconnect}): the network or the model service is down; {RETRY_HINT}")
+            return "blocked", (f"the network or the model service is down: Codex tried to reach it for the whole "
+                               f"idle timeout ({clip(digest.last_reconnect, 100)}); {RETRY_HINT}")
         return "blocked", outcome.stopped
     if digest.failure:
-        said = one_line(digest.failure, 300)
+        said = one_line(digest.failure, 150)
         if AUTH_TROUBLE.search(said):
             return "blocked", (f"Codex could not log in to the model service ({said}): run `codex login` (or fix "
                                "the provider's key), then `retry-task` and `start-task`")
@@ -3353,10 +3355,10 @@ def change_lines(changes: list) -> list:
 
 def accept_answer(changes: list, facts: ReviewFacts, declared: list, verification: dict | None, outside: list,
                   unjudged_paths: list) -> dict:
-    mismatch = {key: group_paths(paths, 20) for key, paths in files_changed_mismatch(declared, changes).items()}
+    mismatch = {key: group_paths(paths, 8) for key, paths in files_changed_mismatch(declared, changes).items()}
     answer = compact({
         "changedFiles": change_lines(changes), "diffStat": render_changes(changes).split("\n")[0],
-        "outOfBounds": group_paths(outside, 20), "uncertain": group_paths(facts.uncertain + facts.by_verify, 20),
+        "outOfBounds": group_paths(outside), "uncertain": group_paths(facts.uncertain + facts.by_verify),
         "unjudged": group_paths(unjudged_paths, 8), "recordsRestored": facts.records,
         "missingSections": facts.missing, "filesChangedMismatch": mismatch})
     answer.setdefault("changedFiles", [])

@@ -8,6 +8,8 @@ script runs out, `default` answers. A step is a dict:
     {"run": "shell command"}   an `exec_command` function call (Codex runs it, then asks again)
     {"status": 500}            an HTTP error, which ends the turn (retries are off in the config)
     {"hang": True}             never answer (until the server stops)
+    {"drop": True}             start the stream, then close the connection before it completes
+                               (a network blip: Codex reconnects if the config allows stream retries)
     "delay": seconds           may be added to any step: wait that long before answering
 
 Every request is recorded with its arrival and end times and its JSON body, so tests can prove
@@ -62,14 +64,14 @@ class ModelServer:
         with self._lock:
             self.steps.extend(steps)
 
-    def write_config(self, codex_home: Path) -> None:
-        """Point a private CODEX_HOME at this server."""
+    def write_config(self, codex_home: Path, retries: int = 0, url: str | None = None) -> None:
+        """Point a private CODEX_HOME at this server (or at `url`), with `retries` stream retries."""
         codex_home.mkdir(parents=True, exist_ok=True)
         (codex_home / "config.toml").write_text(
             'model = "gpt-5"\nmodel_provider = "fake"\n'
             "[model_providers.fake]\n"
-            f'name = "fake"\nbase_url = "{self.url}"\nwire_api = "responses"\n'
-            "request_max_retries = 0\nstream_max_retries = 0\n"
+            f'name = "fake"\nbase_url = "{url or self.url}"\nwire_api = "responses"\n'
+            f"request_max_retries = {retries}\nstream_max_retries = {retries}\n"
         )
 
     # -- request handling ------------------------------------------------------------------
@@ -115,6 +117,13 @@ class ModelServer:
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
                 rid = f"resp_{n}"
+                if step.get("drop"):
+                    created = {"type": "response.created", "response": {"id": rid}}
+                    self.wfile.write(f"event: response.created\ndata: {json.dumps(created)}\n\n".encode())
+                    self.wfile.flush()
+                    self.close_connection = True
+                    record["end"] = time.monotonic()
+                    return
                 events = [{"type": "response.created", "response": {"id": rid}}]
                 if "run" in step:
                     events.append({"type": "response.output_item.done", "item": {
