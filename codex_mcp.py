@@ -770,17 +770,19 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
     """Replace `path` whole or not at all: temp file, rename. `durable` adds the fsyncs that make
     the new text survive a power cut; only a person's data (the records) needs them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
             handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as error:       # name the file the caller knows, not our temp file
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             temp.unlink()
     if durable and os.name != "nt":
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -874,6 +876,7 @@ class RecordGuard:
         self.last_stat: tuple | None = None
         self.changed: dict = {}      # what was edited, each part once however often it happened
         self.saved: list = []        # where the changed texts were saved
+        self.when: list = []         # the ctime of each foreign write (None: deleted), for attribution
 
     def changed_on_disk(self, path: Path) -> bool:
         """A stat, cheap enough for every event: has anyone written the record since we did?"""
@@ -887,6 +890,10 @@ class RecordGuard:
         """The text to go on from: ours, if anyone else changed or deleted the record."""
         if self.last_text is None or text == self.last_text:
             return text
+        try:
+            self.when.append(store.path_for_write(self.task_id).stat().st_ctime_ns)
+        except OSError:
+            self.when.append(None)
         if text is None:
             self.changed["deleted (recreated from the tool's copy)"] = None
         else:
@@ -2584,8 +2591,11 @@ class Worker:
             for line in notes:
                 note(task, line)
             transition(task, status, reason, "finish")
-        if self.guard.summary():
-            add_facts(self.store, self.task_id, [self.guard.summary()], True)
+        if self.guard.summary():      # Codex's doing only if its events name the record when it changed
+            rel = self.store.relative(self.store.path_for_write(self.task_id))
+            by_codex = any(attributed(rel, ("f", 0, 0, 0, ctime, 0, "-") if ctime else None, digest.evidence)
+                           for ctime in self.guard.when)
+            add_facts(self.store, self.task_id, [self.guard.summary()], by_codex)
 
     def finish_blocked(self, reason: str) -> None:
         with self.store.update(self.task_id, self.guard if self.guard.last_text else None) as task:
@@ -2701,27 +2711,27 @@ GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 
 def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", where: str = "") -> str:
     """Refuse allowed paths that are absolute, climb with `..`, leave the repo, name tool files or
-    use glob characters (a path is a file or a folder, matched component by component)."""
-    at = f"{where}: " if where else ""
+    use glob characters (a path is a file or a folder, matched component by component). `where`
+    (a record's file and line) replaces the argument's name in the message."""
+    subject = f"{where}: Allowed Paths: {raw!r}" if where else f"`{arg}` path {raw!r}"
     if not isinstance(raw, str) or not raw.strip():
-        raise BadInput(f"{at}`{arg}` has an empty path {raw!r}: give paths relative to the repo root, like src/auth/")
+        raise BadInput(f"{subject} is empty: give paths relative to the repo root, like src/auth/")
     path = text_arg(arg, raw).replace("\\", "/")
     if re.search(r"[\x00-\x1f]", path):
-        raise BadInput(f"{at}`{arg}` path {raw!r} contains control characters")
+        raise BadInput(f"{subject} contains control characters")
     if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
-        raise BadInput(f"{at}`{arg}` path {raw!r} is absolute: give it relative to the repo root")
+        raise BadInput(f"{subject} is absolute: give it relative to the repo root")
     if ".." in PurePosixPath(path).parts:
-        raise BadInput(f"{at}`{arg}` path {raw!r} contains '..': allowed paths must stay inside the repo")
+        raise BadInput(f"{subject} contains '..': allowed paths must stay inside the repo")
     if GLOB_CHARS.search(path):
-        raise BadInput(f"{at}`{arg}` path {raw!r} has glob characters; give folders and files instead "
+        raise BadInput(f"{subject} has glob characters; give folders and files instead "
                        f"(`src/` admits everything under src/)")
     parts = path_parts(path)
     if tool_path(parts):
-        raise BadInput(f"{at}`{arg}` path {raw!r} would let Codex change .git or {TASKS_DIR}/, which only "
-                       f"this tool may write")
+        raise BadInput(f"{subject} would let Codex change .git or {TASKS_DIR}/, which only this tool may write")
     resolved = (repo / path).resolve()
     if resolved != repo and repo not in resolved.parents:
-        raise BadInput(f"{at}`{arg}` path {raw!r} leads outside the repo (through a symlink)")
+        raise BadInput(f"{subject} leads outside the repo (through a symlink)")
     return path if parts else "."
 
 
@@ -2736,8 +2746,7 @@ def validate_allowed_paths(paths: object, repo: Path, arg: str = "allowedPaths")
 def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
     """Allowed Paths as a person may have edited them: the same rules as at delegate, and an error
     naming the record's line."""
-    lines = task.doc.sections if task.doc else []
-    section = next((s for s in lines if s.heading.lower() == "allowed paths"), None)
+    section = next((s for s in task.doc.sections if s.heading.lower() == "allowed paths"), None) if task.doc else None
     if not task.allowed_paths:
         raise MalformedRecord(f"{where}: the Allowed Paths section lists no path; add at least one")
     checked = []
@@ -2745,9 +2754,9 @@ def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
         line = section.line_no + next((n for n, text in enumerate(section.lines, 1) if path in text), 0) \
             if section else 0
         try:
-            checked.append(validate_allowed_path(path, repo, "allowedPaths"))
+            checked.append(validate_allowed_path(path, repo, where=f"{where}:{line}"))
         except BadInput as error:
-            raise MalformedRecord(f"{where}:{line}: Allowed Paths: {error.message.split(': ', 1)[-1]}") from None
+            raise MalformedRecord(error.message) from None
     return unique(checked)
 
 
@@ -3790,22 +3799,23 @@ def list_tasks(repo: object, *, status: object = None, limit: object = None, cur
     else:
         matching = [t for t in rows if not wanted or rows[t][0] in wanted]
         order, offset = sorted(matching, key=lambda t: (rows[t][1], task_number(t)), reverse=True), 0
-    page = [t for t in order[offset:offset + size]]
-    tasks = []
-    for task_id in page:
-        row = rows.get(task_id)
-        if row is None:
-            tasks.append({"taskId": task_id, "error": "deleted since this listing began"})
-        elif row[5] and not row[0]:
-            tasks.append({"taskId": task_id, "error": row[5]})
-        else:
-            tasks.append(compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
-                                  "reworkCount": row[2], "goal": row[3], "updated": row[1]}))
-            tasks[-1]["reworkCount"] = row[2]
+    tasks = [list_row(task_id, rows.get(task_id)) for task_id in order[offset:offset + size]]
     answer = {"tasks": tasks, "count": len(tasks), "total": len(order)}
-    if offset + size < len(order):
-        answer["nextCursor"] = write_page_order(store, order, offset + size, cursor)
+    while len(tasks) > 1 and len(json.dumps(answer, ensure_ascii=False).encode()) > RESULT_BUDGET - 60:
+        tasks.pop()                  # long goals: a shorter page, and the cursor goes on from there
+        answer["count"] = len(tasks)
+    if offset + len(tasks) < len(order):
+        answer["nextCursor"] = write_page_order(store, order, offset + len(tasks), cursor)
     return answer
+
+
+def list_row(task_id: str, row: list | None) -> dict:
+    if row is None:
+        return {"taskId": task_id, "error": "deleted since this listing began"}
+    if row[5] and not row[0]:
+        return {"taskId": task_id, "error": row[5]}
+    return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
+                    "reworkCount": row[2] or None, "goal": clip(row[3], 60), "updated": row[1]})
 
 
 def write_page_order(store: Store, order: list, offset: int, cursor: object) -> str:
@@ -4224,7 +4234,7 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
         return types.ListToolsResult(tools=tools)
 
     def answer(result: dict, error: bool = False) -> object:
-        text = json.dumps(result, ensure_ascii=False)
+        text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
                                     structured_content=None if error else result, is_error=error)
 

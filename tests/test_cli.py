@@ -1,9 +1,11 @@
 """The CLI as a user runs it: one JSON object on stdout, exit 0 / 1 (failed) / 2 (bad input)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,28 @@ def test_a_record_edit_before_any_run_leaves_nothing_untracked(tmp_path):
     assert run_cli("retry", "T-001", cwd=repo)[0] == 0
     assert (repo / ".git/codex-mcp/locks/store.lock").exists()
     assert git(repo, "status", "--porcelain", "--untracked-files=all").split() == ["M", "agents/tasks/T-001.md"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(example_repo):
+    for n in range(2, 60):
+        (example_repo / "agents/tasks" / f"T-{n:03d}.md").write_text(cm.render_task(cm.new_task(f"T-{n:03d}", "g" * 70, ["s/"])))
+    reader = subprocess.Popen(f"{sys.executable} {MODULE} --cwd {example_repo} list --limit 100 --pretty | head -c 10",
+                              shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = reader.communicate(timeout=60)
+    assert out == '{\n  "tasks' and err == ""
+
+
+def test_serve_on_a_terminal_says_what_it_waits_for(example_repo):
+    import pty
+    leader, follower = pty.openpty()
+    server = subprocess.Popen([sys.executable, MODULE, "serve"], stdin=follower, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=example_repo)
+    os.close(follower)
+    deadline = time.monotonic() + 30
+    line = b""
+    while b"\n" not in line and time.monotonic() < deadline:
+        line += server.stderr.read1(200)
+    server.kill()
+    server.wait()
+    os.close(leader)
+    assert b"codex-mcp serve: waiting for an MCP client on stdin" in line
