@@ -8,7 +8,7 @@ the same sandbox as Codex.
 
 Two ways in, one service layer, the same JSON out:
 
-    codex-mcp delegate | start | check | accept | rework | retry | cancel | list ...   (the CLI)
+    codex-mcp delegate | start | review | check | accept | rework | retry | cancel | list   (the CLI)
     codex-mcp serve                                                                 (a stdio MCP server)
 
 Only the MCP server needs a third-party package (`mcp`, imported inside `serve`); everything else is
@@ -70,8 +70,8 @@ __all__ = [
     "Snapshot", "take_snapshot", "changes_since",
     "build_codex_command", "EventDigest", "run_codex", "work",
     "inside_boundary", "parse_report", "decide",
-    "delegate_task", "start_task", "check_task", "accept_task", "rework_task", "retry_task", "cancel_task",
-    "list_tasks", "main", "main_exit",
+    "delegate_task", "start_task", "review_changes", "check_task", "accept_task", "rework_task", "retry_task",
+    "cancel_task", "list_tasks", "main", "main_exit",
 ]
 
 VERSION = "0.2.0"
@@ -435,6 +435,9 @@ META = (
     ("Worker", "worker", str), ("Child Process", "child_process", str), ("Started", "started", str),
     ("Progress", "progress", str), ("Last Event", "last_event", str), ("Commands", "commands", int),
     ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
+    # A review job (`review-changes`): what it looks at, and what it found.
+    ("Review Base", "review_base", str), ("Review Paths", "review_paths", str), ("Adversarial", "adversarial", str),
+    ("Verdict", "verdict", str),
 )
 META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
 META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on"}   # not written while they hold
@@ -474,6 +477,12 @@ class Task:
     run_log: str = ""
     changes: str = ""
     verification: str = ""
+    review_base: str = ""
+    review_paths: str = ""
+    adversarial: str = ""
+    verdict: str = ""
+    focus: str = ""
+    findings: str = ""
 
     def __init__(self, id: str, doc: Document | None = None, **values: object) -> None:
         self.id, self.doc = id, doc
@@ -551,10 +560,12 @@ SECTIONS = (
     ("Changes", "changes", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Verification", "verification", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Review Rounds", "rounds", parse_rounds, render_rounds),
+    ("Focus", "focus", parse_text, render_text),
+    ("Findings", "findings", parse_text, lambda v: render_text(v, always_fence=True, info="markdown")),
     ("History", "history", parse_bullets, render_bullets),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
-KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths")}   # what each kind of record must have
+KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths"), "review": ("Status", "Goal")}   # what each kind needs
 
 
 def parse_task(text: str, task_id: str, where: str) -> Task:
@@ -672,6 +683,7 @@ class JobKind:
 KIND_COMMANDS = ("start", "accept", "rework", "retry")
 JOB_KINDS = {
     "task": JobKind("task", SANDBOX, KIND_COMMANDS),
+    "review": JobKind("review", "read-only", ()),        # delivered when done; a new review is a new job
 }
 
 # What to do next, in the tools' names; the CLI rewrites the backticked names into its own words.
@@ -686,10 +698,15 @@ NEXT_STEPS = {
     "rework": "already sent back to Codex: `check-task` with `waitSeconds` waits for the rework",
     "boundary_confirmation": "`accept-task` with `approvePaths` allows these paths; `rework-task` has them reverted",
     "blocked-by-review": "read reason; fix it by hand, or `retry-task` then `start-task`",
+    "review-done": "read verdict and findings (`check-task` with `detail` gives every finding); turn them into "
+                   "edits or a `delegate-task`",
+    "review-blocked": "read reason; `review-changes` again starts a new review",
 }
 
 
 def next_step(task: Task) -> str:
+    if task.kind == "review" and f"review-{task.status}" in NEXT_STEPS:
+        return NEXT_STEPS[f"review-{task.status}"]
     if task.status == "todo" and not task.worker:
         return NEXT_STEPS["todo-unstarted"]
     return NEXT_STEPS[task.status]
@@ -707,8 +724,9 @@ def check_transition(task: Task, new: str, doing: str) -> None:
 def require_status(task: Task, expected: str, action: str) -> None:
     """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
     if action in KIND_COMMANDS and action not in JOB_KINDS[task.kind].commands:
-        raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job, and {action} applies only "
-                                f"to delegated tasks. Next: {next_step(task)}.", status=task.status)
+        raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job (Codex's review of changes), "
+                                f"and {action} applies only to delegated tasks. Next: {next_step(task)}.",
+                                status=task.status)
     if task.status != expected:
         raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} needs a {expected} "
                                 f"task. Next: {next_step(task)}.", status=task.status)
@@ -1917,6 +1935,8 @@ def change_label(item: dict, outside: tuple = ()) -> str:
 # ====================================================================================================
 
 def developer_instructions(task: Task) -> str:
+    if task.kind == "review":
+        return review_instructions(task)
     paths = "\n".join(f"- {path}" for path in task.allowed_paths)
     parts = [
         f"You are working on task {task.id}, handed to you by codex-mcp. Your work will be reviewed against "
@@ -1973,6 +1993,62 @@ def recovery_prompt(task: Task, request: str) -> str:
 def completion_prompt(missing: list) -> str:
     return (f"Your final message is missing these sections: {', '.join(missing)}. Reply with only those "
             "sections, as Markdown '## ' headings, about the work you already did. Do not change any files.")
+
+
+# -- a review job: Codex reads the changes Claude Code (or a person) made ---------------------------------
+
+PRIORITIES = ("P0", "P1", "P2", "P3")
+VERDICTS = ("correct", "needs changes")
+REVIEW_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["verdict", "explanation", "findings"],
+    "properties": {
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
+        "explanation": {"type": "string"},
+        "findings": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["priority", "file", "lines", "title", "body"],
+            "properties": {"priority": {"type": "string", "enum": list(PRIORITIES)}, "file": {"type": "string"},
+                           "lines": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}}}}},
+}
+
+
+def review_instructions(task: Task) -> str:
+    stance = ("Be adversarial: challenge the approach itself. Look for the ways it fails (wrong assumptions, "
+              "inputs and states it does not handle, races, security holes, what breaks in production), not for "
+              "polish." if task.adversarial == "yes" else
+              "Look for real defects a careful reviewer would block the change for: bugs, security problems, "
+              "missing error handling, broken behaviour, missing tests for risky code. Skip style nits.")
+    return "\n\n".join([
+        f"You are reviewing code changes for codex-mcp (job {task.id}). You only read: do not change, create or "
+        "delete any file (your sandbox is read-only). Use git and the shell to inspect the changes.",
+        stance,
+        "Priorities: P0 = must not ship (data loss, security hole, crash on the main path); P1 = a serious bug to "
+        "fix before merging; P2 = a real problem worth fixing soon; P3 = minor.",
+        "Answer with one JSON object and nothing else: {\"verdict\": \"correct\" or \"needs changes\", "
+        "\"explanation\": one paragraph, \"findings\": [{\"priority\": \"P0\".. \"P3\", \"file\": path relative to "
+        "the repository root, \"lines\": like \"12-20\", \"title\": one line, \"body\": why it is wrong and how "
+        "to fix it}]}. The verdict is \"needs changes\" when any P0 or P1 finding remains."])
+
+
+def review_prompt(task: Task, merge_base: str) -> str:
+    if task.review_base:
+        parts = [f"Review the code changes against the base '{task.review_base}'. The merge base commit for this "
+                 f"comparison is {merge_base}. Run `git diff {merge_base}` to inspect the changes relative to "
+                 f"{task.review_base} (committed and not yet committed)."]
+    else:
+        parts = ["Review the current code changes: staged, unstaged and untracked files. Run `git status`, "
+                 "`git diff`, `git diff --cached` and read the untracked files to see them."]
+    if task.review_paths:
+        parts.append(f"Look only at changes under these paths: {task.review_paths} (add `-- <paths>` to git diff).")
+    if task.focus:
+        parts.append(f"What matters most to the person asking:\n{task.focus}")
+    parts.append("Report findings ordered by priority, most severe first.")
+    return "\n\n".join(parts)
+
+
+def review_completion_prompt(problem: str) -> str:
+    return (f"Your answer could not be read: {problem}. Reply again with only the JSON object the instructions "
+            "describe, about the review you already did. Do not change any files.")
 
 
 # ====================================================================================================
@@ -2456,6 +2532,8 @@ class Worker:
     the task's life lock (waiters wake when it is released), it is the only writer of its task's
     record, and SIGTERM cancels it."""
 
+    queued = True       # a delegated task waits its turn in the repo's run queue
+
     def __init__(self, store: Store, task_id: str, mode: str, codex_cmd: list) -> None:
         self.store, self.task_id, self.mode, self.codex_cmd = store, task_id, mode, codex_cmd
         self.workspace = Workspace.in_place(store)
@@ -2479,6 +2557,11 @@ class Worker:
         entry = self.store.queue_dir / self.task_id
         with life_lock(self.store, self.task_id):
             try:
+                if not self.queued:
+                    with self.store.update(self.task_id) as task:
+                        task.worker = self.identity
+                    self.run_turn()
+                    return
                 self.enqueue(entry)
                 with self.wait_turn() as turn:
                     if turn:
@@ -2532,7 +2615,8 @@ class Worker:
             task.started, task.progress, task.tampered = now_iso(), "starting Codex", ""
             task.commands = task.tokens = 0
             task.last_event = ""
-            task.log = str(self.store.run_file(task.id, "jsonl"))
+            log = self.store.run_file(task.id, "jsonl")
+            task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
         outcome, recovered = self.turn(task)
         self.finish(outcome, recovered)
 
@@ -2604,6 +2688,87 @@ class Worker:
                 transition(task, "blocked", reason, "cancel")
 
 
+class ReviewJob(Worker):
+    """A review job's run (`review-changes`): Codex reads the changes in a read-only sandbox and
+    answers to a schema. It writes nothing, so it waits for no run lock and holds none; its own
+    snapshot of the workspace (not the one delegated tasks keep) shows that it changed nothing."""
+
+    queued = False
+
+    def run_turn(self) -> None:
+        task = self.store.load(self.task_id)
+        if task.status != "todo":
+            return
+        root, folder, name = self.workspace.root, self.workspace.snapshot_folder(), f"review-{task.id}"
+        take_snapshot(root, folder, name, self.store.git is not None)
+        merge_base = run_git(root, "merge-base", "HEAD", task.review_base).decode().strip() \
+            if task.review_base else ""
+        schema = self.store.run_file(task.id, "schema.json")
+        atomic_write(schema, json.dumps(REVIEW_SCHEMA), durable=False)
+        with self.store.update(self.task_id, self.guard) as task:
+            transition(task, "doing", "review: Codex started", "start")
+            task.started, task.progress, task.thread_id = now_iso(), "starting Codex", ""
+            log = self.store.run_file(task.id, "jsonl")
+            task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
+        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event, should_stop=self.stop_reason,
+                     sandbox=JOB_KINDS["review"].sandbox, schema=schema)
+        outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd, **hooks)
+        evidence = list(outcome.digest.evidence)
+        status, reason = run_verdict(outcome, self.codex_cmd[0])
+        answer, problem = parse_review_answer(outcome.digest.final_message) if status == "review" else (None, "")
+        if status == "review" and answer is None and not self.cancelled:
+            with self.store.update(self.task_id, self.guard) as task:
+                task.thread_id = outcome.digest.thread_id or task.thread_id
+                task.result = outcome.digest.final_message
+                note(task, f"the review's answer could not be read ({problem}): completion requested")
+            outcome, recovered = resumed_turn(self.workspace, task, review_completion_prompt(problem),
+                                              self.codex_cmd, **hooks)
+            evidence += outcome.digest.evidence
+            status, reason = run_verdict(outcome, self.codex_cmd[0])
+            if status == "review":
+                answer, problem = parse_review_answer(outcome.digest.final_message)
+                if answer is None:
+                    status, reason = "blocked", (f"Codex's review answer could not be read after one completion "
+                                                 f"request: {problem}")
+        snapshot = Snapshot(root, folder, name)
+        changed = update_snapshot(snapshot) if snapshot.load() else {}
+        for stale in folder.glob(f"{name}.*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        self.finish_review(outcome, status, reason, answer, changed, evidence)
+
+    def finish_review(self, outcome: RunOutcome, status: str, reason: str, answer: dict | None, changed: dict,
+                      evidence: list) -> None:
+        changed = {rel: pair for rel, pair in changed.items() if not tool_path(path_parts(rel))}   # records: the tool's
+        written = sorted(rel for rel, (_, after) in changed.items() if attributed(rel, after, evidence))
+        others = sorted(rel for rel in changed if rel not in written)
+        if written:
+            workspace = (f"VIOLATION: the read-only sandbox let Codex change {', '.join(group_paths(written))}; "
+                         "check how Codex's sandbox is set up on this machine")
+        elif others:
+            workspace = (f"the workspace changed while the review ran, not by Codex (another task or a person): "
+                         f"{', '.join(group_paths(others))}")
+        else:
+            workspace = "the workspace is unchanged"
+        digest = outcome.digest
+        with self.store.update(self.task_id, self.guard) as task:
+            task.thread_id = digest.thread_id or task.thread_id
+            task.result = digest.final_message or task.result
+            task.run_log = digest.summary()
+            task.last_event, task.commands, task.tokens = digest.last_event, digest.command_count, digest.tokens
+            task.child_process = task.worker = ""
+            task.tampered = self.guard.summary()
+            if answer is not None:
+                task.findings, task.verdict = render_findings(answer), answer["verdict"]
+                counts = ", ".join(f"{sum(f['priority'] == p for f in answer['findings'])} {p}" for p in PRIORITIES
+                                   if any(f["priority"] == p for f in answer["findings"])) or "no findings"
+                transition(task, "review", "Codex finished its review", "finish")
+                transition(task, "done", f"review delivered: {answer['verdict']} ({counts}); {workspace}", "deliver")
+            else:
+                transition(task, "blocked", f"{reason}; {workspace}" if written else reason, "finish")
+            task.progress = f"finished: {task.reason}"
+
+
 def threading_is_main() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
@@ -2620,7 +2785,7 @@ def life_lock(store: Store, task_id: str) -> Iterator[None]:
 def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
     """The worker's entry point (`codex-mcp _work`, or inline for `delegate --wait`)."""
     store = Store(repo)
-    worker = Worker(store, normalize_task_id(task_id), mode, codex_cmd)
+    worker = (ReviewJob if mode == "review" else Worker)(store, normalize_task_id(task_id), mode, codex_cmd)
     try:
         worker.run()
     except Exception as error:  # the record must say why, or check would only see a dead worker
@@ -2910,6 +3075,65 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
     if unreported:
         mismatch["changedButUnreported"] = unreported
     return mismatch
+
+
+# -- a review job's answer -------------------------------------------------------------------------
+#
+# The Codex CLI sends the schema with --output-schema but does not check the answer against it, so
+# the answer is validated here; a malformed one gets one completion request.
+
+def parse_review_answer(text: str) -> tuple:
+    """(answer with findings most severe first, "") or (None, what is wrong with it)."""
+    body = text.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*\n(.*)\n```", body, re.S)
+    try:
+        answer = json.loads(fenced.group(1) if fenced else body)
+    except ValueError as error:
+        return None, f"it is not JSON ({error.msg} at character {error.pos})"
+    if not isinstance(answer, dict):
+        return None, "it is not a JSON object"
+    missing = [key for key in ("verdict", "explanation", "findings") if key not in answer]
+    if missing:
+        return None, f"it lacks {', '.join(missing)}"
+    if answer["verdict"] not in VERDICTS:
+        return None, f"verdict must be \"correct\" or \"needs changes\", not {answer['verdict']!r}"
+    if not isinstance(answer["explanation"], str) or not isinstance(answer["findings"], list):
+        return None, "explanation must be text and findings a list"
+    findings = []
+    for number, finding in enumerate(answer["findings"], 1):
+        if not isinstance(finding, dict) or finding.get("priority") not in PRIORITIES or \
+                not all(isinstance(finding.get(key), str) for key in ("file", "lines", "title", "body")):
+            return None, (f"finding {number} must have priority P0-P3 and text file, lines, title and body, "
+                          f"not {clip(json.dumps(finding, ensure_ascii=False), 120)}")
+        findings.append({key: finding[key] for key in ("priority", "file", "lines", "title", "body")})
+    findings.sort(key=lambda finding: PRIORITIES.index(finding["priority"]))
+    return {"verdict": answer["verdict"], "explanation": answer["explanation"].strip(), "findings": findings}, ""
+
+
+def render_findings(answer: dict) -> str:
+    """The findings as Markdown a person reads in the record."""
+    lines = [f"Verdict: {answer['verdict']}", "", answer["explanation"]]
+    for finding in answer["findings"]:
+        where = f"{finding['file']}:{finding['lines']}" if finding["lines"] else finding["file"]
+        lines += ["", f"### [{finding['priority']}] {finding['title']}", f"`{where}`", "", finding["body"]]
+    if not answer["findings"]:
+        lines += ["", "No findings."]
+    return "\n".join(lines)
+
+
+def fit_findings(answer: dict, budget: int) -> dict:
+    """The most severe findings whole, as many as fit in `budget` bytes of JSON; the rest counted."""
+    kept: list = []
+    for finding in answer["findings"]:
+        trial = {**answer, "findings": [*kept, finding]}
+        if kept and len(json.dumps(trial, ensure_ascii=False).encode()) > budget:
+            break
+        too_big = not kept and len(json.dumps(trial, ensure_ascii=False).encode()) > budget
+        kept.append({**finding, "body": clip(finding["body"], budget // 3)} if too_big else finding)
+    fitted = {**answer, "findings": kept}
+    if len(kept) < len(answer["findings"]):
+        fitted["findingsOmitted"] = len(answer["findings"]) - len(kept)
+    return fitted
 
 
 # -- the verdict -----------------------------------------------------------------------------------
@@ -3299,7 +3523,10 @@ SHAPES = {
               "lastCodexTestReport?": "string", "progress": PROGRESS_SHAPE, "reason?": "string",
               "filePath": "string", "resumeCommand?": "string", "next": "string",
               "codexResult?": "string", "codexRun?": "string", "changes?": "string", "verification?": "string",
-              "reviewRounds?": ["string"], "history?": ["string"], "log?": "string"},
+              "reviewRounds?": ["string"], "history?": ["string"], "log?": "string",
+              "verdict?": "string", "explanation?": "string", "findingsOmitted?": "integer",
+              "findings?": [{"priority": "string", "file": "string", "lines": "string", "title": "string",
+                             "body": "string"}]},
     "accept": {"taskId": "string", "action": "string", "reason": "string", "status": "string",
                "reworkCount?": "integer", "threadId?": "string", "reviewItems?": ["string"],
                "changedFiles": ["string"], "changedFilesOmitted?": "integer", "diffStat": "string",
@@ -3349,6 +3576,13 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
         view.update(compact({"codexResult": task.result, "codexRun": task.run_log, "changes": task.changes,
                              "verification": task.verification, "reviewRounds": task.rounds,
                              "history": task.history[-20:], "log": task.log}))
+    if task.kind == "review":
+        for key in ("lastCodexResultSummary", "lastCodexTestReport"):
+            view.pop(key, None)
+        answer = parse_review_answer(task.result)[0] if task.status == "done" else None
+        if answer is not None:
+            room = RESULT_BUDGET - len(json.dumps(view, ensure_ascii=False).encode()) - 40
+            view.update(answer if detail else fit_findings(answer, room))
     return view
 
 
@@ -3615,6 +3849,40 @@ def start_task(repo: object, *, task_id: object, codex_cmd: object = None, inlin
     return launch(store, task_id, command, inline, on_progress)
 
 
+def review_changes(repo: object, *, base: object = None, paths: object = None, focus: object = None,
+                   adversarial: object = None, codex_cmd: object = None, inline: bool = False,
+                   on_progress: Callable | None = None) -> dict:
+    """Ask Codex for a second opinion on changes: the uncommitted ones, or those since `base`.
+
+    It runs as a job with its own record (kind review), in the background, read-only: it waits for
+    no other task and blocks none. Returns like delegate-task; check-task gives the findings."""
+    store = Store(repo)
+    command = codex_command_from(codex_cmd)
+    if store.git is None:
+        raise BadInput(f"`cwd` {store.repo} is not a git repository: a review needs git to know what changed")
+    base = text_arg("base", base)
+    if base and (base.startswith("-") or not run_git(store.repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                                      f"{base}^{{commit}}", ok=(0, 1)).strip()):
+        raise BadInput(f"`base` {base!r} is not a branch, tag or commit of this repository")
+    narrowed = [validate_allowed_path(path, store.repo, "paths") for path in list_arg("paths", paths)]
+    what = f"Review the changes since {base}" if base else "Review the uncommitted changes (staged, unstaged, untracked)"
+    job = new_task("T-0", what + (f" under {', '.join(narrowed)}" if narrowed else ""), [], kind="review")
+    job.review_base, job.review_paths, job.focus = base, ", ".join(narrowed), text_arg("focus", focus)
+    job.adversarial = "yes" if bool_arg("adversarial", adversarial, False) else ""
+    task = store.create(job)
+    if inline:
+        worker = ReviewJob(store, task.id, "review", command)
+        worker.on_progress = on_progress
+        worker.run()
+        return start_answer(store, refresh(store, task.id))
+    identity = spawn_worker(store, task.id, "review", command)
+    with store.update(task.id) as record:
+        if record.status == "todo" and not record.worker:
+            record.worker = identity
+    wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT, at_end=False)
+    return start_answer(store, refresh(store, task.id))
+
+
 def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detail: object = False,
                on_change: Callable | None = None, stop: object = None, heartbeat: bool = False,
                wait_limit: float = MAX_WAIT_SECONDS) -> dict:
@@ -3858,7 +4126,8 @@ CLI_WORDS = {
     "cursor": "--cursor", "codexCmd": "--codex-cmd",
     "delegate-task": "codex-mcp delegate", "start-task": "codex-mcp start", "check-task": "codex-mcp check",
     "accept-task": "codex-mcp accept", "rework-task": "codex-mcp rework", "retry-task": "codex-mcp retry",
-    "cancel-task": "codex-mcp cancel", "list-tasks": "codex-mcp list",
+    "cancel-task": "codex-mcp cancel", "list-tasks": "codex-mcp list", "review-changes": "codex-mcp review",
+    "base": "--base", "paths": "--paths", "focus": "--focus", "adversarial": "--adversarial",
 }
 
 
@@ -3874,6 +4143,7 @@ COMMANDS = {
     "rework": f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
     "retry": "return a blocked task to todo (resets the rework budget)",
     "cancel": "stop a queued or running task (it becomes blocked)",
+    "review": "ask Codex to review the uncommitted changes (or those since --base); read-only, in the background",
     "list": "list the tasks of the repository, most recently updated first",
     "serve": "run the stdio MCP server (needs the mcp package)",
 }
@@ -3936,13 +4206,20 @@ def build_parser(only: str | None = None) -> object:
         elif name == "rework":
             sub.add_argument("--items", required=True, action="append",
                              help="comma-separated review items; repeat --items for items that contain commas")
+        elif name == "review":
+            sub.add_argument("--base", help="a branch, tag or commit: review the changes since it")
+            sub.add_argument("--paths", help="comma-separated paths: look only at changes under them")
+            sub.add_argument("--focus", help="what matters most, e.g. 'security of the token refresh'")
+            sub.add_argument("--adversarial", action="store_true",
+                             help="challenge the approach and look for the ways it fails, not polish")
+            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
         elif name == "list":
             sub.add_argument("--status", help="only tasks in these statuses (comma-separated)")
             sub.add_argument("--limit", type=int, help=f"tasks per page (default {LIST_LIMIT})")
             sub.add_argument("--cursor", help="the nextCursor of the previous page")
     if only == "_work":
         hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
-        hidden.add_argument("--mode", choices=("start", "rework"), required=True)
+        hidden.add_argument("--mode", choices=("start", "rework", "review"), required=True)
         hidden.add_argument("task_id")
     return parser
 
@@ -4001,6 +4278,13 @@ def run_command(args: object) -> dict | None:
             store = Store(repo)
             return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
         return wait_then_view(repo, answer, limit)
+    if name == "review":
+        answer = review_changes(repo, base=args.base, paths=args.paths, focus=args.focus, adversarial=args.adversarial,
+                                codex_cmd=codex_cmd, inline=inline, on_progress=print_progress)
+        if inline:
+            store = Store(repo)
+            return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
+        return wait_then_view(repo, answer, limit)
     if name == "check":
         seconds = 0 if wait is None else wait
         return check_task(repo, task_id=args.task_id, wait_seconds=seconds, detail=args.detail,
@@ -4046,6 +4330,8 @@ really changed, the report, a verify command run in Codex's sandbox), so you nee
    blocked = read reason.
 4. rework-task {taskId, reviewItems} sends your own review items back (at most 3 rounds).
 5. retry-task returns a blocked task to todo; start-task runs it again.
+6. review-changes {focus?, base?, paths?, adversarial?} asks Codex for a read-only second opinion on changes you
+   made; check-task then gives verdict, explanation and findings (P0 first).
 cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is agents/tasks/T-NNN.md."""
 
 
@@ -4126,6 +4412,19 @@ TOOLS = {
     "cancel-task": ToolSpec(
         "Stop a queued or running task: Codex is killed and the task becomes blocked (retry-task brings it back).",
         cancel_task, "cancel", [TASK, CWD]),
+    "review-changes": ToolSpec(
+        "Ask Codex for a second opinion on changes you (or a person) made: the uncommitted ones (staged, unstaged, "
+        "untracked), or those since base. Read-only, in the background, in its own record; returns {taskId, status}. "
+        "check-task with waitSeconds then answers with verdict (correct / needs changes), explanation and findings "
+        "[{priority P0-P3, file, lines, title, body}], most severe first.",
+        review_changes, "delegate", [
+            CWD,
+            Param("base", "string", "a branch, tag or commit: review the changes since it (default: the "
+                  "uncommitted changes)"),
+            Param("paths", ["string"], "look only at changes under these paths"),
+            Param("focus", "string", "what matters most, e.g. 'security of the token refresh'"),
+            Param("adversarial", "boolean", "challenge the approach and look for the ways it fails, not polish"),
+        ], codex=True),
     "list-tasks": ToolSpec(
         "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
         "reworkCount, goal, updated}], count, total, nextCursor}. Pass nextCursor back for the next page.",

@@ -19,7 +19,7 @@ from model_server import report
 
 SNAPSHOT = ROOT / "tests" / "snapshots" / "list_tools.json"
 TOOLS = {"delegate-task", "start-task", "check-task", "accept-task", "rework-task", "retry-task", "list-tasks",
-         "cancel-task"}
+         "cancel-task", "review-changes"}
 
 
 def call(server, name: str, args: dict, **kw):
@@ -58,7 +58,7 @@ def test_schemas_annotations_and_descriptions(example_repo):
     required = {name: set(t["inputSchema"].get("required", [])) for name, t in tools.items()}
     assert required == {"delegate-task": {"goal", "allowedPaths"}, "start-task": {"taskId"}, "check-task": {"taskId"},
                         "accept-task": {"taskId"}, "rework-task": {"taskId", "reviewItems"}, "retry-task": {"taskId"},
-                        "cancel-task": {"taskId"}, "list-tasks": set()}
+                        "cancel-task": {"taskId"}, "list-tasks": set(), "review-changes": set()}
     delegate = tools["delegate-task"]["inputSchema"]["properties"]
     assert {"goal", "allowedPaths", "constraints", "acceptanceCriteria", "cwd", "verify", "verifySandbox"} <= \
         set(delegate) and "fromFile" not in delegate
