@@ -430,6 +430,8 @@ META = (
     ("Reason", "reason", str), ("Model", "model", str), ("Reasoning", "reasoning", str),
     ("Timeout", "timeout", int), ("Idle Timeout", "idle_timeout", int),
     ("Verify Sandbox", "verify_sandbox", str),
+    # Where Codex works: in place (the repository itself), or a worktree made from the base commit.
+    ("Isolation", "isolation", str), ("Base", "base", str), ("Workspace", "workspace", str),
     # The process running Codex for the task (its worker, or an accept), and the process group it
     # started (Codex, or the verify command): what check cleans up if the first one dies.
     ("Worker", "worker", str), ("Child Process", "child_process", str), ("Started", "started", str),
@@ -440,7 +442,7 @@ META = (
     ("Verdict", "verdict", str),
 )
 META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
-META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on"}   # not written while they hold
+META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on", "isolation": "inplace"}   # not written while they hold
 
 
 class Task:
@@ -460,6 +462,9 @@ class Task:
     timeout: int = DEFAULT_TIMEOUT
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
     verify_sandbox: str = "on"
+    isolation: str = "inplace"
+    base: str = ""
+    workspace: str = ""
     worker: str = ""
     child_process: str = ""
     started: str = ""
@@ -483,6 +488,7 @@ class Task:
     verdict: str = ""
     focus: str = ""
     findings: str = ""
+    setup_log: str = ""
 
     def __init__(self, id: str, doc: Document | None = None, **values: object) -> None:
         self.id, self.doc = id, doc
@@ -520,6 +526,9 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
             value = int(value or 0)
         if attr == "status" and value not in STATUSES:
             raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of {', '.join(STATUSES)}, "
+                                  f"found {value!r}")
+        if attr == "isolation" and value not in ISOLATIONS:
+            raise MalformedRecord(f"{where}:{line_no + offset}: Isolation must be one of {', '.join(ISOLATIONS)}, "
                                   f"found {value!r}")
         if attr == "kind" and value not in KIND_SECTIONS:
             raise MalformedRecord(f"{where}:{line_no + offset}: Kind must be one of {', '.join(KIND_SECTIONS)}, "
@@ -561,10 +570,12 @@ SECTIONS = (
     ("Verification", "verification", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Review Rounds", "rounds", parse_rounds, render_rounds),
     ("Focus", "focus", parse_text, render_text),
+    ("Setup", "setup_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Findings", "findings", parse_text, lambda v: render_text(v, always_fence=True, info="markdown")),
     ("History", "history", parse_bullets, render_bullets),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
+ISOLATIONS = ("inplace", "worktree")
 KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths"), "review": ("Status", "Goal")}   # what each kind needs
 
 
@@ -643,9 +654,10 @@ def render_task(task: Task) -> str:
 
 def new_task(task_id: str, goal: str, allowed_paths: list, constraints: str = "", criteria: str = "",
              verify: str = "", model: str = "", reasoning: str = "", timeout: int = DEFAULT_TIMEOUT,
-             idle_timeout: int = DEFAULT_IDLE_TIMEOUT, verify_sandbox: bool = True, kind: str = "task") -> Task:
+             idle_timeout: int = DEFAULT_IDLE_TIMEOUT, verify_sandbox: bool = True, kind: str = "task",
+             isolation: str = "inplace") -> Task:
     stamp = now_iso()
-    return Task(id=task_id, kind=kind, goal=goal, allowed_paths=list(allowed_paths),
+    return Task(id=task_id, kind=kind, isolation=isolation, goal=goal, allowed_paths=list(allowed_paths),
                 constraints=constraints, criteria=criteria, verify=verify, model=model, reasoning=reasoning,
                 timeout=timeout, idle_timeout=idle_timeout, verify_sandbox="on" if verify_sandbox else "off",
                 created=stamp, updated=stamp, history=[f"{stamp} created (todo)"])
@@ -697,6 +709,8 @@ NEXT_STEPS = {
     "done": "nothing: the task is finished",
     "rework": "already sent back to Codex: `check-task` with `waitSeconds` waits for the rework",
     "boundary_confirmation": "`accept-task` with `approvePaths` allows these paths; `rework-task` has them reverted",
+    "conflict": "`rework-task` moves the task's worktree onto your current tree with the conflicts marked and asks "
+                "Codex to resolve them; then `accept-task` again",
     "blocked-by-review": "read reason; fix it by hand, or `retry-task` then `start-task`",
     "review-done": "read verdict and findings (`check-task` with `detail` gives every finding); turn them into "
                    "edits or a `delegate-task`",
@@ -828,13 +842,15 @@ def find_git_dir(root: Path) -> tuple | None:
     for folder in (root, *root.parents):
         dotgit = folder / ".git"
         try:
-            if dotgit.is_dir():
+            if dotgit.is_dir() and (dotgit / "HEAD").is_file():     # a stray folder named .git is no repository
                 return dotgit, folder
             if dotgit.is_file():
                 line = dotgit.read_text(encoding="utf-8", errors="replace").strip()
                 if line.startswith("gitdir:"):
                     target = Path(line[7:].strip())
-                    return (target if target.is_absolute() else folder / target).resolve(), folder
+                    target = (target if target.is_absolute() else folder / target).resolve()
+                    if (target / "HEAD").is_file():
+                        return target, folder
         except OSError:
             continue
     return None
@@ -1358,6 +1374,37 @@ def git_parts(process: object) -> list | None:
     return None if process.returncode else [part for part in (out or b"").split(b"\0") if part]
 
 
+# Who the tool's own commits are by: a machine with no git identity must work too.
+IDENTITY = {"GIT_AUTHOR_NAME": "codex-mcp", "GIT_AUTHOR_EMAIL": "codex-mcp@localhost",
+            "GIT_COMMITTER_NAME": "codex-mcp", "GIT_COMMITTER_EMAIL": "codex-mcp@localhost"}
+
+
+def head_commit(root: Path) -> str:
+    """HEAD's commit id, or "" in a repository with no commit yet."""
+    return run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1)).decode().strip()
+
+
+def tree_commit(root: Path, message: str, parent: str, exclude: tuple = ()) -> str:
+    """A commit of the working tree at `root` as it is now (tracked files as they are on disk,
+    untracked ones, not ignored ones), built in a temporary index seeded from the real one: the
+    person's index, HEAD, branches, stash and `git status` stay as they are."""
+    import shutil
+    import tempfile
+    seed = Path(run_git(root, "rev-parse", "--path-format=absolute", "--git-path", "index").decode().strip())
+    folder = tempfile.mkdtemp(prefix="codex-mcp-index-")
+    index = Path(folder) / "index"
+    try:
+        if seed.exists():
+            shutil.copyfile(seed, index)
+        env = {"GIT_INDEX_FILE": str(index)}
+        run_git(root, "add", "-A", "--", ".", *(f":(exclude,top){path}" for path in exclude), env=env, drivers=True)
+        tree = run_git(root, "write-tree", env=env).decode().strip()
+        return run_git(root, "commit-tree", tree, "-m", message, *(("-p", parent) if parent else ()),
+                       env={**env, **IDENTITY}).decode().strip()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def ignored_paths(root: Path, paths: list) -> set:
     """Which of `paths` git ignores (by .gitignore, .git/info/exclude or the global excludes)."""
     if not paths:
@@ -1792,6 +1839,156 @@ def update_snapshot(snapshot: Snapshot) -> dict:
             entries.pop(rel, None)
     snapshot.save(marker, changed)
     return {os.fsdecode(rel): pair for rel, pair in changes.items()}
+
+
+# -- worktrees: a workspace of its own for a task, made from the person's current tree ------------------
+#
+# A worktree task works in a git worktree under `.git/codex-mcp/worktrees/`, which never shows in the
+# person's `git status` and which Codex's sandbox keeps it inside. It starts from a commit of the
+# person's working tree as it is (uncommitted and untracked files included), made in a temporary
+# index. Finished worktrees are kept in a small pool and moved to the next task's base with a checkout
+# that rewrites only what differs: creating one costs far more than `git status` in a big repository.
+
+WORKTREE_LIMIT = 4
+SHARED_DEPENDENCIES = ("node_modules", ".venv", "venv")
+
+
+def repo_settings(store: Store) -> dict:
+    """Settings for worktree tasks, from `.codex-mcp.json` as committed at HEAD: an uncommitted edit
+    has no effect, so that no task's Codex can change what runs outside its sandbox."""
+    try:
+        text = run_git(store.repo, "show", "HEAD:./.codex-mcp.json").decode("utf-8")
+    except OperationFailed:
+        return {}
+    where = ".codex-mcp.json (as committed)"
+    try:
+        settings = json.loads(text)
+    except ValueError as error:
+        raise MalformedRecord(f"{where}: not JSON ({error.msg} at character {error.pos})") from None
+    limit, setup, share = settings.get("worktreeLimit", WORKTREE_LIMIT), settings.get("worktreeSetup", ""), \
+        settings.get("worktreeShare", list(SHARED_DEPENDENCIES))
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 32:
+        raise MalformedRecord(f"{where}: worktreeLimit must be a whole number from 1 to 32")
+    if not isinstance(setup, str) or not isinstance(share, list) or \
+            not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..", ".git") for n in share):
+        raise MalformedRecord(f"{where}: worktreeSetup must be a command and worktreeShare a list of folder names")
+    return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share}
+
+
+def shared_dependencies(store: Store, settings: dict) -> list:
+    """The ignored dependency folders at the top of the repository a worktree links to, read-only."""
+    names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES) if (store.repo / name).is_dir()]
+    return sorted(ignored_paths(store.repo, names)) if names else []
+
+
+def worktree_of(store: Store, task_id: str) -> Path | None:
+    """The worktree a task holds, if it holds one (the state folder says; the record only shows it)."""
+    try:
+        name = store.run_file(task_id, "workspace").read_text().strip()
+    except OSError:
+        return None
+    return store.state_dir / "worktrees" / name if re.fullmatch(r"w\d+", name) else None
+
+
+def claim_worktree(store: Store, task_id: str) -> Path:
+    """The task's worktree: the one it holds, an idle one from the pool, or a new name."""
+    folder = store.state_dir / "worktrees"
+    with store.lock("worktrees"):
+        held = worktree_of(store, task_id)
+        if held is not None:
+            return held
+        folder.mkdir(parents=True, exist_ok=True)
+        names = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
+        idle = [name for name in names if not (folder / f"{name}.task").exists()]
+        name = idle[0] if idle else f"w{max((int(n[1:]) for n in names), default=0) + 1}"
+        atomic_write(folder / f"{name}.task", task_id, durable=False)
+        atomic_write(store.run_file(task_id, "workspace"), name, durable=False)
+        return folder / name
+
+
+def release_worktree(store: Store, task_id: str, remove: bool = False) -> None:
+    """The task is over with its worktree: back to the pool for the next task, or removed (when the
+    task was cancelled or its worker died, or when the pool already holds enough idle ones)."""
+    path = worktree_of(store, task_id)
+    for stale in (store.state_dir / "snapshots").glob(f"task-{task_id}.*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    with contextlib.suppress(OSError):
+        store.run_file(task_id, "workspace").unlink()
+    if path is None:
+        return
+    with store.lock("worktrees"):
+        with contextlib.suppress(OSError):
+            (path.parent / f"{path.name}.task").unlink()
+        idle = [p for p in path.parent.glob("w*") if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
+        if remove or len(idle) > WORKTREE_LIMIT:
+            remove_worktree(store, path)
+
+
+def remove_worktree(store: Store, path: Path) -> None:
+    import shutil
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "remove", "--force", "--force", str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "prune")
+
+
+def prepare_worktree(store: Store, path: Path, base: str, shared: list) -> None:
+    """Make `path` a worktree at `base`: move an existing one there (only what differs is rewritten)
+    or add a new one; then link the shared dependency folders (read-only for Codex: they lie outside
+    its writable roots)."""
+    import shutil
+    if (path / ".git").is_file():
+        run_git(path, "checkout", "--detach", "--force", "--quiet", base, drivers=True)
+        run_git(path, "clean", "-ffdxq")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        run_git(store.repo, "worktree", "prune")
+        run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base, drivers=True)
+    for name in shared:
+        with contextlib.suppress(FileExistsError):
+            os.symlink(store.repo / name, path / name)
+
+
+def run_setup(command: str, path: Path) -> tuple:
+    """(passed, output tail) of the repository's setup command in a new workspace. It is the person's
+    committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
+    import subprocess
+    try:
+        done = subprocess.run(["/bin/sh", "-c", command], cwd=path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=VERIFY_TIMEOUT, start_new_session=True)
+    except subprocess.TimeoutExpired as error:
+        return False, tail((error.output or b"").decode("utf-8", "replace") + f"\n[timed out after {VERIFY_TIMEOUT} s]")
+    except OSError as error:
+        return False, f"could not run /bin/sh: {error}"
+    output = tail(done.stdout.decode("utf-8", "replace").strip(), 1500)
+    return done.returncode == 0, f"$ {command}\nexit status {done.returncode}\n{output}".rstrip()
+
+
+def merge_into(store: Store, base: str, theirs: str) -> tuple:
+    """Merge a task's commit into the person's working tree as it is now, three ways against the base:
+    (yours, merged tree, conflicting paths). Nothing is written anywhere."""
+    yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
+    out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs, ok=(0, 1), drivers=True)
+    parts = out.split(b"\0")
+    conflicts = []
+    for part in parts[1:]:
+        if not part:
+            break
+        conflicts.append(os.fsdecode(part))
+    return yours, parts[0].decode(), unique(conflicts)
+
+
+def apply_tree(store: Store, yours: str, merged: str) -> list:
+    """Write the difference between the person's tree (as committed in `yours`) and the merged tree
+    into the working tree, all or nothing (`git apply` checks every hunk before it writes)."""
+    names = run_git(store.repo, "diff", "--name-only", "-z", "--no-renames", yours, merged).split(b"\0")
+    patch = run_git(store.repo, "diff", "--binary", "--full-index", "--no-textconv", "--no-ext-diff", "--no-renames",
+                    yours, merged)
+    if patch.strip():
+        run_git(store.repo, "apply", "--whitespace=nowarn", input=patch)
+    return [os.fsdecode(name) for name in names if name]
 
 
 # -- paths and changes (pure) ----------------------------------------------------------------------
@@ -2344,6 +2541,17 @@ class Workspace:
     def in_place(cls, store: Store) -> Workspace:
         return cls(store, store.repo, "main")
 
+    @classmethod
+    def for_task(cls, store: Store, task: Task) -> Workspace:
+        """Where this task's Codex works: the repository, or the worktree it holds."""
+        if task.isolation != "worktree":
+            return cls.in_place(store)
+        path = worktree_of(store, task.id)
+        if path is None or not (path / ".git").is_file():
+            raise OperationFailed(f"{task.id}'s worktree is gone (deleted by hand?): its work is lost. Next: "
+                                  "`retry-task`, then `start-task` starts it again from your current tree")
+        return cls(store, path, f"task-{task.id}")
+
     def run_lock(self, blocking: bool = True) -> contextlib.AbstractContextManager:
         return self.store.lock(f"run-{self.name}", blocking)
 
@@ -2557,9 +2765,19 @@ class Worker:
         entry = self.store.queue_dir / self.task_id
         with life_lock(self.store, self.task_id):
             try:
-                if not self.queued:
+                isolated = self.store.load(self.task_id).isolation == "worktree" and self.queued
+                if isolated or not self.queued:
                     with self.store.update(self.task_id) as task:
                         task.worker = self.identity
+                if isolated:               # worktree tasks run side by side, up to the repo's limit
+                    with worktree_slot(self.store, repo_settings(self.store).get("worktreeLimit", WORKTREE_LIMIT),
+                                       self.say_waiting, self.stop_reason) as slot:
+                        if not slot:
+                            self.finish_blocked("cancelled while waiting for a worktree slot, before Codex started")
+                        elif self.open_worktree():
+                            self.run_turn()
+                    return
+                if not self.queued:
                     self.run_turn()
                     return
                 self.enqueue(entry)
@@ -2599,6 +2817,49 @@ class Worker:
                     task.progress = f"queued: waiting for {waiting_for} to finish"
             time.sleep(0.2)
         yield False
+
+    # -- a worktree of its own ----------------------------------------------------------------------
+
+    def say_waiting(self, why: str) -> None:
+        with self.store.update(self.task_id) as task:
+            if task.progress != f"queued: {why}":
+                task.progress = f"queued: {why}"
+
+    def open_worktree(self) -> bool:
+        """The task's workspace: the worktree it holds (a rework, or a start after retry), or a new
+        one at a commit of the person's current tree, set up. False if the task cannot run."""
+        store, task_id = self.store, self.task_id
+        path = worktree_of(store, task_id)
+        if path is not None and (path / ".git").is_file():
+            self.workspace = Workspace(store, path, f"task-{task_id}")
+            return True
+        if self.mode == "rework":
+            release_worktree(store, task_id, remove=True)
+            self.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work in it with it: "
+                                "`retry-task`, then `start-task` starts it again from your current tree")
+            return False
+        settings = repo_settings(store)
+        with store.update(task_id) as task:
+            task.progress = "making its worktree from your current tree"
+        base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
+                           head_commit(store.repo))
+        path = claim_worktree(store, task_id)
+        prepare_worktree(store, path, base, shared_dependencies(store, settings))
+        atomic_write(store.run_file(task_id, "base"), base, durable=False)
+        with store.update(task_id) as task:
+            task.base, task.workspace = base, store.relative(path) if path.is_relative_to(store.repo) else str(path)
+        if settings.get("worktreeSetup"):
+            with store.update(task_id) as task:
+                task.progress = "running the repository's setup command in the worktree"
+            passed, output = run_setup(settings["worktreeSetup"], path)
+            with store.update(task_id) as task:
+                task.setup_log = output
+            if not passed:
+                self.finish_blocked(f"the worktree's setup command failed: {one_line(output.splitlines()[-1], 200)} "
+                                    "(the record's Setup section has its output)")
+                return False
+        self.workspace = Workspace(store, path, f"task-{task_id}")
+        return True
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -2767,6 +3028,23 @@ class ReviewJob(Worker):
             else:
                 transition(task, "blocked", f"{reason}; {workspace}" if written else reason, "finish")
             task.progress = f"finished: {task.reason}"
+
+
+@contextlib.contextmanager
+def worktree_slot(store: Store, limit: int, on_wait: Callable, stop: Callable) -> Iterator[bool]:
+    """One of the repo's `limit` slots for worktree tasks; yields False if stopped while waiting."""
+    said = False
+    while not stop():
+        for number in range(limit):
+            with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock", blocking=False) as mine:
+                if mine:
+                    yield True
+                    return
+        if not said:
+            on_wait(f"waiting for a worktree slot ({limit} worktree tasks are running in this repo)")
+            said = True
+        time.sleep(0.2)
+    yield False
 
 
 def threading_is_main() -> bool:
@@ -3366,6 +3644,10 @@ def accept_turn(workspace: Workspace, task_id: str, wait: float = RUN_LOCK_WAIT)
     Codex and Codex's code, so no other Codex run may write meanwhile). An accept waits ahead of
     queued tasks for the running one to finish; past `wait` it gives up and says so."""
     store = workspace.store
+    if workspace.name != "main":              # a worktree: its own lock, which only its worker takes
+        with workspace.run_lock():
+            yield
+        return
     entry = store.queue_dir / f"accept-{task_id}"
     atomic_write(entry, process_identity(os.getpid()), durable=False)
     deadline = time.monotonic() + wait
@@ -3416,11 +3698,12 @@ def request_completion(workspace: Workspace, task: Task, missing: list, command:
     return store.load(task.id)
 
 
-def review(store: Store, task_id: str, command: list) -> dict:
+def review(store: Store, task_id: str, command: list, into_branch: bool = False) -> dict:
     """accept's pipeline: permission, completeness (one completion request), the real changes
-    against the boundary, the verify command; then act on the verdict."""
-    workspace = Workspace.in_place(store)
+    against the boundary, the verify command; then act on the verdict (for a worktree task that
+    passes, bring its changes into the working tree, or into a branch)."""
     task = store.load(task_id)
+    workspace = Workspace.for_task(store, task)
     where = store.relative(store.path(task_id))
     allowed = recheck_allowed_paths(task, store.repo, where)
     facts = ReviewFacts(denial=permission_denial(task.result), rework_count=task.rework_count)
@@ -3467,13 +3750,75 @@ def review(store: Store, task_id: str, command: list) -> dict:
                          + "\n".join(lines) + "\n", durable=False)
             facts.revert = f"sh {script}"
     verdict = decide(facts)
+    landed: dict = {}
+    if verdict.action == "done" and task.isolation == "worktree":
+        verdict, landed = land_worktree(store, task, workspace, verdict, into_branch)
     return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command,
-                         outside=judged, unjudged_paths=unjudged_paths)
+                         outside=judged, unjudged_paths=unjudged_paths, landed=landed)
+
+
+def land_worktree(store: Store, task: Task, workspace: Workspace, verdict: Verdict, into_branch: bool) -> tuple:
+    """A worktree task that passed review: its changes go into the person's working tree by a three-way
+    merge against its base, all or nothing, while no in-place Codex run writes there; or, asked for,
+    into a new branch `codex-mcp/T-NNN` (the working tree untouched). A conflict writes nothing."""
+    base = store.run_file(task.id, "base").read_text().strip()
+    shared = shared_dependencies(store, repo_settings(store))
+    theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base, exclude=tuple(shared))
+    if into_branch:
+        branch = f"codex-mcp/{task.id}"
+        try:
+            run_git(store.repo, "update-ref", f"refs/heads/{branch}", theirs, "")
+        except OperationFailed:
+            raise RefusedTransition(f"a branch {branch} exists already: delete it (git branch -D {branch}), or accept "
+                                    "without the branch option to apply the changes to the working tree") from None
+        return Verdict("done", f"{verdict.reason}; committed as branch {branch} (on its base), the working tree "
+                               "untouched"), {"branch": branch}
+    with accept_turn(Workspace.in_place(store), task.id):
+        yours, merged, conflicts = merge_into(store, base, theirs)
+        if conflicts:
+            atomic_write(store.run_file(task.id, "conflict"), json.dumps(conflicts), durable=False)
+            return Verdict("conflict", f"your working tree and the task both changed {', '.join(group_paths(conflicts))} "
+                                       "in ways that do not merge: nothing was written"), {"conflicts": conflicts}
+        applied = apply_tree(store, yours, merged)
+        main = Workspace.in_place(store)
+        if Snapshot(main.root, main.snapshot_folder(), main.name).load():
+            main.changes()        # what was applied is no in-place task's change
+    return Verdict("done", f"{verdict.reason}; applied to your working tree ({len(applied)} paths)"), {}
+
+
+def reopen_on_current_tree(store: Store, task: Task) -> list:
+    """Before a rework of a conflicted worktree task: move its worktree onto the person's current
+    tree, with the task's changes merged in and the conflicts marked (<<<<<<<); the task's changes
+    are counted from there. Returns the conflicted paths."""
+    workspace = Workspace.for_task(store, task)
+    base = store.run_file(task.id, "base").read_text().strip()
+    shared = shared_dependencies(store, repo_settings(store))
+    with workspace.run_lock():
+        theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: before the rework", base, exclude=tuple(shared))
+        yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
+        run_git(workspace.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
+        run_git(workspace.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
+        with contextlib.suppress(FileNotFoundError):
+            store.run_file(task.id, "touched.json").unlink()      # the task's changes now count from `yours`
+        workspace.changes()
+        run_git(workspace.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1), env=IDENTITY,
+                drivers=True)
+        conflicted = [os.fsdecode(p) for p in run_git(workspace.root, "diff", "--name-only", "-z",
+                                                      "--diff-filter=U").split(b"\0") if p]
+        run_git(workspace.root, "reset", "--quiet")          # keep the marked files, drop the merge state
+        add_changes(store, task.id, workspace.changes(), lambda rel, after: "codex")
+    atomic_write(store.run_file(task.id, "base"), yours, durable=False)
+    with contextlib.suppress(FileNotFoundError):
+        store.run_file(task.id, "conflict").unlink()
+    with store.update(task.id) as record:
+        record.base = yours
+        note(record, f"worktree moved onto your current tree; conflicts marked in {', '.join(conflicted) or 'none'}")
+    return conflicted
 
 
 def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, changes: list,
                   declared: list, verification: dict | None, command: list, outside: list,
-                  unjudged_paths: list) -> dict:
+                  unjudged_paths: list, landed: dict) -> dict:
     with store.update(task_id) as task:
         task.worker = task.child_process = ""
         task.changes = render_changes(changes, tuple(outside))
@@ -3485,13 +3830,16 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
             transition(task, "done", f"accepted: {verdict.reason}", "accept")
         elif verdict.action == "blocked":
             transition(task, "blocked", verdict.reason, "block")
-        elif verdict.action == "boundary_confirmation":
-            note(task, f"boundary confirmation needed: {verdict.reason}")
-        if verdict.action != "boundary_confirmation":
+        elif verdict.action in ("boundary_confirmation", "conflict"):
+            note(task, f"{'boundary confirmation needed' if verdict.action == 'boundary_confirmation' else 'conflict'}: "
+                       f"{verdict.reason}")
+        if verdict.action not in ("boundary_confirmation", "conflict"):
             task.tampered = ""
-    if verdict.action != "boundary_confirmation":
+    if verdict.action not in ("boundary_confirmation", "conflict"):
         with contextlib.suppress(FileNotFoundError):
             store.run_file(task_id, "facts.json").unlink()       # reported once: this verdict said it
+    if verdict.action == "done" and task.isolation == "worktree":
+        release_worktree(store, task_id)
     result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason, "status": task.status}
     if verdict.action == "rework":
         started = start_rework(store, task_id, verdict.items, command)
@@ -3500,6 +3848,7 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
         if "threadId" in started:
             result["threadId"] = started["threadId"]
     result.update(accept_answer(changes, facts, declared, verification, outside, unjudged_paths))
+    result.update(landed)
     result["next"] = NEXT_STEPS["blocked-by-review" if verdict.action == "blocked" else verdict.action]
     return fit_result(result)
 
@@ -3518,7 +3867,8 @@ PROGRESS_SHAPE = {"note?": "string", "lastEvent?": "string", "commands?": "integ
 SHAPES = {
     "delegate": {"taskId": "string", "threadId?": "string", "status": "string", "filePath": "string",
                  "reason?": "string", "progress?": "string", "next": "string"},
-    "check": {"taskId": "string", "kind?": "string", "status": "string", "reworkCount": "integer",
+    "check": {"taskId": "string", "kind?": "string", "isolation?": "string", "workspace?": "string",
+              "status": "string", "reworkCount": "integer",
               "goal": "string", "codexThreadId?": "string", "lastCodexResultSummary?": "string",
               "lastCodexTestReport?": "string", "progress": PROGRESS_SHAPE, "reason?": "string",
               "filePath": "string", "resumeCommand?": "string", "next": "string",
@@ -3533,6 +3883,7 @@ SHAPES = {
                "outOfBounds?": ["string"], "outOfBoundsOmitted?": "integer", "uncertain?": ["string"],
                "unjudged?": ["string"], "unjudgedOmitted?": "integer", "recordsRestored?": ["string"],
                "missingSections?": ["string"], "testsRun": "boolean", "filesChangedMismatch?": "object",
+               "conflicts?": ["string"], "branch?": "string",
                "verify?": {"passed": "boolean", "exitStatus?": "integer", "signal?": "string",
                            "timedOut?": "boolean", "sandboxed": "boolean", "outputTail": "string"},
                "next": "string"},
@@ -3542,7 +3893,7 @@ SHAPES = {
     "cancel": {"taskId": "string", "status": "string", "reason": "string", "next": "string"},
     "list": {"tasks": [{"taskId": "string", "kind?": "string", "status?": "string", "reworkCount?": "integer",
                         "goal?": "string", "updated?": "string", "error?": "string"}],
-             "count": "integer", "total": "integer", "nextCursor?": "string"},
+             "count": "integer", "total": "integer", "nextCursor?": "string", "prunedWorkspaces?": ["string"]},
 }
 
 
@@ -3562,7 +3913,9 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
     """check's answer."""
     report = parse_report(task.result)
     view = compact({
-        "taskId": task.id, "kind": task.kind if task.kind != "task" else None, "status": task.status,
+        "taskId": task.id, "kind": task.kind if task.kind != "task" else None,
+        "isolation": task.isolation if task.isolation != "inplace" else None, "workspace": task.workspace or None,
+        "status": task.status,
         "reworkCount": task.rework_count, "goal": clip(task.goal, 200), "codexThreadId": task.thread_id,
         "lastCodexResultSummary": clip(report.get("Summary", ""), 300),
         "lastCodexTestReport": clip(report.get("Tests", ""), 300), "reason": task.reason,
@@ -3686,6 +4039,8 @@ def refresh(store: Store, task_id: str) -> Task:
                 task.progress = "finished: the worker died"
                 transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "
                                             "(killed, or the machine restarted); Codex was stopped", "block")
+                if task.isolation == "worktree":
+                    release_worktree(store, task.id, remove=True)
             else:
                 note(task, f"the process ({pid}) running a Codex request or the verify command for this "
                            f"{task.status} task died; what it started was stopped")
@@ -3784,7 +4139,7 @@ def start_answer(store: Store, task: Task) -> dict:
 def launch(store: Store, task_id: str, command: list, inline: bool, on_progress: Callable | None) -> dict:
     """Start the worker (detached, or in this process when the caller waits anyway), then wait a
     moment for Codex to announce its thread."""
-    busy = repo_holder(store)
+    busy = repo_holder(store) if store.load(task_id).isolation != "worktree" else ""
     if inline:
         with store.update(task_id) as record:
             record.progress = f"queued: waiting for {busy} to finish" if busy else "starting"
@@ -3810,28 +4165,42 @@ def launch(store: Store, task_id: str, command: list, inline: bool, on_progress:
 def delegate_task(repo: object, *, goal: object, allowed_paths: object, constraints: object = None,
                   criteria: object = None, verify: object = None, verify_sandbox: object = None, model: object = None,
                   reasoning: object = None, timeout: object = None, idle_timeout: object = None,
-                  codex_cmd: object = None, inline: bool = False, on_progress: Callable | None = None) -> dict:
+                  isolation: object = None, codex_cmd: object = None, inline: bool = False,
+                  on_progress: Callable | None = None) -> dict:
     """Create a task and start Codex on it in the background.
 
     Returns {taskId, threadId?, status, filePath, next} as soon as Codex announced its thread, or at
     once with status todo when another task holds the repo."""
     store = Store(repo)
     command = codex_command_from(codex_cmd)
+    isolation = isolation_arg(store, isolation)
     task = store.create(new_task(
         "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
         text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
         text_arg("model", model), text_arg("reasoning", reasoning),
         int(seconds_arg("timeoutSeconds", timeout, DEFAULT_TIMEOUT)),
         int(seconds_arg("idleTimeoutSeconds", idle_timeout, DEFAULT_IDLE_TIMEOUT)),
-        bool_arg("verifySandbox", verify_sandbox, True)))
+        bool_arg("verifySandbox", verify_sandbox, True), isolation=isolation or "inplace"))
     return launch(store, task.id, command, inline, on_progress)
 
 
-def start_task(repo: object, *, task_id: object, codex_cmd: object = None, inline: bool = False,
-               on_progress: Callable | None = None) -> dict:
+def isolation_arg(store: Store, value: object) -> str:
+    """"" (keep what the record says), "inplace" or "worktree" (which needs git)."""
+    value = text_arg("isolation", value)
+    if value and value not in ISOLATIONS:
+        raise BadInput(f"`isolation` must be \"inplace\" or \"worktree\", not {value!r}")
+    if value == "worktree" and store.git is None:
+        raise BadInput(f"`isolation` \"worktree\" needs a git repository, and {store.repo} is a plain folder: a "
+                       "worktree is made from a commit of your working tree. Use \"inplace\", or `git init` first")
+    return value
+
+
+def start_task(repo: object, *, task_id: object, isolation: object = None, codex_cmd: object = None,
+               inline: bool = False, on_progress: Callable | None = None) -> dict:
     """Start an existing todo task (written by hand, or after retry-task)."""
     store = Store(repo)
     command = codex_command_from(codex_cmd)
+    isolation = isolation_arg(store, isolation)
     task_id = normalize_task_id(task_id)
     task = refresh(store, task_id)
     require_status(task, "todo", "start")
@@ -3844,6 +4213,9 @@ def start_task(repo: object, *, task_id: object, codex_cmd: object = None, inlin
     with store.update(task_id) as record:
         require_status(record, "todo", "start")
         record.allowed_paths = paths if paths != record.allowed_paths else record.allowed_paths
+        record.isolation = isolation or record.isolation
+        if record.isolation == "worktree" and store.git is None:
+            isolation_arg(store, "worktree")
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0
     return launch(store, task_id, command, inline, on_progress)
@@ -3894,7 +4266,8 @@ def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detai
     return task_view(store, task, bool_arg("detail", detail, False))
 
 
-def accept_task(repo: object, *, task_id: object, approve_paths: object = None, codex_cmd: object = None) -> dict:
+def accept_task(repo: object, *, task_id: object, approve_paths: object = None, into_branch: object = None,
+                codex_cmd: object = None) -> dict:
     """Review a task in `review`: permission, completeness, boundary, verify; then act on the verdict.
 
     Returns {taskId, action, reason, status, ...}; action is done, rework (already sent back),
@@ -3910,12 +4283,15 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
         task = refresh(store, task_id)
         require_status(task, "review", "accept")
         recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
+        branch = bool_arg("intoBranch", into_branch, False)
+        if branch and task.isolation != "worktree":
+            raise BadInput(f"`intoBranch` applies to worktree tasks; {task_id} worked in place, in your working tree")
         if approve:
             paths = unique(validate_allowed_path(p, store.repo, "approvePaths") for p in approve)
             with store.update(task_id) as record:
                 record.allowed_paths = unique([*record.allowed_paths, *paths])
                 note(record, f"approved paths outside the original boundary: {', '.join(paths)}")
-        return review(store, task_id, command)
+        return review(store, task_id, command, into_branch=branch)
 
 
 def rework_task(repo: object, *, task_id: object, review_items: object, codex_cmd: object = None) -> dict:
@@ -3937,6 +4313,11 @@ def start_rework(store: Store, task_id: str, items: list, command: list) -> dict
         raise RefusedTransition(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now blocked. "
                                 "Review it by hand, then `retry-task` (which resets the budget) if it should go on.",
                                 status="blocked")
+    if task.isolation == "worktree" and store.run_file(task_id, "conflict").exists():
+        conflicted = reopen_on_current_tree(store, task)
+        items = [f"Your changes were merged onto the person's current tree, and these files have conflict markers "
+                 f"(<<<<<<< ======= >>>>>>>) where both changed the same lines: {', '.join(group_paths(conflicted))}. "
+                 "Resolve each keeping both intents, and remove every marker.", *items]
     with store.update(task_id) as task:
         task.rework_count += 1
         task.rounds = [*task.rounds, "\n".join(f"{n}. {item}" for n, item in enumerate(items, 1))]
@@ -3986,6 +4367,8 @@ def cancel_task(repo: object, *, task_id: object) -> dict:
                 task.worker = task.child_process = ""
                 task.progress = "finished: cancelled"
                 transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
+    if task.isolation == "worktree":
+        release_worktree(store, task.id, remove=True)
     return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
 
 
@@ -4053,6 +4436,7 @@ def list_tasks(repo: object, *, status: object = None, limit: object = None, cur
     size = count_arg("limit", limit, LIST_LIMIT, 1000)
     listed = read_page_order(store, text_arg("cursor", cursor)) if cursor is not None else None
     rows = task_rows(store)
+    pruned = prune_worktrees(store, rows)
     for task_id in queue_entries(store):
         if task_id in rows and rows[task_id][0] not in ACTIVE:
             rows[task_id] = ["doing", *rows[task_id][1:]]         # its worker is the truth while it lives
@@ -4074,7 +4458,31 @@ def list_tasks(repo: object, *, status: object = None, limit: object = None, cur
         answer["count"] = len(tasks)
     if offset + len(tasks) < len(order):
         answer["nextCursor"] = write_page_order(store, order, offset + len(tasks), cursor)
+    if pruned:
+        answer["prunedWorkspaces"] = pruned
     return answer
+
+
+def prune_worktrees(store: Store, rows: dict) -> list:
+    """Worktrees that outlived their task (done, deleted, cancelled, its worker dead) are released,
+    and git forgets worktrees deleted by hand. Returns what was pruned, for the answer."""
+    folder = store.state_dir / "worktrees"
+    if not folder.is_dir():
+        return []
+    pruned = []
+    for owner in sorted(folder.glob("w*.task")):
+        task_id = owner.read_text().strip() if owner.exists() else ""
+        row = rows.get(task_id)
+        over = row is None or row[0] == "done" or row[0] == "todo" and not row[5] or \
+            not (folder / owner.name[:-5] / ".git").is_file()
+        if over:
+            release_worktree(store, task_id, remove=row is None or row[0] != "done")
+            with contextlib.suppress(FileNotFoundError):
+                owner.unlink()
+            pruned.append(f"{owner.name[:-5]} ({task_id or 'no task'})")
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "prune")
+    return pruned
 
 
 def list_row(task_id: str, row: list | None) -> dict:
@@ -4123,7 +4531,7 @@ CLI_WORDS = {
     "model": "--model", "reasoning": "--reasoning", "timeoutSeconds": "--timeout",
     "idleTimeoutSeconds": "--idle-timeout", "taskId": "TASK_ID", "waitSeconds": "--wait", "detail": "--detail",
     "approvePaths": "--approve-paths", "reviewItems": "--items", "status": "--status", "limit": "--limit",
-    "cursor": "--cursor", "codexCmd": "--codex-cmd",
+    "cursor": "--cursor", "codexCmd": "--codex-cmd", "isolation": "--isolation", "intoBranch": "--branch",
     "delegate-task": "codex-mcp delegate", "start-task": "codex-mcp start", "check-task": "codex-mcp check",
     "accept-task": "codex-mcp accept", "rework-task": "codex-mcp rework", "retry-task": "codex-mcp retry",
     "cancel-task": "codex-mcp cancel", "list-tasks": "codex-mcp list", "review-changes": "codex-mcp review",
@@ -4192,17 +4600,22 @@ def build_parser(only: str | None = None) -> object:
             sub.add_argument("--idle-timeout", type=float, metavar="S",
                              help=f"no progress from Codex for this long ends the run (default {DEFAULT_IDLE_TIMEOUT} s)")
             sub.add_argument("--file", metavar="T-NNN", help="start this existing todo task instead (as `start`)")
+            sub.add_argument("--isolation", choices=ISOLATIONS, help="inplace (default) or worktree: a git worktree "
+                                                                     "of its own; several run at once")
             sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
         elif name in ("start", "check", "accept", "rework", "retry", "cancel"):
             sub.add_argument("task_id", metavar="TASK_ID")
         if name == "start":
             sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
+            sub.add_argument("--isolation", choices=ISOLATIONS, help="inplace or worktree (default: as recorded)")
         elif name == "check":
             sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
             sub.add_argument("--detail", action="store_true", help="include the full Codex message, commands, changes")
         elif name == "accept":
             sub.add_argument("--approve-paths", metavar="PATHS",
                              help="comma-separated paths outside the boundary to allow (after boundary_confirmation)")
+            sub.add_argument("--branch", action="store_true",
+                             help="a worktree task: commit its changes as branch codex-mcp/T-NNN instead")
         elif name == "rework":
             sub.add_argument("--items", required=True, action="append",
                              help="comma-separated review items; repeat --items for items that contain commas")
@@ -4266,14 +4679,15 @@ def run_command(args: object) -> dict | None:
         task_id = args.file if name == "delegate" else args.task_id
         if name == "delegate" and (args.goal or args.paths):
             raise BadInput("give either --file (an existing task) or --goal and --paths (a new one), not both")
-        answer = start_task(repo, task_id=task_id, codex_cmd=codex_cmd, inline=inline, on_progress=print_progress)
+        answer = start_task(repo, task_id=task_id, isolation=getattr(args, "isolation", None), codex_cmd=codex_cmd,
+                            inline=inline, on_progress=print_progress)
         return wait_then_view(repo, answer, limit)
     if name == "delegate":
         answer = delegate_task(repo, goal=args.goal, allowed_paths=args.paths, constraints=args.constraints,
                                criteria=args.criteria, verify=args.verify, verify_sandbox=not args.no_verify_sandbox,
                                model=args.model, reasoning=args.reasoning, timeout=args.timeout,
-                               idle_timeout=args.idle_timeout, codex_cmd=codex_cmd, inline=inline,
-                               on_progress=print_progress)
+                               idle_timeout=args.idle_timeout, isolation=args.isolation, codex_cmd=codex_cmd,
+                               inline=inline, on_progress=print_progress)
         if inline:
             store = Store(repo)
             return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
@@ -4290,7 +4704,8 @@ def run_command(args: object) -> dict | None:
         return check_task(repo, task_id=args.task_id, wait_seconds=seconds, detail=args.detail,
                           on_change=print_progress if wait is not None else None, wait_limit=float("inf"))
     if name == "accept":
-        return accept_task(repo, task_id=args.task_id, approve_paths=args.approve_paths, codex_cmd=codex_cmd)
+        return accept_task(repo, task_id=args.task_id, approve_paths=args.approve_paths, into_branch=args.branch,
+                           codex_cmd=codex_cmd)
     if name == "rework":
         return rework_task(repo, task_id=args.task_id, review_items=cli_rework_items(args.items), codex_cmd=codex_cmd)
     if name == "retry":
@@ -4356,6 +4771,9 @@ class ToolSpec:
 
 CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
 TASK = Param("taskId", "string", "task id, like T-001", required=True, keyword="task_id")
+ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, one task at a time) "
+                  "or \"worktree\" (its own git worktree made from your current tree; several run at once; accept "
+                  "merges the changes into your working tree)", enum=list(ISOLATIONS))
 TOOLS = {
     "delegate-task": ToolSpec(
         "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the background "
@@ -4377,11 +4795,12 @@ TOOLS = {
                   keyword="timeout"),
             Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
                   f"(default {DEFAULT_IDLE_TIMEOUT})", keyword="idle_timeout"),
+            ISOLATION,
         ], codex=True),
     "start-task": ToolSpec(
         "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
         "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
-        start_task, "delegate", [TASK, CWD], codex=True),
+        start_task, "delegate", [TASK, CWD, ISOLATION], codex=True),
     "check-task": ToolSpec(
         "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
         "leave todo/doing, sending progress notifications; this blocks your turn, so use it when you have nothing "
@@ -4398,7 +4817,10 @@ TOOLS = {
         "(already sent back: check-task again); boundary_confirmation (call again with approvePaths, or "
         "rework-task); blocked. Not idempotent: it can start a rework.",
         accept_task, "accept", [TASK, CWD, Param("approvePaths", ["string"], "paths outside allowedPaths to allow, "
-                                                 "after a boundary_confirmation", keyword="approve_paths")],
+                                                 "after a boundary_confirmation", keyword="approve_paths"),
+                                Param("intoBranch", "boolean", "a worktree task: commit its changes as branch "
+                                      "codex-mcp/T-NNN instead of applying them to the working tree",
+                                      keyword="into_branch")],
         codex=True),
     "rework-task": ToolSpec(
         "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
@@ -4455,7 +4877,7 @@ def input_schema(spec: ToolSpec) -> dict:
         schema["description"] = param.description
         if "items_enum" in param.extra:
             schema["items"]["enum"] = param.extra["items_enum"]
-        schema.update({key: value for key, value in param.extra.items() if key in ("minimum", "maximum")})
+        schema.update({key: value for key, value in param.extra.items() if key in ("minimum", "maximum", "enum")})
         properties[param.name] = schema
     return {"type": "object", "properties": properties,
             "required": [param.name for param in spec.params if param.required], "additionalProperties": False}
