@@ -2,9 +2,10 @@
 
 Claude Code plans and reviews; Codex writes code in its sandbox. This module keeps each task as a
 Markdown file a person can read and edit (`agents/tasks/T-001.md`), runs `codex exec --json` in a
-detached worker process, one task at a time per repository, and reviews the result on ground truth:
-the files that really changed, the report Codex wrote, and a verify command that really ran, under
-the same sandbox as Codex.
+detached worker process (one task at a time in the repository itself, or several side by side, each
+in a git worktree of its own), and reviews the result on ground truth: the files that really changed,
+the report Codex wrote, and a verify command that really ran, under the same sandbox as Codex. A
+review job runs the other way round: Codex, read-only, reviews changes Claude Code made.
 
 Two ways in, one service layer, the same JSON out:
 
@@ -22,9 +23,10 @@ in `~/.local/state/codex-mcp/`; changes are found by inode change times, which n
 
 Concurrency: any number of CLI calls, MCP servers and workers may act on one repository at once.
 Every read-modify-write of a record holds the repo's store lock for milliseconds and writes
-atomically; one Codex run at a time holds the repo's run lock, and so do accept's verify command
-and completion request (ahead of queued runs); while Codex runs, the task's worker is the only
-writer of its record (others signal it, as cancel does).
+atomically. Each workspace has a run lock: in the repository itself one Codex run at a time holds
+it, and so do accept's verify command and completion request and the landing of a worktree task's
+changes (ahead of queued runs); a worktree task holds its own, beside up to three others. While
+Codex runs, the task's worker is the only writer of its record (others signal it, as cancel does).
 
 Layout, in the order data flows:
   1. Constants, errors and text helpers
@@ -33,12 +35,12 @@ Layout, in the order data flows:
   4. Disk: locks, atomic writes, where state lives, the task store and its guard
   5. Processes: identities, groups, kill, spawn
   6. Git, run so that nothing configured inside the workspace executes
-  7. Workspace: snapshots and the changes between them
+  7. Workspace: snapshots, worktrees, and the changes between them (with whose they are)
   8. Prompts
   9. Codex: the command line, its events, one turn, the workspace it runs in
- 10. The worker and the run queue
- 11. Review, pure: paths, the report, attribution, the verdict
- 12. Review, acting: verify, completion, recording the verdict
+ 10. The worker and the run queue (and review jobs, which need no queue)
+ 11. Review, pure: boundaries, ignored output, the report, the verdict
+ 12. Review, acting: verify, completion, landing a worktree's changes, recording the verdict
  13. Answers: the shape of every result
  14. Services: one function per tool, shared by the CLI and the MCP server
  15. CLI
@@ -1415,7 +1417,7 @@ def ignored_paths(root: Path, paths: list) -> set:
 
 
 # ====================================================================================================
-# 7. Workspace: snapshots and the changes between them
+# 7. Workspace: snapshots, worktrees, and the changes between them (with whose they are)
 # ====================================================================================================
 #
 # What Codex says it changed is a claim; what changed on disk is the fact. A snapshot maps every
@@ -2249,7 +2251,7 @@ def review_completion_prompt(problem: str) -> str:
 
 
 # ====================================================================================================
-# 9. Codex: the command line, its events, one turn
+# 9. Codex: the command line, its events, one turn, the workspace it runs in
 # ====================================================================================================
 
 def toml_string(text: str) -> str:
@@ -2612,7 +2614,7 @@ def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list,
 
 
 # ====================================================================================================
-# 10. The worker and the run queue
+# 10. The worker and the run queue (and review jobs, which need no queue)
 # ====================================================================================================
 #
 # A task's changes are kept per task in the state folder (`runs/T-001.touched.json`): for each path
@@ -3118,7 +3120,7 @@ def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
 
 
 # ====================================================================================================
-# 11. Review, pure: paths, the report, attribution, the verdict
+# 11. Review, pure: boundaries, ignored output, the report, the verdict
 # ====================================================================================================
 
 def inside_boundary(path: str, allowed: list) -> bool:
@@ -3559,7 +3561,7 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
 
 
 # ====================================================================================================
-# 12. Review, acting: verify, completion, recording the verdict
+# 12. Review, acting: verify, completion, landing a worktree's changes, recording the verdict
 # ====================================================================================================
 
 def task_changes(store: Store, task_id: str) -> list:
