@@ -1173,7 +1173,7 @@ def process_identity(pid: int) -> str:
 
 def parse_identity(identity: str) -> tuple:
     """`pid@start` -> (pid, start); (0, "") for anything else (a hand-edited or forged field)."""
-    pid_text, _, start = identity.partition("@")
+    pid_text, _, start = identity.strip().partition("@")
     return (int(pid_text), start) if pid_text.isdigit() and int(pid_text) > 0 else (0, "")
 
 
@@ -3089,7 +3089,7 @@ def queue_entries(store: Store) -> list:
         name = path.name
         accept = name.startswith("accept-") and TASK_ID.fullmatch(name[7:])
         try:
-            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_text().strip()):
+            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_bytes().decode("utf-8", "replace")):
                 live.append(name)
                 continue
             path.unlink()
@@ -4013,7 +4013,7 @@ def codex_command_from(value: object) -> list:
 
 def queued_worker(store: Store, task_id: str) -> str:
     try:
-        return (store.queue_dir / task_id).read_text().strip()
+        return (store.queue_dir / task_id).read_bytes().decode("utf-8", "replace").strip()
     except OSError:
         return ""
 

@@ -326,3 +326,20 @@ def test_importing_the_module_does_not_import_mcp():
                            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic', 'anyio')))",
                            str(ROOT)], capture_output=True, text=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_absurd_state_is_repaired_not_fatal(tmp_path):
+    store = cm.Store(tmp_path)
+    store.create(cm.new_task("T-0", "first", ["src/"]))
+    (store.state_dir / "next-id").write_text("999999999\n")             # an id counter far ahead
+    assert store.create(cm.new_task("T-0", "second", ["src/"])).id == "T-002"
+    (store.state_dir / "next-id").write_text("not a number\n")
+    assert store.create(cm.new_task("T-0", "third", ["src/"])).id == "T-003"
+    store.queue_dir.mkdir(parents=True, exist_ok=True)
+    (store.queue_dir / "T-001").write_text("garbage@nothing")             # malformed queue entries
+    (store.queue_dir / "T-002").write_bytes(b"\xff\xfe")
+    (store.queue_dir / "no-task-here").write_text("1@1")
+    (store.queue_dir / "T-003").mkdir()
+    assert cm.queue_head(store) == ""
+    assert sorted(p.name for p in store.queue_dir.iterdir()) == ["T-003"]   # a folder is left, and ignored
+    assert cm.list_tasks(tmp_path)["total"] == 3
