@@ -3218,7 +3218,10 @@ CACHE_DIRS = frozenset((
     ".tox", ".nox", "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
     ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle", ".jest-cache"))
 CACHE_FILES = re.compile(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
-                         r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store)$")
+                         r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store|"
+                         # lock files a project ignores are what its tools generate (cargo test writes Cargo.lock)
+                         r"Cargo\.lock|package-lock\.json|yarn\.lock|pnpm-lock\.yaml|poetry\.lock|uv\.lock|"
+                         r"Pipfile\.lock|Gemfile\.lock|composer\.lock)$")
 SECRET_NAMES = re.compile(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|id_(rsa|dsa|ecdsa|ed25519)"
                           r"(\.pub)?|\.netrc|\.npmrc|\.pypirc|\.pgpass|credentials(\..+)?|secrets?(\..+)?)$", re.I)
 

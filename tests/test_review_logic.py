@@ -342,6 +342,8 @@ def test_verify_results_in_words(verify, words):
     ("config/prod.key", True, True),
     (".venv/lib/python3.11/site-packages/six.py", True, True),   # dependencies are judged
     ("node_modules/lodash/index.js", True, True),
+    ("Cargo.lock", True, False),               # a library that ignores its lock file: cargo writes it
+    ("Cargo.lock", False, True),
     ("coverage/report.html", False, True),     # not ignored: the project would commit it
     ("README.md", False, True),
 ])

@@ -70,6 +70,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -206,15 +207,21 @@ class Bench:
         return row
 
     def close(self) -> None:
+        log("cleaning up ...")
         if self.client is not None:
             self.client.close()
+            log("  MCP server closed")
         if self.server is not None:
             self.server.__exit__(None, None, None)
+            log("  model server stopped")
         deadline = time.monotonic() + 30
         left = processes_under(self.tmp)
+        if left:
+            log(f"waiting for {len(left)} processes to end: {', '.join(c[:80] for _, c in left[:3])}")
         while left and time.monotonic() < deadline:       # a worker finishing its last write
             time.sleep(0.2)
             left = processes_under(self.tmp)
+        started = now()
         for pid, command in left:
             log(f"stopping a process the benchmark left behind: {pid} {command[:120]}")
             try:
@@ -225,6 +232,7 @@ class Bench:
             log(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            log(f"deleted {self.tmp} in {now() - started:.0f} s")
 
 
 # ====================================================================================================
@@ -374,8 +382,9 @@ def bench_task(b: Bench) -> None:
               + ("first full snapshot" if kind == "first" else "kept snapshot, find -newercc") +
               "), vs git status --porcelain -uall --ignored",
               median(added), status, "<= 3x", 3.0,
-              notes=f"raw difference {fmt_time(median(raw))} minus Codex's own difference (bare codex exec in "
-                    f"each repo) {fmt_time(median(codex_delta))}; per-round ratios {spread(ratios)}; whole task "
+              notes=f"raw difference {fmt_time(median(raw))} ({fmt_ratio(median(raw) / status)} git status) minus "
+                    f"Codex's own difference (bare codex exec in each repo) {fmt_time(median(codex_delta))}; "
+                    f"per-round ratios {spread(ratios)}; whole task "
                     f"{fmt_time(median([x['total'] for x in bigs]))} vs {fmt_time(median([x['total'] for x in smalls]))}"
                     f" ({phases}, big vs small)",
               data={"added": added, "raw": raw, "codex_delta": codex_delta, "git_status": samples["status"],
@@ -784,6 +793,15 @@ def main(argv: list | None = None) -> int:
     if not CONSOLE.exists():
         parser.error(f"no console script at {CONSOLE}: install the package first (pip install -e '.[test]')")
     selected = [name for name in BENCHES if not args.only or name in args.only]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))      # a stopped run still deletes its folder
+    source = ROOT / "codex_mcp.py"
+    measured = {"commit": run_timed(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=False)[1].stdout.decode().strip(),
+                "codex_mcp.py modified": bool(run_timed(["git", "-C", ROOT, "status", "--porcelain", "codex_mcp.py"],
+                                                        check=False)[1].stdout.strip()),
+                "codex_mcp.py lines": source.read_text().count("\n"),
+                "codex_mcp.py changed during the run": False}
+    before = source.read_bytes()
+    log(f"measuring codex_mcp.py at {measured['commit']}{' (modified)' if measured['codex_mcp.py modified'] else ''}")
     bench = Bench(args)
     load = os.getloadavg()
     started = now()
@@ -804,6 +822,9 @@ def main(argv: list | None = None) -> int:
             log(f"  {name} took {now() - began:.0f} s")
     finally:
         bench.close()
+    if source.read_bytes() != before:
+        measured["codex_mcp.py changed during the run"] = True
+        log("WARNING: codex_mcp.py changed while the benchmarks ran: some figures measure one version, some another")
     text = table(bench.rows)
     print(text)
     out = Path(args.out) if args.out else ROOT / "tests" / "bench" / "results" / (
@@ -817,7 +838,7 @@ def main(argv: list | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": os.uname().nodename,
         "cpus": os.cpu_count(), "python": sys.version.split()[0], "codex": codex_version,
         "git": run_timed(["git", "--version"])[1].stdout.decode().strip(),
-        "load_before": load, "load_after": os.getloadavg(), "seconds": round(now() - started),
+        "measured": measured, "load_before": load, "load_after": os.getloadavg(), "seconds": round(now() - started),
         "sizes": {key: getattr(args, key) for key in FULL}, "table": text,
         "results": sorted(bench.rows, key=lambda r: r["order"])}, indent=1, default=str))
     log(f"wrote {out} after {now() - started:.0f} s")
