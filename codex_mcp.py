@@ -25,7 +25,8 @@ Layout, in the order data flows:
   4. Locks, atomic writes and the task store
   5. The Codex runner and the background worker
   6. Review: workspace snapshots, path boundaries, Codex's report, verdicts
-  7. Services: one function per tool, shared by the CLI and the MCP server
+  7. Services: one function per tool, shared by the CLI and the MCP server; set-up (the server's
+     private environment, doctor)
   8. CLI
   9. MCP server
  10. main
@@ -53,7 +54,7 @@ __all__ = [
     "build_codex_command", "EventDigest", "run_codex", "work",
     "snapshot", "changed_paths", "inside_boundary", "parse_report", "decide",
     "delegate_task", "check_task", "accept_task", "rework_task", "retry_task", "cancel_task",
-    "list_tasks", "main", "main_exit",
+    "list_tasks", "server_environment", "doctor", "main", "main_exit",
 ]
 
 VERSION = "0.1.0"
@@ -2324,6 +2325,324 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
     return result
 
 
+# -- Set-up: the server's environment, and doctor --------------------------------------------------
+#
+# Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
+# CODEX_MCP_ENV_DIR names a directory (the plugin's launcher, bin/codex-mcp, always sets one), serve
+# builds a private virtual environment there once and re-executes itself in it. The build happens in a
+# folder of its own that is renamed into place only when complete, so a first start killed halfway
+# (Claude Code gives a server 30 s to connect) leaves nothing a later start would trust; that start
+# clears the leftovers and builds again. Later starts go straight to the environment's Python.
+
+MCP_REQUIREMENT = "mcp>=2,<3"
+ENV_READY = "codex-mcp-ready"         # written last into a complete environment; bin/codex-mcp looks for it
+ENV_BUILD_TIMEOUT = 600               # seconds for one step of a build (creating the venv, installing mcp)
+DOCTOR_TIMEOUT = 60                   # seconds for one probe command (codex --version, claude mcp list, ...)
+
+
+def say(text: str) -> None:
+    """A line for the person reading the server's log: stdout is the MCP protocol, so stderr."""
+    print(f"codex-mcp: {text}", file=sys.stderr, flush=True)
+
+
+def mcp_version() -> str:
+    """The version of the mcp 2.x package this Python can import, or "" if it has none."""
+    import importlib.metadata
+    try:
+        version = importlib.metadata.version("mcp")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    return version if version.split(".")[0] == "2" else ""
+
+
+def env_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def env_ready(venv: Path) -> bool:
+    """Complete, and its Python still runs (a venv's python links to the one that built it)."""
+    return (venv / ENV_READY).is_file() and os.access(env_python(venv), os.X_OK)
+
+
+def env_builder() -> str:
+    """How a private environment would be built here: "uv", "venv" (venv + pip), or "" (no way)."""
+    import importlib.util
+    import shutil
+    if shutil.which("uv"):
+        return "uv"
+    # Debian and Ubuntu ship the venv module without ensurepip unless python3-venv is installed.
+    return "venv" if importlib.util.find_spec("ensurepip") else ""
+
+
+def build_steps(builder: str, target: Path) -> list:
+    import shutil
+    python = str(env_python(target))
+    if builder == "uv":
+        uv = shutil.which("uv") or "uv"
+        return [[uv, "venv", "--quiet", "--python", sys.executable, str(target)],
+                [uv, "pip", "install", "--quiet", "--python", python, MCP_REQUIREMENT]]
+    return [[sys.executable, "-m", "venv", str(target)],
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", MCP_REQUIREMENT]]
+
+
+def server_environment(env_dir: Path) -> Path:
+    """The Python of the private environment in `env_dir`, built first if needed. Raises OperationFailed."""
+    import shutil
+    venv = env_dir / "venv"
+    if env_ready(venv):
+        return env_python(venv)
+    env_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(env_dir / "venv.lock"):          # a second server starting meanwhile waits for this build
+        if env_ready(venv):
+            return env_python(venv)
+        for leftover in [p for p in (venv, *env_dir.glob("venv.building-*")) if p.exists()]:
+            say(f"removing {leftover}, left by an unfinished build")
+            shutil.rmtree(leftover, ignore_errors=True)
+        builder = env_builder()
+        if not builder:
+            raise OperationFailed(
+                f"this Python ({sys.executable}) has no 'mcp' package and cannot build an environment for it "
+                "(no ensurepip): install python3-venv (Debian/Ubuntu: sudo apt install python3-venv), or uv, "
+                f"or pip install '{MCP_REQUIREMENT}'")
+        building = env_dir / f"venv.building-{os.getpid()}"
+        say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
+            f"with {'uv' if builder == 'uv' else 'venv and pip'} (once; about 20 s with pip, needs the package index)")
+        started = time.monotonic()
+        for step in build_steps(builder, building):
+            run_build_step(step)
+        (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n", encoding="utf-8")
+        os.replace(building, venv)      # a venv's interpreter finds its packages relative to itself
+        say(f"private environment ready in {time.monotonic() - started:.1f} s")
+    return env_python(venv)
+
+
+def run_build_step(argv: list) -> None:
+    import subprocess
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=ENV_BUILD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)}: {error}") from None
+    if done.returncode != 0:
+        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} exited "
+                              f"{done.returncode}: {tail((done.stderr or done.stdout).strip(), 1500)}; "
+                              f"or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
+
+
+def serve_elsewhere(cwd: Optional[str], codex_cmd: Optional[str], missing: ImportError) -> Path:
+    """Where to re-execute `serve` when this Python cannot import the MCP SDK. Raises OperationFailed."""
+    env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
+    if not env_dir:
+        raise OperationFailed(f"the MCP server needs the 'mcp' package ({missing}): pip install '{MCP_REQUIREMENT}', "
+                              "or start it with bin/codex-mcp serve from a checkout, which builds a private "
+                              "environment, or with uvx --from <checkout or git URL> codex-mcp serve")
+    venv = Path(env_dir) / "venv"
+    if Path(sys.prefix).resolve() == venv.resolve():    # already inside it: rebuilding is the user's call
+        raise OperationFailed(f"the private environment {venv} cannot import the MCP SDK ({missing}): "
+                              f"delete {venv} and start again")
+    return server_environment(Path(env_dir))
+
+
+# Doctor: one function per check, each returning {name, ok, detail, fix?}; `fix` is a command a person
+# can run. Checks never raise: a broken machine is what doctor is for.
+
+class Check(TypedDict, total=False):
+    name: str
+    ok: bool
+    detail: str
+    fix: str
+    skipped: bool
+
+
+class DoctorResult(TypedDict, total=False):
+    ok: bool
+    checks: list[Check]
+    failed: list[str]
+
+
+def probe(argv: list, cwd: Optional[Path] = None, timeout: float = DOCTOR_TIMEOUT) -> tuple:
+    """(exit status, stdout, stderr) of a command; status None when it could not run or timed out."""
+    import subprocess
+    try:
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, "", str(error)
+    return done.returncode, done.stdout.strip(), done.stderr.strip()
+
+
+def check(name: str, ok: bool, detail: str, fix: str = "") -> Check:
+    result: Check = {"name": name, "ok": ok, "detail": one_line(detail, 600)}
+    if fix and not ok:
+        result["fix"] = fix
+    return result
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    return check("python", sys.version_info >= (3, 10), f"Python {version} at {sys.executable}",
+                 "install Python 3.10 or newer")
+
+
+def check_mcp() -> Check:
+    version = mcp_version()
+    if version:
+        return check("mcp", True, f"mcp {version} in this Python: serve runs here")
+    env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
+    fix = f"{sys.executable} -m pip install '{MCP_REQUIREMENT}'"
+    if not env_dir:
+        return check("mcp", False, "this Python has no mcp 2.x package, which `serve` needs", fix)
+    venv = Path(env_dir) / "venv"
+    if env_ready(venv):
+        return check("mcp", True, f"serve uses its private environment {venv}")
+    builder = env_builder()
+    if builder:
+        how = "uv" if builder == "uv" else "venv and pip (about 20 s)"
+        return check("mcp", True, f"this Python has no mcp 2.x; serve builds a private environment in {venv} "
+                                  f"on its first start, with {how}; it needs the package index")
+    return check("mcp", False, f"this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
+                 f"sudo apt install python3-venv, or install uv, or {fix}")
+
+
+def check_codex(codex: list) -> Check:
+    import shutil
+    fix = "npm install -g @openai/codex (or pass --codex-cmd / set CODEX_CMD to your Codex command)"
+    path = shutil.which(codex[0])
+    if not path:
+        return check("codex", False, f"{codex[0]!r} is not on PATH", fix)
+    status, out, err = probe([*codex, "--version"])
+    if status != 0:
+        return check("codex", False, f"{' '.join(codex)} --version failed: {err or out}", fix)
+    return check("codex", True, f"{out.splitlines()[-1] if out else 'codex'} at {path}")
+
+
+def codex_provider() -> tuple:
+    """(provider, its env_key or "", config path) from Codex's config.toml; provider "" for the default."""
+    config = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "config.toml"
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "", "", config
+    # Python 3.10 has no tomllib; the two keys we read are plain `key = "value"` lines.
+    top = re.split(r"(?m)^\s*\[", text, maxsplit=1)[0]
+    found = re.search(r'(?m)^\s*model_provider\s*=\s*["\']([^"\']+)', top)
+    provider = found.group(1) if found else ""
+    table = re.search(rf'(?ms)^\s*\[model_providers\.{re.escape(provider)}\]\s*$(.*?)(?=^\s*\[|\Z)', text)
+    env_key = re.search(r'(?m)^\s*env_key\s*=\s*["\']([^"\']+)', table.group(1)) if table else None
+    return provider, env_key.group(1) if env_key else "", config
+
+
+def check_codex_login(codex: list) -> Check:
+    status, out, err = probe([*codex, "login", "status"])
+    if status == 0:
+        return check("codex-login", True, out or "logged in")
+    provider, env_key, config = codex_provider()
+    if provider and provider != "openai":
+        if env_key and not os.environ.get(env_key):
+            return check("codex-login", False, f"model provider {provider!r} in {config} reads its key from "
+                                               f"${env_key}, which is not set", f"export {env_key}=<your key>")
+        return check("codex-login", True, f"not logged in, but model provider {provider!r} is configured in {config}")
+    said = (out or err).splitlines()[-1:] or ["no answer"]
+    return check("codex-login", False, f"{' '.join(codex)} login status: {said[0]}",
+                 f"{codex[0]} login   (or configure a model provider in {config})")
+
+
+def check_git(repo: Path) -> Check:
+    status, out, err = probe(["git", "--version"])
+    if status != 0:
+        return check("git", False, f"git is not usable: {err or out}", "install git (https://git-scm.com/downloads)")
+    inside, _, _ = probe(["git", "-C", str(repo), "rev-parse", "--is-inside-work-tree"])
+    where = "a git work tree" if inside == 0 else "not a git repository (codex-mcp works there too)"
+    return check("git", True, f"{out}; {repo} is {where}")
+
+
+def check_sandbox(codex: list) -> Check:
+    """Run a trivial command under Codex's own sandbox, with both profiles codex-mcp relies on: a write
+    in the workspace must succeed under :workspace, and be refused under :read-only."""
+    import shutil
+    import tempfile
+    fix = ("run a task's commands where Codex's sandbox can start (Linux: Landlock and seccomp allowed, e.g. not "
+           "in an unprivileged container); try: codex sandbox -P :workspace -C /tmp -- true; or upgrade Codex: "
+           "npm install -g @openai/codex")
+    workspace = Path(tempfile.mkdtemp(prefix="codex-mcp-doctor-"))
+    try:
+        status, out, err = probe([*codex, "sandbox", "-P", ":workspace", "-C", str(workspace), "--",
+                                  "/bin/sh", "-c", "echo ok > inside"], cwd=workspace)
+        if status != 0 or not (workspace / "inside").is_file():
+            return check("sandbox", False, f"Codex could not run a command under its workspace sandbox "
+                                           f"(exit {status}): {tail(err or out, 400)}", fix)
+        probe([*codex, "sandbox", "-P", ":read-only", "-C", str(workspace), "--",
+               "/bin/sh", "-c", "echo no > refused"], cwd=workspace)
+        if (workspace / "refused").exists():
+            return check("sandbox", False, "Codex's sandbox did not refuse a write under its read-only profile: "
+                                           "it runs commands without confinement", fix)
+        return check("sandbox", True, "a write in the workspace succeeded under :workspace and was refused "
+                                      "under :read-only")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def check_tasks_dir(repo: Path) -> Check:
+    import tempfile
+    tasks = repo / TASKS_DIR
+    if not repo.is_dir():
+        return check("agents/tasks", False, f"{repo} is not a directory", "run doctor from your repository, or --cwd DIR")
+    if not tasks.is_dir():
+        existing = next(p for p in (tasks, *tasks.parents) if p.exists())
+        ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        return check("agents/tasks", ok, f"{tasks} does not exist yet; the first delegate creates it"
+                                         + ("" if ok else f", but {existing} is not writable"),
+                     f"chmod u+w {existing}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=tasks, prefix=".doctor-"):
+            pass
+    except OSError as error:
+        return check("agents/tasks", False, f"cannot write in {tasks}: {error}", f"chmod u+w {tasks}")
+    return check("agents/tasks", True, f"{tasks} is writable")
+
+
+def check_claude(repo: Path) -> Check:
+    import shutil
+    claude = shutil.which("claude")
+    if not claude:
+        result = check("claude", True, "the claude CLI is not on PATH: not checked")
+        result["skipped"] = True
+        return result
+    root = Path(__file__).resolve().parent
+    install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
+               if (root / ".claude-plugin" / "plugin.json").is_file() else
+               f"claude mcp add codex-mcp -s user -- {sys.executable} {Path(__file__).resolve()} serve")
+    status, out, err = probe([claude, "mcp", "list"], cwd=repo, timeout=120)
+    if status is None:
+        return check("claude", False, f"claude mcp list did not answer: {err}", "claude mcp list")
+    # e.g. "plugin:codex-mcp:codex-mcp: /path/bin/codex-mcp serve - ✔ Connected"
+    found = [line for line in out.splitlines() if re.match(r"^(plugin:[^:\s]+:)?codex-mcp: ", line)]
+    if not found:
+        return check("claude", False, "codex-mcp is not registered with Claude Code here", install)
+    line = found[0]
+    if "Connected" in line and "✘" not in line:
+        return check("claude", True, line)
+    return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its command (shown "
+                                        "above) by hand; then restart Claude Code")
+
+
+def doctor(repo: Any, codex_cmd: Any = None) -> DoctorResult:
+    """Check that this machine can run codex-mcp: each check says what it found and, if it failed, the
+    command that fixes it. Never raises for a failed check; `ok` is false when any failed."""
+    repo_path = Path(repo or os.getcwd()).resolve()
+    codex = codex_command_from(codex_cmd)
+    codex_ok = check_codex(codex)
+    checks = [check_python(), check_mcp(), codex_ok]
+    if codex_ok["ok"]:
+        checks += [check_codex_login(codex), check_sandbox(codex)]
+    checks += [check_git(repo_path), check_tasks_dir(repo_path), check_claude(repo_path)]
+    result: DoctorResult = {"ok": all(c["ok"] for c in checks), "checks": checks}
+    failed = [c["name"] for c in checks if not c["ok"]]
+    if failed:
+        result["failed"] = failed
+    return result
+
+
 # ====================================================================================================
 # 8. CLI
 # ====================================================================================================
@@ -2388,7 +2707,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("retry", "return a blocked task to todo (resets the rework budget)").add_argument("task_id")
     command("cancel", "stop a queued or running task (it becomes blocked)").add_argument("task_id")
     command("list", "list the tasks of the repository")
-    command("serve", "run the stdio MCP server (needs the mcp package)")
+    command("serve", "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)")
+    command("doctor", "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
+                      "agents/tasks, Claude Code's registration; exit 1 if a check failed")
     hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
     hidden.add_argument("--mode", choices=("start", "rework"), required=True)
     hidden.add_argument("task_id")
@@ -2430,6 +2751,8 @@ def run_command(args: argparse.Namespace) -> Optional[dict]:
     if args.command == "serve":
         serve(repo, codex_cmd)
         return None
+    if args.command == "doctor":
+        return doctor(repo, codex_cmd)
     if args.command == "_work":
         work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
         return None
@@ -2482,8 +2805,10 @@ def serve(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> None:
     try:
         server = build_server(cwd, codex_cmd)
     except ImportError as error:
-        raise OperationFailed(f"the MCP server needs the 'mcp' package ({error}): "
-                              "pip install 'mcp>=2,<3', or install codex-mcp with pip") from None
+        python = serve_elsewhere(cwd, codex_cmd, error)
+        say(f"serving with {python}")
+        os.execv(python, [str(python), str(Path(__file__).resolve()), "--cwd", cwd or os.getcwd(), "serve",
+                          *(["--codex-cmd", codex_cmd] if codex_cmd else [])])
     server.run("stdio")
 
 
@@ -2634,7 +2959,7 @@ def main(argv: Optional[list] = None) -> int:
     else:
         if result is None:
             return 0
-        status = 0
+        status = 1 if result.get("ok") is False else 0     # doctor: a failed check
     print(json.dumps(result, ensure_ascii=False, indent=2 if pretty else None))
     return status
 
