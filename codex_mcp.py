@@ -2484,11 +2484,10 @@ def check_python() -> Check:
                  "install Python 3.10 or newer")
 
 
-def check_mcp() -> Check:
+def check_mcp(env_dir: Optional[str]) -> Check:
     version = mcp_version()
     if version:
         return check("mcp", True, f"mcp {version} in this Python: serve runs here")
-    env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
     fix = f"{sys.executable} -m pip install '{MCP_REQUIREMENT}'"
     if not env_dir:
         return check("mcp", False, "this Python has no mcp 2.x package, which `serve` needs", fix)
@@ -2626,13 +2625,14 @@ def check_claude(repo: Path) -> Check:
                                         "above) by hand; then restart Claude Code")
 
 
-def doctor(repo: Any, codex_cmd: Any = None) -> DoctorResult:
+def doctor(repo: Any, codex_cmd: Any = None, env_dir: Optional[str] = None) -> DoctorResult:
     """Check that this machine can run codex-mcp: each check says what it found and, if it failed, the
-    command that fixes it. Never raises for a failed check; `ok` is false when any failed."""
+    command that fixes it. `env_dir` is where serve would build its environment (default
+    $CODEX_MCP_ENV_DIR). Never raises for a failed check; `ok` is false when any failed."""
     repo_path = Path(repo or os.getcwd()).resolve()
     codex = codex_command_from(codex_cmd)
     codex_ok = check_codex(codex)
-    checks = [check_python(), check_mcp(), codex_ok]
+    checks = [check_python(), check_mcp(env_dir or os.environ.get("CODEX_MCP_ENV_DIR")), codex_ok]
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
     checks += [check_git(repo_path), check_tasks_dir(repo_path), check_claude(repo_path)]
@@ -2708,8 +2708,10 @@ def build_parser() -> argparse.ArgumentParser:
     command("cancel", "stop a queued or running task (it becomes blocked)").add_argument("task_id")
     command("list", "list the tasks of the repository")
     command("serve", "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)")
-    command("doctor", "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
-                      "agents/tasks, Claude Code's registration; exit 1 if a check failed")
+    doctor_cmd = command("doctor", "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, "
+                                   "git, agents/tasks, Claude Code's registration; exit 1 if a check failed")
+    doctor_cmd.add_argument("--env-dir", metavar="DIR",
+                            help="where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)")
     hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
     hidden.add_argument("--mode", choices=("start", "rework"), required=True)
     hidden.add_argument("task_id")
@@ -2752,7 +2754,7 @@ def run_command(args: argparse.Namespace) -> Optional[dict]:
         serve(repo, codex_cmd)
         return None
     if args.command == "doctor":
-        return doctor(repo, codex_cmd)
+        return doctor(repo, codex_cmd, args.env_dir)
     if args.command == "_work":
         work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
         return None
