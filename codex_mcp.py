@@ -26,7 +26,7 @@ Layout, in the order data flows:
   5. The Codex runner and the background worker
   6. Review: workspace snapshots, path boundaries, Codex's report, verdicts
   7. Services: one function per tool, shared by the CLI and the MCP server; set-up (the server's
-     private environment, doctor)
+     private environment, doctor, the plugin's Stop hook)
   8. CLI
   9. MCP server
  10. main
@@ -2325,7 +2325,7 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
     return result
 
 
-# -- Set-up: the server's environment, and doctor --------------------------------------------------
+# -- Set-up: the server's environment, doctor, the plugin's Stop hook ------------------------------
 #
 # Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
 # CODEX_MCP_ENV_DIR names a directory (the plugin's launcher, bin/codex-mcp, always sets one), serve
@@ -2621,6 +2621,9 @@ def check_claude(repo: Path) -> Check:
     line = found[0]
     if "Connected" in line and "✘" not in line:
         return check("claude", True, line)
+    if "approval" in line.lower():      # a project .mcp.json server nobody has approved yet
+        return check("claude", False, line, "run claude in this project and approve codex-mcp, or add "
+                                            '"enabledMcpjsonServers": ["codex-mcp"] to .claude/settings.local.json')
     return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its command (shown "
                                         "above) by hand; then restart Claude Code")
 
@@ -2641,6 +2644,35 @@ def doctor(repo: Any, codex_cmd: Any = None, env_dir: Optional[str] = None) -> D
     if failed:
         result["failed"] = failed
     return result
+
+
+# The plugin's Stop hook (hooks/hooks.json; off unless CODEX_MCP_HOLD_REVIEW=1): Claude Code runs
+# `codex-mcp _hold-review` with the hook's JSON on stdin before it ends a turn. The tasks that count are
+# the ones named in this session's transcript next to a codex-mcp tool or a taskId.
+
+def held_reviews(hook_input: dict) -> dict:
+    """{"decision": "block", "reason": ...} while a task this session delegated or checked waits in review
+    for accept-task; {} otherwise, and always when Claude Code is already going on because of this hook
+    (`stop_hook_active`), so that it cannot keep a conversation from ending."""
+    if hook_input.get("stop_hook_active"):
+        return {}
+    try:
+        text = Path(hook_input["transcript_path"]).read_text(encoding="utf-8", errors="replace")
+        store = Store(hook_input.get("cwd") or os.getcwd())
+    except (KeyError, TypeError, OSError, CodexMcpError):
+        return {}
+    named = "\n".join(line for line in text.splitlines() if "taskId" in line or "codex-mcp" in line)
+    waiting = []
+    for task_id in sorted(set(re.findall(r"\bT-\d{1,9}\b", named)), key=task_number):
+        with contextlib.suppress(CodexMcpError, OSError):
+            if store.load(task_id).status == "review":
+                waiting.append(task_id)
+    if not waiting:
+        return {}
+    return {"decision": "block", "reason": (
+        f"{', '.join(waiting)} {'waits' if len(waiting) == 1 else 'wait'} in review: call accept-task for "
+        f"{'it' if len(waiting) == 1 else 'each'} and act on its action, or tell the user why you leave it "
+        "(codex-mcp's Stop hook, on because CODEX_MCP_HOLD_REVIEW=1)")}
 
 
 # ====================================================================================================
@@ -2715,6 +2747,7 @@ def build_parser() -> argparse.ArgumentParser:
     hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
     hidden.add_argument("--mode", choices=("start", "rework"), required=True)
     hidden.add_argument("task_id")
+    commands.add_parser("_hold-review", parents=[common])       # the plugin's Stop hook; JSON on stdin
     commands._choices_actions = [a for a in commands._choices_actions if a.dest != "_work"]
     return parser
 
@@ -2755,6 +2788,11 @@ def run_command(args: argparse.Namespace) -> Optional[dict]:
         return None
     if args.command == "doctor":
         return doctor(repo, codex_cmd, args.env_dir)
+    if args.command == "_hold-review":
+        try:
+            return held_reviews(json.loads(sys.stdin.read() or "{}"))
+        except ValueError:
+            return {}
     if args.command == "_work":
         work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
         return None
