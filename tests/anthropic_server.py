@@ -30,12 +30,20 @@ Step = Union[dict, Callable[[dict], dict]]
 WAIT_FOR_MCP = "WaitForMcpServers"
 
 
+def since_last_answer(body: dict) -> list[dict]:
+    """The messages after the model's last answer. Not always one: Claude Code may add a user message
+    after the tool results (an MCP server that has just connected, with its instructions)."""
+    messages = body.get("messages", [])
+    since = next((i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "assistant"), 0)
+    return messages[since:]
+
+
 def tool_results(body: dict) -> list[dict]:
-    """The tool_result blocks of the last user message of a request, text joined."""
+    """The tool_result blocks sent since the model's last answer, text joined."""
     results = []
-    for message in body.get("messages", [])[-1:]:
+    for message in since_last_answer(body):
         content = message.get("content")
-        if message.get("role") != "user" or not isinstance(content, list):
+        if not isinstance(content, list):
             continue
         for block in content:
             if block.get("type") == "tool_result":
@@ -99,7 +107,7 @@ class AnthropicServer:
             try:
                 step = step(body)
             except Exception as error:          # a broken script must show in the test, not hang it
-                self.errors.append(repr(error))
+                self.errors.append(f"{error!r} on a request ending {json.dumps(body['messages'][-1])[-600:]}")
                 step = {"say": f"script error: {error!r}"}
         offered = {tool.get("name") for tool in body.get("tools", [])}
         if "tool" in step and step["tool"] not in offered and WAIT_FOR_MCP in offered:
