@@ -2329,10 +2329,11 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
 #
 # Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
 # CODEX_MCP_ENV_DIR names a directory (the plugin's launcher, bin/codex-mcp, always sets one), serve
-# builds a private virtual environment there once and re-executes itself in it. The build happens in a
-# folder of its own that is renamed into place only when complete, so a first start killed halfway
-# (Claude Code gives a server 30 s to connect) leaves nothing a later start would trust; that start
-# clears the leftovers and builds again. Later starts go straight to the environment's Python.
+# builds a private virtual environment there once and re-executes itself in it. The build runs in a
+# detached process, so a first start that Claude Code gives up on (it waits 30 s) does not stop it,
+# and in a folder of its own that is renamed into place only when complete, so a build killed anyway
+# leaves nothing a later start would trust: that start clears the leftovers and builds again.
+# Later starts go straight to the environment's Python.
 
 MCP_REQUIREMENT = "mcp>=2,<3"
 ENV_READY = "codex-mcp-ready"         # written last into a complete environment; bin/codex-mcp looks for it
@@ -2386,15 +2387,41 @@ def build_steps(builder: str, target: Path) -> list:
 
 
 def server_environment(env_dir: Path) -> Path:
-    """The Python of the private environment in `env_dir`, built first if needed. Raises OperationFailed."""
-    import shutil
+    """The Python of the private environment in `env_dir`, built first if needed. Raises OperationFailed.
+
+    The build runs in a detached process of its own: if Claude Code gives up on this start (30 s) and
+    kills the server, the build still finishes, and the next start finds the environment ready."""
+    import subprocess
     venv = env_dir / "venv"
     if env_ready(venv):
         return env_python(venv)
     env_dir.mkdir(parents=True, exist_ok=True)
+    log = env_dir / "build.log"
+    say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
+        f"(once; about 20 s with pip, needs the package index; it finishes even if this start is cut short)")
+    with open(log, "ab") as out:
+        start = out.tell()
+        builder = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_build-env", str(env_dir)],
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    builder.wait()
+    with open(log, "rb") as built:
+        built.seek(start)
+        said = built.read().decode("utf-8", "replace")
+    sys.stderr.write(said)
+    if not env_ready(venv):
+        raise OperationFailed(f"building the server's environment in {venv} failed (log: {log}): "
+                              f"{tail(said.strip(), 1500)}")
+    return env_python(venv)
+
+
+def build_environment(env_dir: Path) -> None:
+    """`codex-mcp _build-env DIR`: build the private environment under the directory's lock, unless a
+    build that held the lock before has finished it. Raises OperationFailed."""
+    import shutil
+    venv = env_dir / "venv"
     with file_lock(env_dir / "venv.lock"):          # a second server starting meanwhile waits for this build
         if env_ready(venv):
-            return env_python(venv)
+            return
         for leftover in [p for p in (venv, *env_dir.glob("venv.building-*")) if p.exists()]:
             say(f"removing {leftover}, left by an unfinished build")
             shutil.rmtree(leftover, ignore_errors=True)
@@ -2405,15 +2432,13 @@ def server_environment(env_dir: Path) -> Path:
                 "(no ensurepip): install python3-venv (Debian/Ubuntu: sudo apt install python3-venv), or uv, "
                 f"or pip install '{MCP_REQUIREMENT}'")
         building = env_dir / f"venv.building-{os.getpid()}"
-        say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
-            f"with {'uv' if builder == 'uv' else 'venv and pip'} (once; about 20 s with pip, needs the package index)")
+        say(f"building with {'uv' if builder == 'uv' else 'venv and pip'} in {building}")
         started = time.monotonic()
         for step in build_steps(builder, building):
             run_build_step(step)
         (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n", encoding="utf-8")
         os.replace(building, venv)      # a venv's interpreter finds its packages relative to itself
         say(f"private environment ready in {time.monotonic() - started:.1f} s")
-    return env_python(venv)
 
 
 def run_build_step(argv: list) -> None:
@@ -2748,6 +2773,7 @@ def build_parser() -> argparse.ArgumentParser:
     hidden.add_argument("--mode", choices=("start", "rework"), required=True)
     hidden.add_argument("task_id")
     commands.add_parser("_hold-review", parents=[common])       # the plugin's Stop hook; JSON on stdin
+    commands.add_parser("_build-env", parents=[common]).add_argument("env_dir")    # serve's detached build
     commands._choices_actions = [a for a in commands._choices_actions if a.dest != "_work"]
     return parser
 
@@ -2788,6 +2814,9 @@ def run_command(args: argparse.Namespace) -> Optional[dict]:
         return None
     if args.command == "doctor":
         return doctor(repo, codex_cmd, args.env_dir)
+    if args.command == "_build-env":
+        build_environment(Path(args.env_dir))
+        return None
     if args.command == "_hold-review":
         try:
             return held_reviews(json.loads(sys.stdin.read() or "{}"))

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from anthropic_server import AnthropicServer, tool_results
-from conftest import ROOT, make_repo
+from anthropic_server import AnthropicServer, since_last_answer, tool_results
+from conftest import ROOT, make_repo, processes_under
 from model_server import ModelServer, report
 
 CLAUDE_VERSION = "2.1.197"
@@ -339,7 +339,7 @@ def test_delegate_command_waits_in_the_background_and_accepts_to_done(tmp_path, 
                                               "description": "wait for Codex", "run_in_background": True}}
 
         def other_work_until_notified(body: dict) -> dict:
-            text = json.dumps(body["messages"][-1])
+            text = json.dumps(since_last_answer(body))
             if "task-notification" not in text:
                 assert seen["other work"] < 20, "no notification after 40 s of other work"
                 seen["other work"] += 1
@@ -483,21 +483,34 @@ def test_launcher_builds_a_private_environment_once_and_recovers_from_an_interru
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "uv").exists())
     repo = make_repo(tmp_path / "repo")
 
-    # A first start killed in the middle of its build (Claude Code gives up after 30 s).
-    first = subprocess.Popen([str(LAUNCHER), "serve"], cwd=repo, env=env, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not list(data.glob("venv.building-*/bin/python")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    assert list(data.glob("venv.building-*")) and not (data / "venv").exists()
+    def start_and_kill_during_the_build(also_the_build: bool) -> None:
+        server = subprocess.Popen([str(LAUNCHER), "serve"], cwd=repo, env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not list(data.glob("venv.building-*/bin/python")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGKILL)           # Claude Code giving up on a slow first start
+        server.wait()
+        for pid, _ in processes_under(data) if also_the_build else ():
+            os.kill(pid, signal.SIGKILL)                # a build that dies too (a reboot, say)
 
+    # A first start cut short: its build goes on and finishes without anyone waiting for it.
+    start_and_kill_during_the_build(also_the_build=False)
+    deadline = time.monotonic() + 120
+    while not (data / "venv" / "codex-mcp-ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (data / "venv" / "codex-mcp-ready").is_file() and not list(data.glob("venv.building-*"))
+
+    # A build killed halfway leaves only its own folder, which the next start clears before building again.
+    shutil.rmtree(data / "venv")
+    start_and_kill_during_the_build(also_the_build=True)
+    assert list(data.glob("venv.building-*")) and not (data / "venv").exists()
     seconds, answer_, stderr = first_answer([str(LAUNCHER), "serve"], env, repo)
     assert answer_ and answer_["result"]["serverInfo"]["name"] == "codex-mcp", stderr
     assert "left by an unfinished build" in stderr and "building a private environment" in stderr
     assert "private environment ready" in stderr
     assert (data / "venv" / "codex-mcp-ready").is_file() and not list(data.glob("venv.building-*"))
+    assert not processes_under(data)
 
     # Later starts go straight to the environment's Python: as quick as starting it by hand.
     python = data / "venv" / "bin" / "python"
@@ -749,7 +762,7 @@ def test_stop_hook_is_off_by_default_and_when_on_keeps_the_turn_until_accept(tmp
         held: dict = {}
 
         def accept_when_held(body: dict) -> dict:
-            held["text"] = json.dumps(body["messages"][-1])
+            held["text"] = json.dumps(since_last_answer(body))
             return {"tool": f"{TOOL}accept-task", "input": {"taskId": "T-001"}}
 
         model.steps = [{"tool": f"{TOOL}check-task", "input": {"taskId": "T-001"}},
