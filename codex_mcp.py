@@ -2346,6 +2346,17 @@ def say(text: str) -> None:
     print(f"codex-mcp: {text}", file=sys.stderr, flush=True)
 
 
+def probe(argv: list, cwd: Optional[Path] = None, timeout: float = DOCTOR_TIMEOUT) -> tuple:
+    """(exit status, stdout, stderr) of a command; status None when it could not run or timed out."""
+    import subprocess
+    try:
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, "", str(error)
+    return done.returncode, done.stdout.strip(), done.stderr.strip()
+
+
 def mcp_version() -> str:
     """The version of the mcp 2.x package this Python can import, or "" if it has none."""
     import importlib.metadata
@@ -2442,25 +2453,21 @@ def build_environment(env_dir: Path) -> None:
 
 
 def run_build_step(argv: list) -> None:
-    import subprocess
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=ENV_BUILD_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)}: {error}") from None
-    if done.returncode != 0:
-        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} exited "
-                              f"{done.returncode}: {tail((done.stderr or done.stdout).strip(), 1500)}; "
-                              f"or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
+    status, out, err = probe(argv, timeout=ENV_BUILD_TIMEOUT)
+    if status != 0:
+        outcome = "could not run" if status is None else f"exited {status}"
+        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} {outcome}: "
+                              f"{tail(err or out, 1500)}; or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
 
 
-def serve_elsewhere(cwd: Optional[str], codex_cmd: Optional[str], missing: ImportError) -> Path:
+def serve_elsewhere(missing: ImportError) -> Path:
     """Where to re-execute `serve` when this Python cannot import the MCP SDK. Raises OperationFailed."""
     env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
     if not env_dir:
-        raise OperationFailed(f"the MCP server needs the 'mcp' package ({missing}): pip install '{MCP_REQUIREMENT}', "
-                              "or start it with bin/codex-mcp serve from a checkout, which builds a private "
-                              "environment, or with uvx --from <checkout or git URL> codex-mcp serve")
+        raise OperationFailed(f"the MCP server needs the 'mcp' package ({missing}): "
+                              f"pip install '{MCP_REQUIREMENT}'; or start it with bin/codex-mcp serve from a "
+                              "checkout, or with CODEX_MCP_ENV_DIR set, to build a private environment; or with "
+                              "uvx --from <checkout or git URL> codex-mcp serve")
     venv = Path(env_dir) / "venv"
     if Path(sys.prefix).resolve() == venv.resolve():    # already inside it: rebuilding is the user's call
         raise OperationFailed(f"the private environment {venv} cannot import the MCP SDK ({missing}): "
@@ -2483,17 +2490,6 @@ class DoctorResult(TypedDict, total=False):
     ok: bool
     checks: list[Check]
     failed: list[str]
-
-
-def probe(argv: list, cwd: Optional[Path] = None, timeout: float = DOCTOR_TIMEOUT) -> tuple:
-    """(exit status, stdout, stderr) of a command; status None when it could not run or timed out."""
-    import subprocess
-    try:
-        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return None, "", str(error)
-    return done.returncode, done.stdout.strip(), done.stderr.strip()
 
 
 def check(name: str, ok: bool, detail: str, fix: str = "") -> Check:
@@ -2565,7 +2561,8 @@ def check_codex_login(codex: list) -> Check:
         if env_key and not os.environ.get(env_key):
             return check("codex-login", False, f"model provider {provider!r} in {config} reads its key from "
                                                f"${env_key}, which is not set", f"export {env_key}=<your key>")
-        return check("codex-login", True, f"not logged in, but model provider {provider!r} is configured in {config}")
+        return check("codex-login", True,
+                     f"not logged in, but model provider {provider!r} is configured in {config}")
     said = (out or err).splitlines()[-1:] or ["no answer"]
     return check("codex-login", False, f"{' '.join(codex)} login status: {said[0]}",
                  f"{codex[0]} login   (or configure a model provider in {config})")
@@ -2574,7 +2571,8 @@ def check_codex_login(codex: list) -> Check:
 def check_git(repo: Path) -> Check:
     status, out, err = probe(["git", "--version"])
     if status != 0:
-        return check("git", False, f"git is not usable: {err or out}", "install git (https://git-scm.com/downloads)")
+        return check("git", False, f"git is not usable: {err or out}",
+                     "install git (https://git-scm.com/downloads)")
     inside, _, _ = probe(["git", "-C", str(repo), "rev-parse", "--is-inside-work-tree"])
     where = "a git work tree" if inside == 0 else "not a git repository (codex-mcp works there too)"
     return check("git", True, f"{out}; {repo} is {where}")
@@ -2610,7 +2608,8 @@ def check_tasks_dir(repo: Path) -> Check:
     import tempfile
     tasks = repo / TASKS_DIR
     if not repo.is_dir():
-        return check("agents/tasks", False, f"{repo} is not a directory", "run doctor from your repository, or --cwd DIR")
+        return check("agents/tasks", False, f"{repo} is not a directory",
+                     "run doctor from your repository, or --cwd DIR")
     if not tasks.is_dir():
         existing = next(p for p in (tasks, *tasks.parents) if p.exists())
         ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
@@ -2874,7 +2873,7 @@ def serve(cwd: Optional[str] = None, codex_cmd: Optional[str] = None) -> None:
     try:
         server = build_server(cwd, codex_cmd)
     except ImportError as error:
-        python = serve_elsewhere(cwd, codex_cmd, error)
+        python = serve_elsewhere(error)
         say(f"serving with {python}")
         os.execv(python, [str(python), str(Path(__file__).resolve()), "--cwd", cwd or os.getcwd(), "serve",
                           *(["--codex-cmd", codex_cmd] if codex_cmd else [])])

@@ -410,8 +410,12 @@ def test_accept_command_follows_a_rework_with_a_synchronous_wait(tmp_path, claud
         model.steps = [{"tool": f"{TOOL}accept-task", "input": {"taskId": "T-001"}}, wait, accept_again,
                        lambda body: {"say": "final action: " + answer(body)["action"]}]
         out = session.prompt("/codex-mcp:accept T-001")
+        model.steps = [{"tool": f"{TOOL}check-task", "input": {"taskId": "T-001"}},
+                       lambda body: {"say": "status: " + answer(body)["status"]}]
+        status = session.prompt("/codex-mcp:status T-001")
 
     assert "final action: done" in out, (out, times)
+    assert "status: done" in status
     assert times["rework"]["action"] == "rework" and times["checked"]["status"] == "review"
     assert times["answered"] - times["asked"] >= 1.5, "check-task returned before Codex finished its turn"
     assert "- Status: done" in session.record("T-001") and "- Rework Count: 1" in session.record("T-001")
@@ -474,6 +478,15 @@ def first_answer(argv: list, env: dict, cwd: Path, timeout: float = 120) -> tupl
     finally:
         timer.cancel()
     return seconds, json.loads(line) if line else None, stderr
+
+
+def test_serve_without_mcp_and_without_an_environment_directory_says_what_to_install(tmp_path):
+    done = subprocess.run([bare_python(tmp_path), str(ROOT / "codex_mcp.py"), "serve"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env=base_env(), stdin=subprocess.DEVNULL)
+    error = json.loads(done.stdout)["error"]
+    assert done.returncode == 1 and error["code"] == "failed"
+    assert "pip install 'mcp>=2,<3'" in error["message"] and "CODEX_MCP_ENV_DIR" in error["message"]
+    assert not (tmp_path / "venv").exists()
 
 
 @pytest.mark.slow
