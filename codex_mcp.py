@@ -2409,7 +2409,7 @@ def server_environment(env_dir: Path) -> Path:
     env_dir.mkdir(parents=True, exist_ok=True)
     log = env_dir / "build.log"
     say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
-        f"(once; about 20 s with pip, needs the package index; it finishes even if this start is cut short)")
+        f"(once; 20-30 s with pip, needs the package index; it finishes even if this start is cut short)")
     with open(log, "ab") as out:
         start = out.tell()
         builder = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_build-env", str(env_dir)],
@@ -2517,7 +2517,7 @@ def check_mcp(env_dir: Optional[str]) -> Check:
         return check("mcp", True, f"serve uses its private environment {venv}")
     builder = env_builder()
     if builder:
-        how = "uv" if builder == "uv" else "venv and pip (about 20 s)"
+        how = "uv" if builder == "uv" else "venv and pip (20-30 s)"
         return check("mcp", True, f"this Python has no mcp 2.x; serve builds a private environment in {venv} "
                                   f"on its first start, with {how}; it needs the package index")
     return check("mcp", False, f"this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
