@@ -43,9 +43,10 @@ Layout, in the order data flows:
  12. Review, acting: verify, completion, landing a worktree's changes, recording the verdict
  13. Answers: the shape of every result
  14. Services: one function per tool, shared by the CLI and the MCP server
- 15. CLI
- 16. MCP server
- 17. main
+ 15. Set-up: the server's private environment, doctor, the plugin's Stop hook
+ 16. CLI
+ 17. MCP server
+ 18. main
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ __all__ = [
     "build_codex_command", "EventDigest", "run_codex", "work",
     "inside_boundary", "parse_report", "decide",
     "delegate_task", "start_task", "review_changes", "check_task", "accept_task", "rework_task", "retry_task",
-    "cancel_task", "list_tasks", "main", "main_exit",
+    "cancel_task", "list_tasks", "server_environment", "doctor", "main", "main_exit",
 ]
 
 VERSION = "0.2.0"
@@ -4522,7 +4523,369 @@ def read_page_order(store: Store, cursor: str) -> tuple:
 
 
 # ====================================================================================================
-# 15. CLI
+# 15. Set-up: the server's private environment, doctor, the plugin's Stop hook
+# ====================================================================================================
+#
+# Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
+# CODEX_MCP_ENV_DIR names a directory (the plugin's launcher, bin/codex-mcp, always sets one), serve
+# builds a private virtual environment there once and re-executes itself in it. The build runs in a
+# detached process, so a first start that Claude Code gives up on (it waits 30 s) does not stop it,
+# and in a folder of its own that is renamed into place only when complete, so a build killed anyway
+# leaves nothing a later start would trust: that start clears the leftovers and builds again.
+# Later starts go straight to the environment's Python.
+
+MCP_REQUIREMENT = "mcp>=2,<3"
+ENV_READY = "codex-mcp-ready"         # written last into a complete environment; bin/codex-mcp looks for it
+ENV_BUILD_TIMEOUT = 600               # seconds for one step of a build (creating the venv, installing mcp)
+DOCTOR_TIMEOUT = 60                   # seconds for one probe command (codex --version, claude mcp list, ...)
+
+
+def say(text: str) -> None:
+    """A line for the person reading the server's log: stdout is the MCP protocol, so stderr."""
+    print(f"codex-mcp: {text}", file=sys.stderr, flush=True)
+
+
+def probe(argv: list, cwd: Path | None = None, timeout: float = DOCTOR_TIMEOUT) -> tuple:
+    """(exit status, stdout, stderr) of a command; status None when it could not run or timed out."""
+    import subprocess
+    try:
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return None, "", str(error)
+    return done.returncode, done.stdout.strip(), done.stderr.strip()
+
+
+def mcp_version() -> str:
+    """The version of the mcp 2.x package this Python can import, or "" if it has none."""
+    import importlib.metadata
+    try:
+        version = importlib.metadata.version("mcp")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    return version if version.split(".")[0] == "2" else ""
+
+
+def env_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def env_ready(venv: Path) -> bool:
+    """Complete, and its Python still runs (a venv's python links to the one that built it)."""
+    return (venv / ENV_READY).is_file() and os.access(env_python(venv), os.X_OK)
+
+
+def env_builder() -> str:
+    """How a private environment would be built here: "uv", "venv" (venv + pip), or "" (no way)."""
+    import importlib.util
+    import shutil
+    if shutil.which("uv"):
+        return "uv"
+    # Debian and Ubuntu ship the venv module without ensurepip unless python3-venv is installed.
+    return "venv" if importlib.util.find_spec("ensurepip") else ""
+
+
+def build_steps(builder: str, target: Path) -> list:
+    import shutil
+    python = str(env_python(target))
+    if builder == "uv":
+        uv = shutil.which("uv") or "uv"
+        return [[uv, "venv", "--quiet", "--python", sys.executable, str(target)],
+                [uv, "pip", "install", "--quiet", "--python", python, MCP_REQUIREMENT]]
+    return [[sys.executable, "-m", "venv", str(target)],
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", MCP_REQUIREMENT]]
+
+
+def server_environment(env_dir: Path) -> Path:
+    """The Python of the private environment in `env_dir`, built first if needed. Raises OperationFailed.
+
+    The build runs in a detached process of its own: if Claude Code gives up on this start (30 s) and
+    kills the server, the build still finishes, and the next start finds the environment ready."""
+    import subprocess
+    venv = env_dir / "venv"
+    if env_ready(venv):
+        return env_python(venv)
+    env_dir.mkdir(parents=True, exist_ok=True)
+    log = env_dir / "build.log"
+    say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
+        f"(once; 20-30 s with pip, needs the package index; it finishes even if this start is cut short)")
+    with open(log, "ab") as out:
+        start = out.tell()
+        builder = subprocess.Popen(self_command("_build-env", str(env_dir)), stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=out, start_new_session=True)
+    builder.wait()
+    with open(log, "rb") as built:
+        built.seek(start)
+        said = built.read().decode("utf-8", "replace")
+    sys.stderr.write(said)
+    if not env_ready(venv):
+        raise OperationFailed(f"building the server's environment in {venv} failed (log: {log}): "
+                              f"{tail(said.strip(), 1500)}")
+    return env_python(venv)
+
+
+def build_environment(env_dir: Path) -> None:
+    """`codex-mcp _build-env DIR`: build the private environment under the directory's lock, unless a
+    build that held the lock before has finished it. Raises OperationFailed."""
+    import shutil
+    venv = env_dir / "venv"
+    with file_lock(env_dir / "venv.lock"):          # a second server starting meanwhile waits for this build
+        if env_ready(venv):
+            return
+        for leftover in [p for p in (venv, *env_dir.glob("venv.building-*")) if p.exists()]:
+            say(f"removing {leftover}, left by an unfinished build")
+            shutil.rmtree(leftover, ignore_errors=True)
+        builder = env_builder()
+        if not builder:
+            raise OperationFailed(
+                f"this Python ({sys.executable}) has no 'mcp' package and cannot build an environment for it "
+                "(no ensurepip): install python3-venv (Debian/Ubuntu: sudo apt install python3-venv), or uv, "
+                f"or pip install '{MCP_REQUIREMENT}'")
+        building = env_dir / f"venv.building-{os.getpid()}"
+        say(f"building with {'uv' if builder == 'uv' else 'venv and pip'} in {building}")
+        started = time.monotonic()
+        for step in build_steps(builder, building):
+            run_build_step(step)
+        (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n", encoding="utf-8")
+        os.replace(building, venv)      # a venv's interpreter finds its packages relative to itself
+        say(f"private environment ready in {time.monotonic() - started:.1f} s")
+
+
+def run_build_step(argv: list) -> None:
+    status, out, err = probe(argv, timeout=ENV_BUILD_TIMEOUT)
+    if status != 0:
+        outcome = "could not run" if status is None else f"exited {status}"
+        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} {outcome}: "
+                              f"{tail(err or out, 1500)}; or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
+
+
+def serve_elsewhere(missing: ImportError) -> Path:
+    """Where to re-execute `serve` when this Python cannot import the MCP SDK. Raises OperationFailed."""
+    env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
+    if not env_dir:
+        raise OperationFailed(f"the MCP server needs the 'mcp' package ({missing}): "
+                              f"pip install '{MCP_REQUIREMENT}'; or start it with bin/codex-mcp serve from a "
+                              "checkout, or with CODEX_MCP_ENV_DIR set, to build a private environment; or with "
+                              "uvx --from <checkout or git URL> codex-mcp serve")
+    venv = Path(env_dir) / "venv"
+    if Path(sys.prefix).resolve() == venv.resolve():    # already inside it: rebuilding is the user's call
+        raise OperationFailed(f"the private environment {venv} cannot import the MCP SDK ({missing}): "
+                              f"delete {venv} and start again")
+    return server_environment(Path(env_dir))
+
+
+# Doctor: one function per check, each returning {name, ok, detail, fix?}; `fix` is a command a person
+# can run. Checks never raise: a broken machine is what doctor is for.
+
+def check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
+    result = {"name": name, "ok": ok, "detail": one_line(detail, 600)}
+    if fix and not ok:
+        result["fix"] = fix
+    return result
+
+
+def check_python() -> dict:
+    version = ".".join(map(str, sys.version_info[:3]))
+    return check("python", sys.version_info >= (3, 10), f"Python {version} at {sys.executable}",
+                 "install Python 3.10 or newer")
+
+
+def check_mcp(env_dir: str | None) -> dict:
+    version = mcp_version()
+    if version:
+        return check("mcp", True, f"mcp {version} in this Python: serve runs here")
+    fix = f"{sys.executable} -m pip install '{MCP_REQUIREMENT}'"
+    if not env_dir:
+        return check("mcp", False, "this Python has no mcp 2.x package, which `serve` needs", fix)
+    venv = Path(env_dir) / "venv"
+    if env_ready(venv):
+        return check("mcp", True, f"serve uses its private environment {venv}")
+    builder = env_builder()
+    if builder:
+        how = "uv" if builder == "uv" else "venv and pip (20-30 s)"
+        return check("mcp", True, f"this Python has no mcp 2.x; serve builds a private environment in {venv} "
+                                  f"on its first start, with {how}; it needs the package index")
+    return check("mcp", False, f"this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
+                 f"sudo apt install python3-venv, or install uv, or {fix}")
+
+
+def check_codex(codex: list) -> dict:
+    import shutil
+    fix = "npm install -g @openai/codex (or pass --codex-cmd / set CODEX_CMD to your Codex command)"
+    path = shutil.which(codex[0])
+    if not path:
+        return check("codex", False, f"{codex[0]!r} is not on PATH", fix)
+    status, out, err = probe([*codex, "--version"])
+    if status != 0:
+        return check("codex", False, f"{' '.join(codex)} --version failed: {err or out}", fix)
+    return check("codex", True, f"{out.splitlines()[-1] if out else 'codex'} at {path}")
+
+
+def codex_provider() -> tuple:
+    """(provider, its env_key or "", config path) from Codex's config.toml; provider "" for the default."""
+    config = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "config.toml"
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "", "", config
+    # Python 3.10 has no tomllib; the two keys we read are plain `key = "value"` lines.
+    top = re.split(r"(?m)^\s*\[", text, maxsplit=1)[0]
+    found = re.search(r'(?m)^\s*model_provider\s*=\s*["\']([^"\']+)', top)
+    provider = found.group(1) if found else ""
+    table = re.search(rf'(?ms)^\s*\[model_providers\.{re.escape(provider)}\]\s*$(.*?)(?=^\s*\[|\Z)', text)
+    env_key = re.search(r'(?m)^\s*env_key\s*=\s*["\']([^"\']+)', table.group(1)) if table else None
+    return provider, env_key.group(1) if env_key else "", config
+
+
+def check_codex_login(codex: list) -> dict:
+    status, out, err = probe([*codex, "login", "status"])
+    if status == 0:
+        return check("codex-login", True, out or "logged in")
+    provider, env_key, config = codex_provider()
+    if provider and provider != "openai":
+        if env_key and not os.environ.get(env_key):
+            return check("codex-login", False, f"model provider {provider!r} in {config} reads its key from "
+                                               f"${env_key}, which is not set", f"export {env_key}=<your key>")
+        return check("codex-login", True,
+                     f"not logged in, but model provider {provider!r} is configured in {config}")
+    said = (out or err).splitlines()[-1:] or ["no answer"]
+    return check("codex-login", False, f"{' '.join(codex)} login status: {said[0]}",
+                 f"{codex[0]} login   (or configure a model provider in {config})")
+
+
+def check_git(repo: Path) -> dict:
+    status, out, err = probe(["git", "--version"])
+    if status != 0:
+        return check("git", False, f"git is not usable: {err or out}",
+                     "install git (https://git-scm.com/downloads)")
+    inside, _, _ = probe(["git", "-C", str(repo), "rev-parse", "--is-inside-work-tree"])
+    where = "a git work tree" if inside == 0 else "not a git repository (codex-mcp works there too)"
+    return check("git", True, f"{out}; {repo} is {where}")
+
+
+def check_sandbox(codex: list) -> dict:
+    """Run a trivial command under Codex's own sandbox, with both profiles codex-mcp relies on: a write
+    in the workspace must succeed under :workspace, and be refused under :read-only."""
+    import shutil
+    import tempfile
+    fix = ("run a task's commands where Codex's sandbox can start (Linux: Landlock and seccomp allowed, e.g. not "
+           "in an unprivileged container); try: codex sandbox -P :workspace -C /tmp -- true; or upgrade Codex: "
+           "npm install -g @openai/codex")
+    workspace = Path(tempfile.mkdtemp(prefix="codex-mcp-doctor-"))
+    try:
+        status, out, err = probe([*codex, "sandbox", "-P", ":workspace", "-C", str(workspace), "--",
+                                  "/bin/sh", "-c", "echo ok > inside"], cwd=workspace)
+        if status != 0 or not (workspace / "inside").is_file():
+            return check("sandbox", False, f"Codex could not run a command under its workspace sandbox "
+                                           f"(exit {status}): {tail(err or out, 400)}", fix)
+        probe([*codex, "sandbox", "-P", ":read-only", "-C", str(workspace), "--",
+               "/bin/sh", "-c", "echo no > refused"], cwd=workspace)
+        if (workspace / "refused").exists():
+            return check("sandbox", False, "Codex's sandbox did not refuse a write under its read-only profile: "
+                                           "it runs commands without confinement", fix)
+        return check("sandbox", True, "a write in the workspace succeeded under :workspace and was refused "
+                                      "under :read-only")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def check_tasks_dir(repo: Path) -> dict:
+    import tempfile
+    tasks = repo / TASKS_DIR
+    if not repo.is_dir():
+        return check("agents/tasks", False, f"{repo} is not a directory",
+                     "run doctor from your repository, or --cwd DIR")
+    if not tasks.is_dir():
+        existing = next(p for p in (tasks, *tasks.parents) if p.exists())
+        ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        return check("agents/tasks", ok, f"{tasks} does not exist yet; the first delegate creates it"
+                                         + ("" if ok else f", but {existing} is not writable"),
+                     f"chmod u+w {existing}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=tasks, prefix=".doctor-"):
+            pass
+    except OSError as error:
+        return check("agents/tasks", False, f"cannot write in {tasks}: {error}", f"chmod u+w {tasks}")
+    return check("agents/tasks", True, f"{tasks} is writable")
+
+
+def check_claude(repo: Path) -> dict:
+    import shutil
+    claude = shutil.which("claude")
+    if not claude:
+        result = check("claude", True, "the claude CLI is not on PATH: not checked")
+        result["skipped"] = True
+        return result
+    root = Path(__file__).resolve().parent
+    install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
+               if (root / ".claude-plugin" / "plugin.json").is_file() else
+               f"claude mcp add codex-mcp -s user -- {sys.executable} {Path(__file__).resolve()} serve")
+    status, out, err = probe([claude, "mcp", "list"], cwd=repo, timeout=120)
+    if status is None:
+        return check("claude", False, f"claude mcp list did not answer: {err}", "claude mcp list")
+    # e.g. "plugin:codex-mcp:codex-mcp: /path/bin/codex-mcp serve - ✔ Connected"
+    found = [line for line in out.splitlines() if re.match(r"^(plugin:[^:\s]+:)?codex-mcp: ", line)]
+    if not found:
+        return check("claude", False, "codex-mcp is not registered with Claude Code here", install)
+    line = found[0]
+    if "Connected" in line and "✘" not in line:
+        return check("claude", True, line)
+    if "approval" in line.lower():      # a project .mcp.json server nobody has approved yet
+        return check("claude", False, line, "run claude in this project and approve codex-mcp, or add "
+                                            '"enabledMcpjsonServers": ["codex-mcp"] to .claude/settings.local.json')
+    return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its command (shown "
+                                        "above) by hand; then restart Claude Code")
+
+
+def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -> dict:
+    """Check that this machine can run codex-mcp: each check says what it found and, if it failed, the
+    command that fixes it. `env_dir` is where serve would build its environment (default
+    $CODEX_MCP_ENV_DIR). Never raises for a failed check; `ok` is false when any failed."""
+    repo_path = Path(os.fspath(repo) if repo else os.getcwd()).resolve()
+    codex = codex_command_from(codex_cmd)
+    codex_ok = check_codex(codex)
+    checks = [check_python(), check_mcp(env_dir or os.environ.get("CODEX_MCP_ENV_DIR")), codex_ok]
+    if codex_ok["ok"]:
+        checks += [check_codex_login(codex), check_sandbox(codex)]
+    checks += [check_git(repo_path), check_tasks_dir(repo_path), check_claude(repo_path)]
+    result = {"ok": all(c["ok"] for c in checks), "checks": checks}
+    failed = [c["name"] for c in checks if not c["ok"]]
+    if failed:
+        result["failed"] = failed
+    return result
+
+
+# The plugin's Stop hook (hooks/hooks.json; off unless CODEX_MCP_HOLD_REVIEW=1): Claude Code runs
+# `codex-mcp _hold-review` with the hook's JSON on stdin before it ends a turn. The tasks that count are
+# the ones named in this session's transcript next to a codex-mcp tool or a taskId.
+
+def held_reviews(hook_input: dict) -> dict:
+    """{"decision": "block", "reason": ...} while a task this session delegated or checked waits in review
+    for accept-task; {} otherwise, and always when Claude Code is already going on because of this hook
+    (`stop_hook_active`), so that it cannot keep a conversation from ending."""
+    if hook_input.get("stop_hook_active"):
+        return {}
+    try:
+        text = Path(hook_input["transcript_path"]).read_text(encoding="utf-8", errors="replace")
+        store = Store(hook_input.get("cwd") or os.getcwd())
+    except (KeyError, TypeError, OSError, CodexMcpError):
+        return {}
+    named = "\n".join(line for line in text.splitlines() if "taskId" in line or "codex-mcp" in line)
+    waiting = []
+    for task_id in sorted(set(re.findall(r"\bT-\d{1,9}\b", named)), key=task_number):
+        with contextlib.suppress(CodexMcpError, OSError):
+            if store.load(task_id).status == "review":
+                waiting.append(task_id)
+    if not waiting:
+        return {}
+    return {"decision": "block", "reason": (
+        f"{', '.join(waiting)} {'waits' if len(waiting) == 1 else 'wait'} in review: call accept-task for "
+        f"{'it' if len(waiting) == 1 else 'each'} and act on its action, or tell the user why you leave it "
+        "(codex-mcp's Stop hook, on because CODEX_MCP_HOLD_REVIEW=1)")}
+
+
+# ====================================================================================================
+# 16. CLI
 # ====================================================================================================
 
 EXIT_CODES = """exit status: 0 success; 1 the operation failed (a refused transition, a malformed record,
@@ -4558,7 +4921,9 @@ COMMANDS = {
     "cancel": "stop a queued or running task (it becomes blocked)",
     "review": "ask Codex to review the uncommitted changes (or those since --base); read-only, in the background",
     "list": "list the tasks of the repository, most recently updated first",
-    "serve": "run the stdio MCP server (needs the mcp package)",
+    "serve": "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
+    "doctor": "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
+              "agents/tasks, Claude Code's registration; exit 1 if a check failed",
 }
 
 
@@ -4631,14 +4996,21 @@ def build_parser(only: str | None = None) -> object:
             sub.add_argument("--adversarial", action="store_true",
                              help="challenge the approach and look for the ways it fails, not polish")
             sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
+        elif name == "doctor":
+            sub.add_argument("--env-dir", metavar="DIR",
+                             help="where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)")
         elif name == "list":
             sub.add_argument("--status", help="only tasks in these statuses (comma-separated)")
             sub.add_argument("--limit", type=int, help=f"tasks per page (default {LIST_LIMIT})")
             sub.add_argument("--cursor", help="the nextCursor of the previous page")
-    if only == "_work":
-        hidden = commands.add_parser("_work", parents=[common])     # the detached worker; not for people
+    if only == "_work":                                          # the detached worker; not for people
+        hidden = commands.add_parser("_work", parents=[common])
         hidden.add_argument("--mode", choices=("start", "rework", "review"), required=True)
         hidden.add_argument("task_id")
+    elif only == "_build-env":                                   # serve's detached build of its environment
+        commands.add_parser("_build-env", parents=[common]).add_argument("env_dir")
+    elif only == "_hold-review":                                 # the plugin's Stop hook; JSON on stdin
+        commands.add_parser("_hold-review", parents=[common])
     return parser
 
 
@@ -4651,7 +5023,7 @@ def command_name(argv: list) -> str | None:
         elif word in ("--cwd", "--codex-cmd"):
             skip = True
         elif not word.startswith("-"):
-            return word if word in COMMANDS or word == "_work" else None
+            return word if word in COMMANDS or word in ("_work", "_build-env", "_hold-review") else None
     return None
 
 
@@ -4722,6 +5094,16 @@ def run_command(args: object) -> dict | None:
     if name == "serve":
         serve(repo, codex_cmd)
         return None
+    if name == "doctor":
+        return doctor(repo, codex_cmd, args.env_dir)
+    if name == "_build-env":
+        build_environment(Path(args.env_dir))
+        return None
+    if name == "_hold-review":
+        try:
+            return held_reviews(json.loads(sys.stdin.read() or "{}"))
+        except ValueError:
+            return {}
     if name == "_work":
         work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
         return None
@@ -4729,7 +5111,7 @@ def run_command(args: object) -> dict | None:
 
 
 # ====================================================================================================
-# 16. MCP server
+# 17. MCP server
 # ====================================================================================================
 #
 # The SDK's low-level server: the tool list below (names, descriptions, JSON schemas derived from
@@ -4924,8 +5306,10 @@ def serve(cwd: str | None = None, codex_cmd: str | None = None) -> None:
         import anyio
         from mcp.server.stdio import stdio_server
     except ImportError as error:
-        raise OperationFailed(f"the MCP server needs the 'mcp' package ({error}): "
-                              "pip install 'mcp>=2,<3', or install codex-mcp with pip") from None
+        python = serve_elsewhere(error)
+        say(f"serving with {python}")
+        argv = self_command("--cwd", cwd or os.getcwd(), "serve", *(["--codex-cmd", codex_cmd] if codex_cmd else []))
+        os.execv(python, [str(python), *argv[1:]])
     if sys.stdin.isatty():
         print("codex-mcp serve: waiting for an MCP client on stdin (this is the server Claude Code starts; "
               "register it with `claude mcp add`, or press Ctrl-D to stop)", file=sys.stderr, flush=True)
@@ -5002,7 +5386,7 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
 
 
 # ====================================================================================================
-# 17. main
+# 18. main
 # ====================================================================================================
 
 def main(argv: list | None = None) -> int:
@@ -5024,7 +5408,7 @@ def main(argv: list | None = None) -> int:
     else:
         if result is None:
             return 0
-        status = 0
+        status = 1 if result.get("ok") is False else 0     # doctor: a check failed
     if "error" in result:
         result["error"]["message"] = cli_words(result["error"]["message"])
     if isinstance(result.get("next"), str):

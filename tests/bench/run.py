@@ -7,6 +7,8 @@ its floor in one run (repeats interleaved, medians compared), because absolute t
     .venv/bin/python -m tests.bench --quick          # the same at reduced sizes (10,000 files, 100 MB
                                                      # ignored, 1,000 records, 100 MB stream, fewer
                                                      # repeats; a few minutes): results/latest-quick.json
+                                                     # (a check that everything runs: at 10,000 files the
+                                                     # task-cost difference is within the noise)
     .venv/bin/python -m tests.bench task wait        # some benchmarks only: results/latest-partial.json
     .venv/bin/python -m tests.bench --help           # every size and repeat count can be set
 
