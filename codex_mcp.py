@@ -2080,33 +2080,47 @@ def change_names(item: dict) -> list:
     return [item["from"], item["path"]] if "from" in item else [item["path"]]
 
 
-def group_paths(paths: list, limit: int = PATH_LINES) -> list:
-    """Paths as they are when there are few; else the folders holding most of them become
-    `folder/ (N files)`, so that hundreds of changes under one folder read as one line."""
-    items = [(path, 1) for path in sorted(set(paths))]
-    while len(items) > limit:
-        parents: dict = {}
-        for index, (path, _) in enumerate(items):
-            parent = path.rstrip("/").rpartition("/")[0]
-            if parent:
-                parents.setdefault(parent + "/", []).append(index)
-        if not parents:
+def group_paths(paths: list, limit: int = PATH_LINES, show: dict | None = None) -> list:
+    """Paths as they are when there are few; else folders become `folder/ (N files)`, the deepest
+    first so that what is left stays as precise as the limit allows. `show` gives the line for a
+    path that stays on its own (a rename, a symlink's target)."""
+    paths = sorted(set(paths))
+    below: dict = {}        # folder -> files anywhere under it
+    children: dict = {}     # folder -> its direct entries, files and folders
+    for path in paths:
+        parts = path.rstrip("/").split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth]) + "/"
+            below[folder] = below.get(folder, 0) + 1
+            children.setdefault(folder, set()).add("/".join(parts[:depth + 1]))
+    # Deepest first: by then every folder below has become one line, so folding this one saves
+    # as many lines as it has entries, less one.
+    lines, folded = len(paths), set()
+    for folder in sorted(below, key=lambda f: (-f.count("/"), -len(children[f]), f)):
+        if lines <= limit:
             break
-        parent, members = max(parents.items(), key=lambda kv: (len(kv[1]), -kv[0].count("/")))
-        if len(members) < 2:
-            break
-        total = sum(items[i][1] for i in members)
-        chosen = set(members)
-        items = sorted([item for i, item in enumerate(items) if i not in chosen] + [(parent, total)])
-    lines = [path if count == 1 else f"{path} ({count} files)" for path, count in items]
-    if len(lines) > limit:      # many folders side by side: name the first ones, count the rest
-        rest = items[limit - 1:]
-        lines = lines[:limit - 1] + [f"… and {len(rest)} more ({sum(count for _, count in rest)} files)"]
-    return lines
+        if len(children[folder]) > 1:
+            folded.add(folder)
+            lines -= len(children[folder]) - 1
+    shown: dict = {}
+    for path in paths:
+        parts = path.rstrip("/").split("/")
+        folder = next((f for f in ("/".join(parts[:d]) + "/" for d in range(1, len(parts))) if f in folded), None)
+        if folder is None:
+            shown[path] = (show or {}).get(path, path)
+        else:
+            shown[folder] = f"{folder} ({below[folder]} files)"
+    result = [shown[key] for key in sorted(shown)]
+    if len(result) > limit:     # many folders side by side: name the first ones, count the rest
+        rest = sorted(shown)[limit - 1:]
+        files = sum(below[key] if key in folded else 1 for key in rest)
+        result = result[:limit - 1] + [f"… and {len(rest)} more ({files} files)"]
+    return result
 
 
 def render_changes(items: list, outside: tuple = ()) -> str:
-    """The Changes section: a count by kind, then the changes grouped by kind and folder."""
+    """The Changes section: a count by kind, then the changes grouped by kind and folder. A change
+    outside the allowed paths is never folded into a folder: the reader must see it."""
     if not items:
         return "no files changed"
     counts: dict = {}
@@ -2115,9 +2129,16 @@ def render_changes(items: list, outside: tuple = ()) -> str:
     files = "1 path" if len(items) == 1 else f"{len(items)} paths"
     lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
     for kind in sorted(counts):
-        names = [change_label(item, outside) for item in items if item["change"] == kind]
-        lines += [f"{kind:<9} {name}" for name in group_paths(names, 40)]
+        mine = [item for item in items if item["change"] == kind]
+        pinned = [change_label(item, outside) for item in mine if item["path"] in outside or item.get("from") in outside]
+        rest = {change_path(item): change_label(item, outside) for item in mine
+                if not (item["path"] in outside or item.get("from") in outside)}
+        lines += [f"{kind:<9} {name}" for name in pinned + group_paths(list(rest), max(40 - len(pinned), 8), rest)]
     return "\n".join(lines)
+
+
+def change_path(item: dict) -> str:
+    return item["path"] + ("/" if item.get("dir") else "")
 
 
 def change_label(item: dict, outside: tuple = ()) -> str:
@@ -3949,9 +3970,9 @@ def change_lines(changes: list) -> list:
     """`modified src/app.py`, `added target/ (312 files)`: each kind of change, folders grouped."""
     lines = []
     for kind in unique(item["change"] for item in changes):
-        labels = [item["path"] + ("/" if item.get("dir") else "") if "from" not in item
-                  else f"{item['from']} -> {item['path']}" for item in changes if item["change"] == kind]
-        lines += [f"{kind} {label}" for label in group_paths(labels, 30)]
+        labels = {change_path(item): change_path(item) if "from" not in item else f"{item['from']} -> {item['path']}"
+                  for item in changes if item["change"] == kind}
+        lines += [f"{kind} {label}" for label in group_paths(list(labels), 30, labels)]
     return lines
 
 

@@ -503,3 +503,19 @@ def test_report_and_record_agree_on_where_a_fence_ends():
     assert not cm.closes_fence("``` python", "```") and not cm.closes_fence("``", "```")
     body = ["```", "~~~", "## Status", "````` extra", "```"]
     assert cm.parse_text(body, "", 0) == "~~~\n## Status\n````` extra"
+
+
+def test_a_folder_is_grouped_once_however_its_files_are_nested():
+    paths = [f"target/a/x{n}" for n in range(30)] + [f"target/b{n}" for n in range(30)] + \
+        [f"target/c/d/e{n}" for n in range(40)] + ["Cargo.lock"]
+    grouped = cm.group_paths(paths, 3)
+    assert grouped == ["Cargo.lock", "target/ (100 files)"]
+
+
+def test_a_change_outside_the_allowed_paths_is_never_hidden_in_a_folder():
+    items = [{"path": f"build/f{n}.js", "change": "added"} for n in range(300)] + \
+        [{"path": "build/evil.sh", "change": "added"}, {"path": "new/b.py", "from": "old/b.py", "change": "renamed"}]
+    text = cm.render_changes(items, outside=("build/evil.sh",))
+    assert "added     build/evil.sh  [OUTSIDE ALLOWED PATHS]" in text
+    assert "added     build/ (300 files)" in text
+    assert "renamed   old/b.py -> new/b.py" in text
