@@ -23,18 +23,22 @@ CODEX_VERSION = "0.169.0"
 MODULE = str(ROOT / "codex_mcp.py")
 
 
-def find_codex() -> str:
-    """The pinned Codex CLI: $CODEX_BIN, or `codex` on PATH if it is the pinned version."""
-    for candidate in (os.environ.get("CODEX_BIN"), shutil.which("codex")):
+def find_pinned(variable: str, command: str, version: str) -> str:
+    """A pinned CLI: $variable, or `command` on PATH if it is that version; "" when neither is."""
+    for candidate in (os.environ.get(variable), shutil.which(command)):
         if not candidate:
             continue
         try:
-            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30).stdout
-        except OSError:
+            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
             continue
-        if CODEX_VERSION in out:
+        if version in out:
             return candidate
     return ""
+
+
+def find_codex() -> str:
+    return find_pinned("CODEX_BIN", "codex", CODEX_VERSION)
 
 
 @pytest.fixture(scope="session")

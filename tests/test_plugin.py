@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from anthropic_server import AnthropicServer, since_last_answer, tool_results
-from conftest import ROOT, make_repo, processes_under
+from conftest import ROOT, find_pinned, make_repo, processes_under
 from model_server import ModelServer, report
 
 CLAUDE_VERSION = "2.1.197"
@@ -43,14 +43,9 @@ def missing(why: str) -> None:
 
 @pytest.fixture(scope="session")
 def claude_bin() -> str:
-    for candidate in (os.environ.get("CLAUDE_BIN"), shutil.which("claude")):
-        if candidate:
-            try:
-                out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=60).stdout
-            except OSError:
-                continue
-            if CLAUDE_VERSION in out:
-                return candidate
+    found = find_pinned("CLAUDE_BIN", "claude", CLAUDE_VERSION)
+    if found:
+        return found
     missing(f"Claude Code {CLAUDE_VERSION} is not installed: npm install @anthropic-ai/claude-code@{CLAUDE_VERSION} "
             "and set CLAUDE_BIN to node_modules/.bin/claude")
 
