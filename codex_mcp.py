@@ -52,12 +52,13 @@ Layout, in the order data flows:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 # Modules only a Codex run, a snapshot or the server needs (subprocess, signal, threading, shlex,
@@ -802,14 +803,19 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True) -> None:
     """Replace `path` whole or not at all: temp file, rename. `durable` adds the fsyncs that make
-    the new text survive a power cut; only a person's data (the records) needs them."""
+    the new text survive a power cut; only a person's data (the records) needs them. `data` may
+    be an iterable of byte strings, written as they come (a large snapshot is never in memory
+    twice)."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
-            handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+            if isinstance(data, (str, bytes)):
+                handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+            else:
+                handle.writelines(data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -1019,6 +1025,37 @@ class Store:
     def ids(self) -> list:
         return sorted(self.spellings(), key=task_number)
 
+    def repair_records_folder(self) -> list:
+        """agents/ and agents/tasks/ must be real folders: a symlink in their place would lead every
+        record read and write wherever whoever made it points (into the allowed paths, say, where
+        Codex may then rewrite records). Anything else in their place is moved to the state folder,
+        the folder made again, and every record written back from the tool's copies. The notes are
+        kept until a verdict reports them (`take_repairs`). Call it holding the store lock."""
+        for path in (self.tasks_dir.parent, self.tasks_dir):
+            if not os.path.lexists(path) or path.is_dir() and not path.is_symlink():
+                continue
+            what = f"a symlink to {os.readlink(path)}" if path.is_symlink() else "a file"
+            aside = self.state_dir / "strays" / time.strftime("%Y%m%dT%H%M%S") / path.name
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside)
+            self.tasks_dir.mkdir(parents=True, exist_ok=True)
+            for shadow in self.shadow_dir.glob("T-*.md") if self.shadow_dir.is_dir() else ():
+                atomic_write(self.tasks_dir / shadow.name, shadow.read_bytes())
+            notes = load_json(self.state_dir / "repairs.json", [])
+            notes.append(f"{self.relative(path)} was replaced by {what}; made a folder again, with every record "
+                         f"as the tool last wrote it (what was there is at {aside})")
+            atomic_write(self.state_dir / "repairs.json", json.dumps(notes), durable=False)
+            return notes
+        return []
+
+    def take_repairs(self) -> list:
+        """The repairs of the records folder not yet reported, which the caller now reports."""
+        path = self.state_dir / "repairs.json"
+        notes = load_json(path, [])
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return notes
+
     def run_file(self, task_id: str, suffix: str) -> Path:
         return self.runs_dir / f"{task_id}.{suffix}"
 
@@ -1058,6 +1095,7 @@ class Store:
         skipped."""
         hint = self.state_dir / "next-id"
         with self.lock("store"):
+            self.repair_records_folder()
             try:
                 number = int(hint.read_text())
                 if not 0 < number < 10**9 - 1:
@@ -1086,6 +1124,7 @@ class Store:
         """Read, let the caller change, write back only if the text changed; all under the lock."""
         task_id = normalize_task_id(task_id)
         with self.lock("store"):
+            self.repair_records_folder()
             if guard is not None:
                 try:
                     text = self.read_text(task_id)
@@ -1249,17 +1288,19 @@ def stop_child(identity: str) -> None:
             os.kill(member, signal.SIGKILL)
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the process that started it dies (Linux only), so a
-    worker or accept killed with -9 leaves no Codex and no verify command behind."""
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn under which the child gets SIGKILL when the process that started it dies (Linux
+    only), so a worker or accept killed with -9 leaves no Codex and no verify command behind. prctl is
+    looked up here, in the parent: the MCP server forks from threads, and an import in the forked
+    child could wait forever for a lock another thread held at the fork."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)   # PR_SET_PDEATHSIG, SIGKILL
-
-
-DIE_WITH_PARENT = die_with_parent if os.name == "posix" else None   # Popen refuses preexec_fn on Windows
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, 9)      # PR_SET_PDEATHSIG, SIGKILL
 
 
 def self_command(*args: str) -> list:
@@ -1387,20 +1428,27 @@ def head_commit(root: Path) -> str:
     return run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1)).decode().strip()
 
 
-def tree_commit(root: Path, message: str, parent: str, exclude: tuple = ()) -> str:
+def tree_commit(root: Path, message: str, parent: str, exclude: tuple = (), only: list | None = None) -> str:
     """A commit of the working tree at `root` as it is now (tracked files as they are on disk,
     untracked ones, not ignored ones), built in a temporary index seeded from the real one: the
-    person's index, HEAD, branches, stash and `git status` stay as they are."""
+    person's index, HEAD, branches, stash and `git status` stay as they are. With `only`, the
+    commit is `parent` with just those paths taken from the working tree (or removed, if gone)."""
     import shutil
     import tempfile
     seed = Path(run_git(root, "rev-parse", "--path-format=absolute", "--git-path", "index").decode().strip())
     folder = tempfile.mkdtemp(prefix="codex-mcp-index-")
     index = Path(folder) / "index"
     try:
-        if seed.exists():
-            shutil.copyfile(seed, index)
         env = {"GIT_INDEX_FILE": str(index)}
-        run_git(root, "add", "-A", "--", ".", *(f":(exclude,top){path}" for path in exclude), env=env, drivers=True)
+        if only is not None:
+            run_git(root, "read-tree", parent, env=env)
+            run_git(root, "update-index", "--add", "--remove", "-z", "--stdin", env=env, drivers=True,
+                    input=b"".join(os.fsencode(path) + b"\0" for path in only))
+        else:
+            if seed.exists():
+                shutil.copyfile(seed, index)
+            run_git(root, "add", "-A", "--", ".", *(f":(exclude,top){path}" for path in exclude), env=env,
+                    drivers=True)
         tree = run_git(root, "write-tree", env=env).decode().strip()
         return run_git(root, "commit-tree", tree, "-m", message, *(("-p", parent) if parent else ()),
                        env={**env, **IDENTITY}).decode().strip()
@@ -1573,27 +1621,49 @@ class Snapshot:
         self.entries: dict = {}
         self.blobs: dict | None = None
         self.marker: Path | None = None
+        self.finder: NewerFinder | None = None      # started by `load`, with the marker after this one
+        self.next_marker: Path | None = None
         self.records = 0                   # records in the file, for deciding when to fold the log
 
     def load(self) -> bool:
-        """Read the kept snapshot; False if there is none that can be trusted (take a new one)."""
+        """Read the kept snapshot; False if there is none that can be trusted (take a new one).
+        Where `find -newercc` can tell what changed since (`fast`), it starts first (`finder`)."""
         try:
             with open(self.file, "rb") as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 512))
+                last = handle.read().split(b"\0")       # the file ends with the marker's record
+                if len(last) >= 3 and last[-3] == MARKER_KEY:
+                    self.marker = self.folder / os.fsdecode(last[-2])
+                    if self.fast():     # the next marker first: a change after it is the next update's
+                        self.next_marker = self.new_marker()
+                        self.finder = NewerFinder(self.root, self.marker)
+                handle.seek(0)
                 parts = nul_parts(handle)
                 if next(parts, None) != SNAPSHOT_HEADER:
-                    return False
+                    return self.drop_finder()
                 self.entries = dict(zip(parts, parts))
         except OSError:
-            return False
+            return self.drop_finder()
         self.records = len(self.entries)
         marker = self.entries.pop(MARKER_KEY, b"")
         for gone in [rel for rel, value in self.entries.items() if not value]:
             del self.entries[gone]
-        self.marker = self.folder / os.fsdecode(marker) if marker else None
+        if not marker or self.folder / os.fsdecode(marker) != self.marker:
+            return self.drop_finder()
         try:   # a clock set back would make later changes look older than the marker
-            return self.marker is not None and self.marker.stat().st_ctime_ns <= time.time_ns()
+            return self.marker.stat().st_ctime_ns <= time.time_ns() or self.drop_finder()
         except OSError:
-            return False
+            return self.drop_finder()
+
+    def drop_finder(self) -> bool:
+        if self.finder is not None:
+            self.finder.cancel()
+            self.finder = None
+        if self.next_marker is not None:
+            with contextlib.suppress(OSError):
+                self.next_marker.unlink()
+            self.next_marker = None
+        return False
 
     def entry(self, rel: bytes) -> tuple | None:
         value = self.entries.get(rel)
@@ -1632,14 +1702,14 @@ class Snapshot:
         the markers it no longer needs."""
         fold = changed is None or self.records + len(changed) > 2 * len(self.entries) + 1000
         records = self.entries if fold else changed
-        body = b"".join(rel + b"\0" + value + b"\0" for rel, value in records.items())
+        body = (rel + b"\0" + value + b"\0" for rel, value in records.items())
         tail = MARKER_KEY + b"\0" + os.fsencode(marker.name) + b"\0"
         if fold:
-            atomic_write(self.file, SNAPSHOT_HEADER + b"\0" + body + tail, durable=False)
+            atomic_write(self.file, itertools.chain((SNAPSHOT_HEADER + b"\0",), body, (tail,)), durable=False)
             self.records = len(records) + 1
         else:
             with open(self.file, "ab") as handle:
-                handle.write(body + tail)
+                handle.write(b"".join(body) + tail)     # one write: a partial append cannot be read as whole
             self.records += len(records) + 1
         for old in self.folder.glob(f"{self.name}.*.mark"):
             if old != marker:
@@ -1722,27 +1792,44 @@ def parents_of(rel: bytes) -> Iterator[bytes]:
         index = rel.rfind(b"/", 0, index)
 
 
-def find_newer(root: Path, marker: Path) -> set | None:
-    """The paths under `root` (its own .git aside; b"" for root itself) whose ctime is later than
-    the marker's, or None if `find` could not say."""
-    import subprocess
-    try:
-        done = subprocess.run(["find", ".", "-path", "./.git", "-prune", "-o", "-newercc", str(marker), "-print0"],
-                              cwd=root, capture_output=True)
-    except OSError:
-        return None
-    if done.returncode != 0 and not done.stdout:
-        return None
-    parts = done.stdout.split(b"\0")
-    return {path[2:] if path != b"." else b"" for path in parts if path.startswith(b"./") or path == b"."}
+class NewerFinder:
+    """`find -newercc marker`: the paths under `root` (its own .git aside; b"" for root itself)
+    whose ctime is later than the marker's. Started before the snapshot is parsed, so that the
+    walk and the parsing share the machine's cores."""
+
+    def __init__(self, root: Path, marker: Path) -> None:
+        import subprocess
+        self.marker = marker
+        try:
+            self.process = subprocess.Popen(["find", ".", "-path", "./.git", "-prune", "-o", "-newercc", str(marker),
+                                             "-print0"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError:
+            self.process = None
+
+    def result(self) -> set | None:
+        """The paths, or None if `find` could not say."""
+        if self.process is None:
+            return None
+        out = self.process.stdout.read()
+        self.process.stdout.close()
+        if self.process.wait() != 0 and not out:
+            return None
+        return {path[2:] if path != b"." else b"" for path in out.split(b"\0") if path.startswith(b"./") or path == b"."}
+
+    def cancel(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            self.process.stdout.close()
+            self.process.wait()
 
 
 def update_snapshot(snapshot: Snapshot) -> dict:
     """Bring a loaded snapshot up to date with the workspace; return the changes: path -> (entry
     before or None, entry now or None), for each path that differs."""
     root = os.fsencode(snapshot.root)
-    marker = snapshot.new_marker()
-    candidates = find_newer(snapshot.root, snapshot.marker) if snapshot.fast() else None
+    marker = snapshot.next_marker or snapshot.new_marker()
+    candidates = snapshot.finder.result() if snapshot.finder is not None else None
     if candidates is None:
         candidates = {b"", *snapshot.entries, *walk_paths(root)}
     entries = snapshot.entries
@@ -2351,7 +2438,7 @@ class EventDigest:
         self.last_event = ""
         self.completed = False
         self.progress_at = time.monotonic()
-        self.started: dict = {}             # item id -> wall time it started
+        self.started: dict = {}             # item id -> (wall time it started, the item)
         self.evidence: list = []            # (start, end, text) of each command and file change
 
     def feed_line(self, line: bytes) -> None:
@@ -2385,13 +2472,13 @@ class EventDigest:
         elif kind == "error":
             self.errors.append(one_line(str(event.get("message", "error")), 500))
         elif kind == "item.started" and item.get("id"):
-            self.started[str(item["id"])] = time.time()
+            self.started[str(item["id"])] = (time.time(), item)
         elif kind == "item.completed":
             self.feed_item(item)
 
-    def feed_item(self, item: dict) -> None:
+    def feed_item(self, item: dict, began: float | None = None) -> None:
         kind = item.get("type")
-        began = self.started.pop(str(item.get("id")), None) or time.time()
+        began = began or self.started.pop(str(item.get("id")), (time.time(),))[0]
         if kind == "agent_message":
             self.final_message = str(item.get("text", ""))
         elif kind == "command_execution":
@@ -2405,6 +2492,14 @@ class EventDigest:
                 if isinstance(change, dict):
                     self.file_changes.append(f"{change.get('kind', 'change')}: {change.get('path', '')}")
                     self.note_evidence(began, str(change.get("path", "")), exact=True)
+
+    def close(self) -> None:
+        """Codex has exited: a command it started and never saw complete (killed as Codex ended, or
+        still running when the turn ended) may have written until now, and is evidence like any."""
+        for began, item in self.started.values():
+            if item.get("type") in ("command_execution", "file_change"):
+                self.feed_item({**item, "exit_code": "killed"}, began)
+        self.started.clear()
 
     def note_evidence(self, began: float, text: str, exact: bool = False) -> None:
         if len(self.evidence) < self.KEEP_EVIDENCE:
@@ -2488,11 +2583,12 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
     digest = EventDigest()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path = log_path.with_suffix(".stderr")
+    mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(cwd / name)]
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
         start = log.seek(0, os.SEEK_END)
         try:
             process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
-                                       start_new_session=True, preexec_fn=DIE_WITH_PARENT,
+                                       start_new_session=True, preexec_fn=die_with_parent(),
                                        env={**os.environ, **(env or {})})
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
@@ -2507,7 +2603,23 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
             kill_group(process.pid)
         returncode = process.wait()
         kill_group(process.pid, grace=0.5)   # no helper Codex started may outlive the task
+        digest.close()
+    remove_mount_points(cwd, mount_points)
     return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
+
+
+SANDBOX_MOUNT_POINTS = (".agents", ".aws", ".codex")
+
+
+def remove_mount_points(root: Path, names: list) -> None:
+    """Codex's Linux sandbox keeps these read-only by mounting over them, making an empty folder to
+    mount on where there is none; a command killed as Codex exits leaves that folder behind. Such
+    an empty folder, absent before the run, is the sandbox's, not Codex's work: it goes."""
+    for name in names:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()            # only if empty: anything written into it stays, and counts
 
 
 def send_prompt(process: object, prompt: str) -> None:
@@ -2523,6 +2635,7 @@ def follow_events(process: object, log_path: Path, start: int, digest: EventDige
                   idle_timeout: float, on_event: Callable, should_stop: Callable) -> str:
     """Read the log from `start` as Codex appends to it, until Codex has exited and all it wrote
     is read. Returns a reason if we must stop Codex early, else ""."""
+    import subprocess
     started = time.monotonic()
     pending = b""
     with open(log_path, "rb") as log:
@@ -2548,7 +2661,8 @@ def follow_events(process: object, log_path: Path, start: int, digest: EventDige
                 return reason
             on_event(digest)
             if not chunk:
-                time.sleep(0.05)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(0.05)           # wakes at once when Codex exits
     if pending:
         digest.feed_line(pending)
     return ""
@@ -2590,6 +2704,18 @@ class Workspace:
             return update_snapshot(snapshot)
         take_snapshot(self.root, self.snapshot_folder(), self.name, self.store.git is not None)
         return {}
+
+    def clock(self) -> int | None:
+        """The inode-change clock of the workspace's file system now, read from a new file in the
+        snapshot folder (where Codex cannot write): what was written after this has a ctime at or
+        above it, however coarse the file system's times. None when that folder is on another file
+        system than the workspace."""
+        marker = Snapshot(self.root, self.snapshot_folder(), self.name).new_marker()
+        try:
+            info, root = marker.stat(), self.root.stat()
+        finally:
+            marker.unlink()
+        return info.st_ctime_ns if info.st_dev == root.st_dev else None
 
     def private_temp(self) -> bool:
         """Whether /tmp or $TMPDIR would reach what Codex must not write: the tool's state (unless
@@ -2653,6 +2779,18 @@ def load_json(path: Path, default: object) -> object:
         return default
 
 
+def changed_since(root: Path, rel: str, pair: tuple, since: int) -> bool:
+    """Whether a change happened at or after `since` (a ctime): by the entry's own ctime, or for a
+    removed entry by its folder's (a removal changes the folder). In doubt, yes."""
+    after = pair[1]
+    if after is not None:
+        return after[CTIME] >= since
+    try:
+        return os.lstat(root / os.path.dirname(rel)).st_ctime_ns >= since
+    except OSError:
+        return True
+
+
 def add_changes(store: Store, task_id: str, changes: dict, who: Callable) -> None:
     """Fold one run's (or one verify's) changes into the task's; `who(path, entry now)` says whose."""
     path = store.run_file(task_id, "touched.json")
@@ -2686,9 +2824,10 @@ def add_facts(store: Store, task_id: str, notes: list, by_codex: bool) -> None:
 def sync_shadows(store: Store) -> None:
     """Before a run: the tool's copy of each record becomes what the file says now (a person's
     edits since the last run are theirs to make). Only records changed since are copied."""
-    if not store.tasks_dir.is_dir():
-        return
     with store.lock("store"):
+        store.repair_records_folder()          # else a symlinked folder's records would become the copies
+        if not store.tasks_dir.is_dir():
+            return
         for entry in os.scandir(store.tasks_dir):
             name = entry.name
             if not (name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) and entry.is_file(follow_symlinks=False)):
@@ -2707,7 +2846,9 @@ def guard_records(store: Store, changes: dict, running: str, evidence: list) -> 
     is put back (the changed text saved in the state folder, and the record's History says where);
     any other new file there is moved to the state folder, where nothing loads it. Returns
     (notes, whether Codex's events name any of it). Call it holding the store lock."""
-    notes, by_codex, moved = [], False, []
+    store.repair_records_folder()
+    notes, moved = store.take_repairs(), []
+    by_codex = bool(notes) and any(names_path(text, TASKS_DIR) for _, _, text, _ in evidence)
     prefix = TASKS_DIR + "/"
     for rel in sorted(changes):
         if not rel.startswith(prefix) or any(rel.startswith(m + "/") for m in moved):
@@ -3237,7 +3378,7 @@ def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
 
 CACHE_DIRS = frozenset((
     "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".pytype", ".hypothesis", ".benchmarks",
-    ".tox", ".nox", "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
+    "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
     ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle", ".jest-cache"))
 CACHE_FILES = re.compile(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
                          r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store|"
@@ -3461,6 +3602,7 @@ class ReviewFacts:
         self.cannot_restore: list = []  # of by_codex, paths with no kept copy of their earlier content
         self.verify: dict | None = None
         self.rework_count = 0
+        self.unjudged = 0               # changed ignored build and cache files, left out of the judgement
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -3534,7 +3676,9 @@ def decide(facts: ReviewFacts) -> Verdict:
                     f"{', '.join(group_paths(facts.by_verify))}")
     if asks:
         return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
-    notes = ["the report is complete and every change is inside the allowed paths"]
+    notes = ["the report is complete and every change is inside the allowed paths" + (
+        f", apart from {facts.unjudged} ignored build and cache files not judged (`unjudged`: treat them as "
+        "untrusted, they can carry code; `git clean -fdX` removes them)" if facts.unjudged else "")]
     notes.append("the verify command passed" + ("" if verify.get("sandboxed") else " (run without the sandbox)")
                  if verify else "no verify command is set")
     if not facts.tests_run:
@@ -3627,10 +3771,11 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
     argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify",
             "-C", str(workspace.root), "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
     result: dict = {"command": task.verify, "sandboxed": sandboxed}
+    mount_points = [name for name in SANDBOX_MOUNT_POINTS if sandboxed and not os.path.lexists(workspace.root / name)]
     started = time.monotonic()
     try:
         process = subprocess.Popen(argv, cwd=workspace.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=DIE_WITH_PARENT,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
                                    env={**os.environ, **({"TMPDIR": str(temp)} if temp else {})})
     except OSError as error:
         if temp is not None:
@@ -3648,6 +3793,7 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
         result["timedOut"] = True
     finally:
         kill_group(process.pid, grace=0.5)
+        remove_mount_points(workspace.root, mount_points)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     if sandboxed and status is not None and status > 128 and status - 128 in signal.valid_signals():
@@ -3725,10 +3871,30 @@ def request_completion(workspace: Workspace, task: Task, missing: list, command:
     return store.load(task.id)
 
 
+def remove_bytecode(root: Path, paths: list) -> list:
+    """Of the unjudged paths, the Python byte-code files (deleted here, after a `done`): Python
+    loads a .pyc whose header matches its source's size and time, both of which Codex can copy,
+    so a planted one would run Codex's code the next time the person imports the module."""
+    removed = []
+    for rel in paths:
+        parts = rel.split("/")
+        path = root / rel
+        if ("__pycache__" in parts or re.search(r"\.py[co]$", rel)) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(rel)
+    return removed
+
+
 def review(store: Store, task_id: str, command: list, into_branch: bool = False) -> dict:
     """accept's pipeline: permission, completeness (one completion request), the real changes
     against the boundary, the verify command; then act on the verdict (for a worktree task that
     passes, bring its changes into the working tree, or into a branch)."""
+    with store.lock("store"):
+        store.repair_records_folder()         # before the record's Allowed Paths are read
+        repaired = store.take_repairs()
+    if repaired:
+        add_facts(store, task_id, repaired, False)
     task = store.load(task_id)
     workspace = Workspace.for_task(store, task)
     where = store.relative(store.path(task_id))
@@ -3738,27 +3904,37 @@ def review(store: Store, task_id: str, command: list, into_branch: bool = False)
     facts.missing = missing_sections(report)
     verification = None
     with accept_turn(workspace, task_id):
-        refresh_changes(store, task_id, workspace.changes())       # a person's edits since the run ended
         if decide(facts).action == "complete":
             task = request_completion(workspace, task, facts.missing, command)
             report, facts.completion_tried = parse_report(task.result), True
             facts.missing = missing_sections(report)
-        if task.verify and not facts.denial and not facts.missing:
+        verifying = bool(task.verify and not facts.denial and not facts.missing)
+        since = workspace.clock() if verifying else None
+        if since is None:
+            refresh_changes(store, task_id, workspace.changes())   # a person's edits since the run ended
+        if verifying:
             verification = run_verify(task, workspace, command, track_child(store, task_id))
             after = workspace.changes()
+            who = lambda rel, entry: "verify"
+            if since is not None:     # one walk for both: what changed before verify began is a person's
+                during = {rel: pair for rel, pair in after.items() if changed_since(workspace.root, rel, pair, since)}
+                refresh_changes(store, task_id, {rel: pair for rel, pair in after.items() if rel not in during})
+                after = during
+                who = lambda rel, entry: "verify" if entry is not None else "unknown"   # a removal has no date
             with store.lock("store"):
                 notes, _ = guard_records(store, after, "", [])
             if notes:
                 add_facts(store, task_id, notes, True)     # the verify command ran Codex's code
             add_changes(store, task_id, {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))},
-                        lambda rel, entry: "verify")
+                        who)
     facts.tests_run, facts.verify = tests_run(report), verification
     changes = task_changes(store, task_id)
     touched = load_json(store.run_file(task_id, "touched.json"), {})
     declared = declared_files(report.get("Files Changed", ""), store.repo)
     outside = out_of_bounds(changes, allowed)
     ignored = ignored_paths(store.repo, outside) if store.git else set(outside)
-    unjudged_paths = [path for path in outside if unjudged(path, path in ignored)]
+    links = {item["path"] for item in changes if "link" in item}     # a link's target is never a cache
+    unjudged_paths = [path for path in outside if path not in links and unjudged(path, path in ignored)]
     judged = [path for path in outside if path not in unjudged_paths]
     facts.declared = [path for path in judged if path in declared]
     for path in judged:
@@ -3776,12 +3952,34 @@ def review(store: Store, task_id: str, command: list, into_branch: bool = False)
             atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
                          + "\n".join(lines) + "\n", durable=False)
             facts.revert = f"sh {script}"
+    facts.unjudged = len(unjudged_paths)
     verdict = decide(facts)
+    if verdict.action == "done":
+        removed = remove_bytecode(workspace.root, unjudged_paths)
+        if removed:
+            unjudged_paths = [path for path in unjudged_paths if path not in removed]
+            verdict.reason += (f"; the {len(removed)} Python byte-code files written during the task were deleted "
+                               "(Python writes them again from the code; a planted one would run outside the sandbox)")
     landed: dict = {}
     if verdict.action == "done" and task.isolation == "worktree":
         verdict, landed = land_worktree(store, task, workspace, verdict, into_branch)
     return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command,
                          outside=judged, unjudged_paths=unjudged_paths, landed=landed)
+
+
+def landing_paths(store: Store, task_id: str, shared: list) -> list:
+    """What a worktree task brings back: exactly the files, links and removals review judged (or
+    left unjudged as ignored output, which git does not carry). Not the rest of the worktree: not
+    what its setup command changed, and never the records, which are the person's repository's."""
+    paths = []
+    for rel, (first, now, _) in load_json(store.run_file(task_id, "touched.json"), {}).items():
+        entry = now or first
+        if same_entry(first, now) or entry[KIND] not in ("f", "l") or tool_path(path_parts(rel)) \
+                or rel.split("/")[0] in shared:
+            continue
+        paths.append(rel)
+    ignored = ignored_paths(store.repo, paths) if paths else set()
+    return sorted(path for path in paths if path not in ignored)
 
 
 def land_worktree(store: Store, task: Task, workspace: Workspace, verdict: Verdict, into_branch: bool) -> tuple:
@@ -3790,7 +3988,8 @@ def land_worktree(store: Store, task: Task, workspace: Workspace, verdict: Verdi
     into a new branch `codex-mcp/T-NNN` (the working tree untouched). A conflict writes nothing."""
     base = store.run_file(task.id, "base").read_text().strip()
     shared = shared_dependencies(store, repo_settings(store))
-    theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base, exclude=tuple(shared))
+    theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base,
+                         only=landing_paths(store, task.id, shared))
     if into_branch:
         branch = f"codex-mcp/{task.id}"
         try:
@@ -3808,7 +4007,7 @@ def land_worktree(store: Store, task: Task, workspace: Workspace, verdict: Verdi
                                        "in ways that do not merge: nothing was written"), {"conflicts": conflicts}
         applied = apply_tree(store, yours, merged)
         main = Workspace.in_place(store)
-        if Snapshot(main.root, main.snapshot_folder(), main.name).load():
+        if Snapshot(main.root, main.snapshot_folder(), main.name).file.exists():
             main.changes()        # what was applied is no in-place task's change
     return Verdict("done", f"{verdict.reason}; applied to your working tree ({len(applied)} paths)"), {}
 
@@ -3821,7 +4020,8 @@ def reopen_on_current_tree(store: Store, task: Task) -> list:
     base = store.run_file(task.id, "base").read_text().strip()
     shared = shared_dependencies(store, repo_settings(store))
     with workspace.run_lock():
-        theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: before the rework", base, exclude=tuple(shared))
+        theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: before the rework", base,
+                             only=landing_paths(store, task.id, shared))
         yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
         run_git(workspace.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
         run_git(workspace.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
@@ -4088,7 +4288,7 @@ class LifeWaiter:
     worker holds until it exits (however it exits). Where there is no flock, it polls."""
 
     def __init__(self, store: Store, task_id: str) -> None:
-        import threading
+        import threading    # here, not at the top: a plain `check` has no use for it
         self.path = store.state_dir / "live" / f"{task_id}.lock"
         self.ended = threading.Event()
         self.thread = None
@@ -4131,7 +4331,7 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
     PROGRESS_NOTIFY_EVERY seconds it looks at the record, and calls `on_change` when it changed
     (or, with `heartbeat`, anyway). Otherwise the record is looked at every 50 ms."""
     deadline = time.monotonic() + seconds
-    waiter = LifeWaiter(store, task_id) if at_end else None
+    waiter = LifeWaiter(store, task_id) if at_end and seconds > 0 else None
     task = refresh(store, task_id)
     seen, told = (task.status, task.progress), time.monotonic()
     while not done(task):
@@ -4417,22 +4617,23 @@ def task_rows(store: Store) -> dict:
     (size, times or inode) since the index last saw them; the records stay the truth."""
     path = store.state_dir / "index.json"
     index = load_json(path, {})
-    rows, dirty = {}, False
-    spellings: dict = {}
+    rows, seen, dirty = {}, {}, False
     for entry in os.scandir(store.tasks_dir) if store.tasks_dir.is_dir() else ():
         name = entry.name
-        if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
-            spellings.setdefault(f"T-{int(name[2:-3]):03d}", []).append((name, entry))
-    for task_id, names in spellings.items():
-        if len(names) > 1:
-            rows[task_id] = ["", "", 0, "", "task", "two files claim " + task_id + ": " +
-                             ", ".join(sorted(f"{TASKS_DIR}/{n}" for n, _ in names)) + "; rename or delete one of them"]
+        if not (name.endswith(".md") and TASK_ID.fullmatch(name[:-3])):
             continue
-        name, entry = names[0]
+        canonical = len(name) == 8 or len(name) > 8 and name[2] != "0"     # T-001.md, T-1000.md
+        task_id = name[:-3] if canonical else f"T-{int(name[2:-3]):03d}"
+        if task_id in seen:          # T-7.md beside T-007.md: neither is trusted
+            names = ", ".join(sorted(f"{TASKS_DIR}/{n}" for n in (seen[task_id], name)))
+            rows[task_id] = ["", "", 0, "", "task", f"two files claim {task_id}: {names}; rename or delete one of them"]
+            continue
+        seen[task_id] = name
         try:
-            signature = [name, *stat_key(entry.stat(follow_symlinks=False))]
+            info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
+        signature = [name, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns]
         known = index.get(task_id)
         if known and known[0] == signature:
             rows[task_id] = known[1]
@@ -4440,7 +4641,7 @@ def task_rows(store: Store) -> dict:
             rows[task_id] = index_row(store, task_id, name)
             index[task_id] = [signature, rows[task_id]]
             dirty = True
-    for task_id in [t for t in index if t not in spellings]:
+    for task_id in [t for t in index if t not in seen]:
         del index[task_id]
         dirty = True
     if dirty:

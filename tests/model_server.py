@@ -5,7 +5,8 @@ Codex sends `POST /v1/responses` and reads a Server-Sent Events stream back (see
 script runs out, `default` answers. A step is a dict:
 
     {"say": "text"}            a final assistant message
-    {"run": "shell command"}   an `exec_command` function call (Codex runs it, then asks again)
+    {"run": "shell command"}   an `exec_command` function call (Codex runs it, then asks again);
+                               "yield_ms": N hands the turn back after N ms while it still runs
     {"status": 500}            an HTTP error, which ends the turn (retries are off in the config)
     {"hang": True}             never answer (until the server stops)
     {"drop": True}             start the stream, then close the connection before it completes
@@ -128,7 +129,8 @@ class ModelServer:
                 if "run" in step:
                     events.append({"type": "response.output_item.done", "item": {
                         "type": "function_call", "call_id": f"call_{n}", "name": "exec_command",
-                        "arguments": json.dumps({"cmd": step["run"]})}})
+                        "arguments": json.dumps({"cmd": step["run"], **({"yield_time_ms": step["yield_ms"]}
+                                                                          if "yield_ms" in step else {})})}})
                 else:
                     events.append({"type": "response.output_item.done", "item": {
                         "type": "message", "role": "assistant", "id": f"msg_{n}",

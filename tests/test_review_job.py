@@ -128,7 +128,8 @@ def test_a_review_that_tries_to_write_fails_in_the_sandbox_and_says_the_workspac
     assert done["status"] == "done" and done["reason"].endswith("the workspace is unchanged")
     assert (h.repo / "src/app.py").read_text() == "x = 1\nprint(token)\n" and not (h.repo / "NEW.md").exists()
     run = h.ok("check", out["taskId"], "--detail")["codexRun"]
-    assert "exit 1" in run or "exit 2" in run
+    log = (h.repo / ".git/codex-mcp/runs" / f"{out['taskId']}.jsonl").read_text()
+    assert "exit 1" in run or "exit 2" in run, (run, [r.get("step") for r in h.server.requests], log)
 
 
 def test_a_review_can_be_cancelled(harness):

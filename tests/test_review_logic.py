@@ -119,9 +119,10 @@ def changes_between(repo: Path, mutate, fast: bool = True) -> list:
 
 def run_changes(ws: "cm.Workspace", fast: bool) -> dict:
     snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
-    assert snapshot.load()
     if not fast:
         snapshot.fast = lambda: False             # every entry compared: what find must agree with
+    assert snapshot.load()
+    assert (snapshot.finder is not None) == fast
     return cm.update_snapshot(snapshot)
 
 
@@ -249,7 +250,7 @@ def test_tracked_files_take_gits_blob_ids_and_modified_ones_are_hashed(repo):
     ws = workspace(repo)
     snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
     assert snapshot.load()
-
+    snapshot.drop_finder()
     def git_hash(path: Path) -> str:
         return subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True).stdout.strip()
     for name in ("src/app.py", "README.md", "notes.txt"):
@@ -267,6 +268,7 @@ def test_ignored_files_are_not_hashed_but_a_new_one_is_seen(repo):
     ws = workspace(repo)
     snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
     assert snapshot.load()
+    snapshot.drop_finder()
     assert snapshot.entry(b"big/blob7.bin")[cm.CID] == "-"          # compared by inode and ctime
     (repo / ".env").write_text("KEY=1\n")
     assert set(ws.changes()) == {".env"}
@@ -519,3 +521,14 @@ def test_a_change_outside_the_allowed_paths_is_never_hidden_in_a_folder():
     assert "added     build/evil.sh  [OUTSIDE ALLOWED PATHS]" in text
     assert "added     build/ (300 files)" in text
     assert "renamed   old/b.py -> new/b.py" in text
+
+
+def test_a_change_made_while_find_walks_is_seen_now_or_by_the_next_update(repo):
+    ws = workspace(repo)
+    snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
+    assert snapshot.load() and snapshot.finder is not None
+    snapshot.finder.process.wait()               # find has walked past every file ...
+    time.sleep(0.01)
+    (repo / "src" / "app.py").write_text("changed behind find's back\n")   # ... then one changes
+    assert "src/app.py" not in cm.update_snapshot(snapshot)      # too late for this update ...
+    assert "src/app.py" in ws.changes()                          # ... so the next one has it

@@ -222,3 +222,36 @@ def test_a_plain_folder_refuses_worktree_isolation(tmp_path, codex_bin):
     from conftest import run_cli
     status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", "--isolation", "worktree", cwd=tmp_path)
     assert status == 2 and "needs a git repository" in out["error"]["message"]
+
+
+def test_only_the_reviewed_changes_land_not_what_setup_changed(harness):
+    h = harness
+    # like `npm install` rewriting a tracked lock file in the new worktree: the environment's, not the task's
+    (h.repo / ".codex-mcp.json").write_text(json.dumps({"worktreeSetup": "echo setup-version > README.md"}))
+    git(h.repo, "add", ".")
+    git(h.repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "settings")
+    h.server.push({"run": "printf 'x = 2\\n' > src/app.py"}, {"say": report(files=["src/app.py"])})
+    task = delegate(h)
+    assert h.wait(task["taskId"])["status"] == "review"
+    out = h.ok("accept", task["taskId"])
+    assert out["action"] == "done" and out["changedFiles"] == ["modified src/app.py"], out
+    assert "applied to your working tree (1 paths)" in out["reason"]
+    assert (h.repo / "README.md").read_text() == "demo\n"
+    assert (h.repo / "src/app.py").read_text() == "x = 2\n"
+
+
+def test_a_worktree_task_cannot_rewrite_a_record_through_the_landing(harness):
+    h = harness
+    h.ok("delegate", "--goal", "other task", "--paths", "docs/", "--verify", "exit 1", "--codex-cmd", "no-such-codex")
+    assert h.wait("T-001")["status"] == "blocked"
+    before = h.record("T-001")
+    forge = ("sed -i -e 's/^- Status: blocked$/- Status: review/' -e 's/^exit 1$/true/' -e 's|^- `docs/`$|- `.`|' "
+             "agents/tasks/T-001.md && printf 'x = 2\\n' > src/app.py")
+    h.server.push({"run": forge}, {"say": report(files=["src/app.py"])})
+    delegate(h)
+    assert h.wait("T-002")["status"] == "review"
+    out = h.ok("accept", "T-002")
+    assert out["action"] == "done" and "(1 paths)" in out["reason"], out
+    assert h.record("T-001") == before
+    status, refused = h.cli("accept", "T-001")
+    assert status == 1 and refused["error"]["code"] == "refused_transition"

@@ -60,6 +60,11 @@ The benchmarks, in the order of issue 12's table (the name selects one):
                     same file; the worker's peak memory and the record's size.
   parallel          8 tasks over 4 repos with 2 s model turns vs 2 x one task: repos run in parallel,
                     tasks of one repo never overlap.
+  worktrees         Issue 13: 4 worktree tasks of one repo started together, 3 s model turns, until all
+                    four are in review, vs one such task alone. And a worktree task's workspace: a
+                    commit of the person's tree, the worktree made (first) or moved to the new base
+                    (reused, from the pool), and its first snapshot, at 10,000 files and at the big
+                    repo's size, against one `git status --porcelain -uall --ignored` there.
 
 Each row prints the figure, ours, the floor, the ratio and the target; the notes under the table say
 how the medians spread and where the time went. The JSON has every sample.
@@ -737,9 +742,84 @@ def bench_parallel(b: Bench) -> None:
           notes=f"overlapping runs inside one repo: {sum(samples['overlaps'])}", data=samples)
 
 
+# ====================================================================================================
+# Issue 13: worktree tasks side by side, and what a worktree costs
+# ====================================================================================================
+
+def worktree_workspace(repo: Path, task_id: str) -> float:
+    """What a worktree task spends on its workspace before Codex starts, as its worker does it."""
+    store = cm.Store(repo)
+    started = now()
+    base = cm.tree_commit(store.repo, "bench", cm.head_commit(store.repo))
+    path = cm.claim_worktree(store, task_id)
+    cm.prepare_worktree(store, path, base, cm.shared_dependencies(store, cm.repo_settings(store)))
+    cm.Workspace(store, path, f"task-{task_id}").changes()
+    return now() - started
+
+
+def bench_worktrees(b: Bench) -> None:
+    codex = b.need_codex()
+    turn = 3.0
+    with ModelServer(default={"say": report(), "delay": turn}) as server:
+        home = b.tmp / "codex-home-worktrees"
+        server.write_config(home)
+        env = {**b.env, "CODEX_HOME": str(home)}
+        repo = make_small_repo(b.tmp / "worktrees")
+        samples: dict = {"one": [], "four": [], "overlapping": []}
+        for n in range(b.args.parallel_runs):
+            log(f"worktrees: round {n + 1} of {b.args.parallel_runs}")
+            for count in rotate([1, 4], n):
+                server.requests.clear()
+                started = now()
+                ids = [b.cli(repo, "delegate", "--goal", f"round{n} wt{count} task{t}", "--paths", "src/",
+                             "--isolation", "worktree", env=env, codex=codex)[1]["taskId"] for t in range(count)]
+                for task_id in ids:
+                    expect(b.cli(repo, "check", task_id, "--wait", env=env)[1], "status", "review", "check --wait")
+                samples["one" if count == 1 else "four"].append(now() - started)
+                if count == 4:
+                    spans = [(q["start"], q["end"]) for q in server.requests if "end" in q]
+                    samples["overlapping"].append(max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans))
+                for task_id in ids:         # done: the worktrees go back to the pool
+                    expect(b.cli(repo, "accept", task_id, env=env)[1], "action", "done", "accept")
+    ours, floor = median(samples["four"]), median(samples["one"])
+    b.add(11.0, f"Worktrees: 4 worktree tasks of one repo started together, {turn:.0f} s model turns, vs one",
+          ours, floor, "<= 1.3x; the four runs overlap", 1.3,
+          met=ours / floor <= 1.3 and min(samples["overlapping"]) == 4,
+          notes=f"model requests in flight at once, at most: {', '.join(map(str, samples['overlapping']))}",
+          data=samples)
+    for order, name, files in ((11.1, "mid", 10_000), (11.2, "big", b.args.files)):
+        if name == "big":
+            repo = b.repo("big")
+        else:
+            repo = b.tmp / "worktrees-10k"
+            if not repo.exists():
+                log("making a 10,000-file git repository ...")
+                make_big_repo(repo, files)
+        costs: dict = {"first": [], "reused": [], "status": []}
+        for n in range(b.args.rounds):
+            log(f"worktrees: workspace cost at {files:,} files, round {n + 1} of {b.args.rounds}")
+            shutil.rmtree(state_dir(repo) / "worktrees", ignore_errors=True)
+            cm.run_git(repo, "worktree", "prune")
+            costs["status"].append(median([git_status(repo, b.env) for _ in range(3)]))
+            costs["first"].append(worktree_workspace(repo, "T-900"))
+            cm.release_worktree(cm.Store(repo), "T-900")                 # back to the pool, as after accept
+            (repo / "src" / f"edit{n}.py").write_text("edited by the person meanwhile\n")
+            costs["reused"].append(worktree_workspace(repo, "T-901"))
+            cm.release_worktree(cm.Store(repo), "T-901", remove=True)
+            (repo / "src" / f"edit{n}.py").unlink()
+        status = median(costs["status"])
+        for kind, extra in (("first", 0.0), ("reused", 0.05)):
+            b.add(order + extra, f"Worktree workspace, {kind} ({'git worktree add' if kind == 'first' else 'moved to the new base'}"
+                  f" + first snapshot), {files:,}-file repo, vs git status --porcelain -uall --ignored",
+                  median(costs[kind]), status, "information" if kind == "first" else "a small multiple (<= 5x)",
+                  None if kind == "first" else 5.0,
+                  notes=f"per-round {spread([c / s for c, s in zip(costs[kind], costs['status'])], fmt_ratio)}",
+                  data=costs)
+
+
 BENCHES = {"task": bench_task, "ignored": bench_ignored, "orchestration": bench_orchestration, "wait": bench_wait,
            "startup": bench_startup, "list": bench_list, "server": bench_server, "stream": bench_stream,
-           "parallel": bench_parallel}
+           "parallel": bench_parallel, "worktrees": bench_worktrees}
 
 
 # ====================================================================================================
