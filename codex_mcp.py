@@ -1784,14 +1784,6 @@ def list_everything(root: Path) -> dict:
     return entries
 
 
-def parents_of(rel: bytes) -> Iterator[bytes]:
-    """`a/b/c` -> `a/b/`, `a/`: how git lists an untracked folder."""
-    index = rel.rfind(b"/")
-    while index > 0:
-        yield rel[:index + 1]
-        index = rel.rfind(b"/", 0, index)
-
-
 class NewerFinder:
     """`find -newercc marker`: the paths under `root` (its own .git aside; b"" for root itself)
     whose ctime is later than the marker's. Started before the snapshot is parsed, so that the
@@ -1988,9 +1980,10 @@ def claim_worktree(store: Store, task_id: str) -> Path:
         if held is not None:
             return held
         folder.mkdir(parents=True, exist_ok=True)
-        names = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
-        idle = [name for name in names if not (folder / f"{name}.task").exists()]
-        name = idle[0] if idle else f"w{max((int(n[1:]) for n in names), default=0) + 1}"
+        made = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
+        claimed = {p.stem for p in folder.glob("w*.task") if re.fullmatch(r"w\d+", p.stem)}   # maybe not made yet
+        idle = [name for name in made if name not in claimed]
+        name = idle[0] if idle else f"w{max((int(n[1:]) for n in {*made, *claimed}), default=0) + 1}"
         atomic_write(folder / f"{name}.task", task_id, durable=False)
         atomic_write(store.run_file(task_id, "workspace"), name, durable=False)
         return folder / name
@@ -2000,9 +1993,6 @@ def release_worktree(store: Store, task_id: str, remove: bool = False) -> None:
     """The task is over with its worktree: back to the pool for the next task, or removed (when the
     task was cancelled or its worker died, or when the pool already holds enough idle ones)."""
     path = worktree_of(store, task_id)
-    for stale in (store.state_dir / "snapshots").glob(f"task-{task_id}.*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
     with contextlib.suppress(OSError):
         store.run_file(task_id, "workspace").unlink()
     if path is None:
@@ -2022,6 +2012,20 @@ def remove_worktree(store: Store, path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(OperationFailed):
         run_git(store.repo, "worktree", "prune")
+    forget_snapshot(store, path)
+
+
+def forget_snapshot(store: Store, path: Path) -> None:
+    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far cheaper
+    than a new one) but not the worktree."""
+    for stale in (store.state_dir / "snapshots").glob(f"{worktree_name(path)}.*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def worktree_name(path: Path) -> str:
+    """The name of a worktree's snapshot and run lock."""
+    return f"worktree-{path.name}"
 
 
 def prepare_worktree(store: Store, path: Path, base: str, shared: list) -> None:
@@ -2034,6 +2038,7 @@ def prepare_worktree(store: Store, path: Path, base: str, shared: list) -> None:
         run_git(path, "clean", "-ffdxq")
     else:
         shutil.rmtree(path, ignore_errors=True)
+        forget_snapshot(store, path)
         run_git(store.repo, "worktree", "prune")
         run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base, drivers=True)
     for name in shared:
@@ -2688,7 +2693,7 @@ class Workspace:
         if path is None or not (path / ".git").is_file():
             raise OperationFailed(f"{task.id}'s worktree is gone (deleted by hand?): its work is lost. Next: "
                                   "`retry-task`, then `start-task` starts it again from your current tree")
-        return cls(store, path, f"task-{task.id}")
+        return cls(store, path, worktree_name(path))
 
     def run_lock(self, blocking: bool = True) -> contextlib.AbstractContextManager:
         return self.store.lock(f"run-{self.name}", blocking)
@@ -2996,7 +3001,7 @@ class Worker:
         store, task_id = self.store, self.task_id
         path = worktree_of(store, task_id)
         if path is not None and (path / ".git").is_file():
-            self.workspace = Workspace(store, path, f"task-{task_id}")
+            self.workspace = Workspace(store, path, worktree_name(path))
             return True
         if self.mode == "rework":
             release_worktree(store, task_id, remove=True)
@@ -3023,7 +3028,7 @@ class Worker:
                 self.finish_blocked(f"the worktree's setup command failed: {one_line(output.splitlines()[-1], 200)} "
                                     "(the record's Setup section has its output)")
                 return False
-        self.workspace = Workspace(store, path, f"task-{task_id}")
+        self.workspace = Workspace(store, path, worktree_name(path))
         return True
 
     # -- one run -------------------------------------------------------------------------------

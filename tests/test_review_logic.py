@@ -532,3 +532,11 @@ def test_a_change_made_while_find_walks_is_seen_now_or_by_the_next_update(repo):
     (repo / "src" / "app.py").write_text("changed behind find's back\n")   # ... then one changes
     assert "src/app.py" not in cm.update_snapshot(snapshot)      # too late for this update ...
     assert "src/app.py" in ws.changes()                          # ... so the next one has it
+
+
+def test_worktrees_claimed_at_once_get_different_names_before_any_is_made(repo):
+    store = cm.Store(repo)
+    first, second = cm.claim_worktree(store, "T-001"), cm.claim_worktree(store, "T-002")
+    assert first.name != second.name and not first.exists()
+    cm.release_worktree(store, "T-001")
+    assert cm.claim_worktree(store, "T-003").name != second.name         # still held by T-002

@@ -181,6 +181,10 @@ def test_a_worktree_is_reused_and_moved_to_the_next_base(harness):
     h.wait(second["taskId"])
     assert h.task(second["taskId"]).workspace == path                       # the same worktree, moved
     assert "one.py" in (h.repo / path / "src/listing.txt").read_text()     # at the new base
+    snapshots = h.repo / ".git/codex-mcp/snapshots"
+    assert [p.name for p in snapshots.glob("*.snap")] == [f"worktree-{Path(path).name}.snap"]   # kept, one
+    out = h.ok("accept", second["taskId"])
+    assert out["action"] == "done" and out["changedFiles"] == ["added src/listing.txt"], out  # not the move
 
 
 def test_setup_runs_in_each_new_worktree_and_a_failing_one_blocks(harness):
