@@ -84,6 +84,20 @@ VERSION = "0.2.0"
 # 1. Constants, errors and text helpers
 # ====================================================================================================
 
+class Pattern:
+    """A regular expression compiled when first used. Compiling all of this module's at import
+    would be a third of a CLI call's start-up, and one call needs few of them."""
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.args = (pattern, flags)
+        self.compiled: re.Pattern | None = None
+
+    def __getattr__(self, name: str) -> object:
+        if self.compiled is None:
+            self.compiled = re.compile(*self.args)
+        return getattr(self.compiled, name)
+
+
 STATUSES = ("todo", "doing", "review", "done", "blocked")
 ACTIVE = ("todo", "doing")             # a worker may be queued or running for these
 MAX_REWORKS = 3
@@ -102,7 +116,7 @@ ATTRIBUTION_SLACK = 2.0                # seconds around a Codex command inside w
 TASKS_DIR = "agents/tasks"
 TASKS_PARTS = tuple(TASKS_DIR.split("/"))
 SANDBOX = "workspace-write"            # the hard boundary; review enforces the Allowed Paths
-TASK_ID = re.compile(r"T-(\d{1,9})")
+TASK_ID = Pattern(r"T-(\d{1,9})")
 TEXT_LIMIT = 20_000                    # characters of one caller-supplied text field
 REPORT_SECTIONS = ("Summary", "Tests", "Files Changed")
 
@@ -277,11 +291,11 @@ def bool_arg(name: str, value: object, default: bool) -> bool:
 # is always written inside a code fence longer than any backtick run in it, so no line of it can be
 # read as structure.
 
-FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+FENCE = Pattern(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 STRUCTURE_STARTS = ("#", "`", "~", " ")   # the first characters a fence or heading line can have
-HEADING = re.compile(r"^## +(.+?)\s*#*\s*$")
-BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
-META_LINE = re.compile(r"^\s*[-*+]\s+([A-Za-z][A-Za-z ]*?)\s*:\s?(.*)$")
+HEADING = Pattern(r"^## +(.+?)\s*#*\s*$")
+BULLET = Pattern(r"^\s*[-*+]\s+(.*)$")
+META_LINE = Pattern(r"^\s*[-*+]\s+([A-Za-z][A-Za-z ]*?)\s*:\s?(.*)$")
 HINT = ("<!-- codex-mcp task record. Edit Goal, Allowed Paths, Constraints, Acceptance Criteria, Verify "
         "or Status in any editor while the task is not running; the tool honours the edit on its next "
         "read. -->")
@@ -2098,7 +2112,7 @@ def tool_path(parts: tuple) -> bool:
         or bool(parts) and TASKS_PARTS[:len(parts)] == parts
 
 
-SHELL_SPLIT = re.compile(r"[\s;&|<>()'\"`=,{}]+")
+SHELL_SPLIT = Pattern(r"[\s;&|<>()'\"`=,{}]+")
 
 
 def names_path(text: str, rel: str) -> bool:
@@ -2409,13 +2423,13 @@ def build_codex_command(codex_cmd: list, task: Task, workspace: Path, *, resume:
     return argv + ["-"]
 
 
-LOST_THREAD = re.compile(r"no rollout found|thread not loaded|thread \S+ not found|not found for thread", re.I)
-RECONNECT = re.compile(r"^\s*Reconnecting\b", re.I)
-NETWORK_TROUBLE = re.compile(
+LOST_THREAD = Pattern(r"no rollout found|thread not loaded|thread \S+ not found|not found for thread", re.I)
+RECONNECT = Pattern(r"^\s*Reconnecting\b", re.I)
+NETWORK_TROUBLE = Pattern(
     r"reconnecting|stream disconnected|error sending request|connection (?:failed|refused|reset|closed)|"
     r"timed out|timeout|network|dns|high demand|temporar|\b429\b|too many requests|\b50[0-9]\b|"
     r"service unavailable|bad gateway|overloaded|retry limit", re.I)
-AUTH_TROUBLE = re.compile(r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|api key|not logged in|log ?in", re.I)
+AUTH_TROUBLE = Pattern(r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|api key|not logged in|log ?in", re.I)
 
 
 class EventDigest:
@@ -3319,7 +3333,7 @@ def out_of_bounds(changes: list, allowed: list) -> list:
     return sorted(set(outside))
 
 
-GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+GLOB_CHARS = Pattern(r"[*?\[\]{}]")
 
 
 def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", where: str = "") -> str:
@@ -3385,12 +3399,12 @@ CACHE_DIRS = frozenset((
     "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".pytype", ".hypothesis", ".benchmarks",
     "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
     ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle", ".jest-cache"))
-CACHE_FILES = re.compile(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
+CACHE_FILES = Pattern(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
                          r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store|"
                          # lock files a project ignores are what its tools generate (cargo test writes Cargo.lock)
                          r"Cargo\.lock|package-lock\.json|yarn\.lock|pnpm-lock\.yaml|poetry\.lock|uv\.lock|"
                          r"Pipfile\.lock|Gemfile\.lock|composer\.lock)$")
-SECRET_NAMES = re.compile(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|id_(rsa|dsa|ecdsa|ed25519)"
+SECRET_NAMES = Pattern(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|id_(rsa|dsa|ecdsa|ed25519)"
                           r"(\.pub)?|\.netrc|\.npmrc|\.pypirc|\.pgpass|credentials(\..+)?|secrets?(\..+)?)$", re.I)
 
 
@@ -3412,7 +3426,7 @@ REPORT_ALIASES = {
                       "file changes", "修改文件", "文件变更", "变更文件", "修改的文件", "改动文件"),
 }
 ALIAS_TO_SECTION = {alias: name for name, aliases in REPORT_ALIASES.items() for alias in aliases}
-NO_TESTS = re.compile(r"^\W*(none|no tests?( were)?( run)?|not run|n/?a|无|未运行|没有)\b", re.I)
+NO_TESTS = Pattern(r"^\W*(none|no tests?( were)?( run)?|not run|n/?a|无|未运行|没有)\b", re.I)
 
 
 def report_heading(line: str) -> tuple | None:
@@ -3473,7 +3487,7 @@ def tests_run(report: dict) -> bool:
     return not NO_TESTS.match(report.get("Tests", "") or "none")
 
 
-ANNOTATION = re.compile(r":\s.*$|\s+[-—–]\s.*$|\s+\(.*\)$")   # `path: note`, `path - note`, `path (new)`
+ANNOTATION = Pattern(r":\s.*$|\s+[-—–]\s.*$|\s+\(.*\)$")   # `path: note`, `path - note`, `path (new)`
 
 
 def declared_files(text: str, repo: Path) -> list:
@@ -3504,7 +3518,7 @@ def declared_files(text: str, repo: Path) -> list:
     return unique(paths)
 
 
-SANDBOX_DENIAL = re.compile(
+SANDBOX_DENIAL = Pattern(
     r"^.*(?:SANDBOX DENIED:|(?:sandbox|approval polic(?:y|ies))\b[^\n]{0,120}?"
     r"\b(?:denied|blocked|prevented|not (?:allowed|permitted)|refused|rejected)\b).*$", re.I | re.M)
 
@@ -3813,7 +3827,7 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
 
 # What `codex sandbox` itself says on stderr, mixed into the command's output (here when CODEX_HOME
 # is under /tmp): not the verify command's words.
-CODEX_NOISE = re.compile(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?", re.M)
+CODEX_NOISE = Pattern(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?", re.M)
 
 
 @contextlib.contextmanager
@@ -5163,15 +5177,25 @@ def build_parser(only: str | None = None) -> object:
         def error(self, message: str) -> None:
             raise BadInput(f"{self.prog}: {message} (see --help)")
 
+    class Formatter(argparse.RawDescriptionHelpFormatter):
+        """argparse's own, told the width: finding it itself imports shutil, a fifth of `check`."""
+
+        def __init__(self, prog: str) -> None:
+            try:
+                columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+            except (OSError, ValueError):
+                columns = 80
+            super().__init__(prog, width=max(columns - 2, 40))
+
     # The global options are accepted before or after the command (`check T-001 --pretty`).
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
     common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS, help="indented JSON")
     common.add_argument("--cwd", default=argparse.SUPPRESS, metavar="DIR",
                         help="the repository (default: the current directory)")
     common.add_argument("--codex-cmd", default=argparse.SUPPRESS, metavar="CMD",
                         help="the Codex command, may carry arguments (default: $CODEX_CMD or 'codex')")
     parser = CliParser(prog="codex-mcp", parents=[common], epilog=EXIT_CODES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=Formatter,
                        description="Hand coding tasks to the Codex CLI and review the result. Tasks live in "
                                    "agents/tasks/T-NNN.md.")
     parser.add_argument("--version", action="version", version=f"codex-mcp {VERSION}")
@@ -5181,7 +5205,7 @@ def build_parser(only: str | None = None) -> object:
         if only and name != only:
             continue
         sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common],
-                                  epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  epilog=EXIT_CODES, formatter_class=Formatter)
         if name == "delegate":
             sub.add_argument("--goal", help="what Codex should do")
             sub.add_argument("--paths", help="comma-separated paths Codex may change, e.g. src/auth/,src/types.ts")
