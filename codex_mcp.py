@@ -1507,15 +1507,33 @@ SNAPSHOT_HEADER = b"codex-mcp-snapshot 2"
 MARKER_KEY = b"/marker"                # no relative path starts with a slash
 
 
-def nul_parts(handle: object) -> Iterator[bytes]:
-    """The NUL-separated parts of a binary stream, read a megabyte at a time."""
+def nul_chunks(handle: object) -> Iterator[list]:
+    """The NUL-separated parts of a binary stream, a megabyte's worth at a time."""
     pending = b""
     for chunk in iter(lambda: handle.read(1 << 20), b""):
         parts = (pending + chunk).split(b"\0")
         pending = parts.pop()
-        yield from parts
+        yield parts
     if pending:
-        yield pending
+        yield [pending]
+
+
+def nul_parts(handle: object) -> Iterator[bytes]:
+    return itertools.chain.from_iterable(nul_chunks(handle))
+
+
+def nul_dict(chunks: Iterator[list]) -> dict:
+    """key, value, key, value, ... as a dict, built a chunk at a time (at C speed: a snapshot has a
+    hundred thousand entries, parsed while `find` walks)."""
+    result: dict = {}
+    odd: list = []
+    for parts in chunks:
+        if odd:
+            parts = odd + parts
+        odd = [parts.pop()] if len(parts) % 2 else []
+        pairs = iter(parts)
+        result.update(zip(pairs, pairs))
+    return result
 
 
 def parse_ns(text: bytes) -> int:
@@ -1652,10 +1670,11 @@ class Snapshot:
                         self.next_marker = self.new_marker()
                         self.finder = NewerFinder(self.root, self.marker)
                 handle.seek(0)
-                parts = nul_parts(handle)
-                if next(parts, None) != SNAPSHOT_HEADER:
+                chunks = nul_chunks(handle)
+                first = next(chunks, [])
+                if first[:1] != [SNAPSHOT_HEADER]:
                     return self.drop_finder()
-                self.entries = dict(zip(parts, parts))
+                self.entries = nul_dict(itertools.chain([first[1:]], chunks))
         except OSError:
             return self.drop_finder()
         self.records = len(self.entries)
@@ -1688,8 +1707,7 @@ class Snapshot:
             if self.blobs is None:
                 try:
                     with open(self.blobs_file, "rb") as handle:
-                        parts = nul_parts(handle)
-                        self.blobs = dict(zip(parts, parts))
+                        self.blobs = nul_dict(nul_chunks(handle))
                 except OSError:
                     self.blobs = {}
             entry = entry[:CID] + (self.blobs.get(b"0" + rel, b"-").decode(),)
@@ -1747,7 +1765,7 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
         dirty = start_git(root, "diff-files", "--name-only", "--relative", "-z", "--ignore-submodules=all",
                           drivers=True)
         untracked = start_git(root, "ls-files", "-o", "-z", "--directory", "--exclude-standard")
-    entries = list_everything(root)
+    entries = list_everything(root, folder)
     hashing: list = []
     if not git or git_parts(staged) is None:
         hashing = [rel for rel, value in entries.items() if value[:1] == b"f"]   # not git: hash what we can
@@ -1773,21 +1791,62 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
     return snapshot
 
 
-def list_everything(root: Path) -> dict:
+def start_finds(root: Path, expression: list, spool: Path) -> list:
+    """`find` over the workspace (its own .git aside), the top-level folders shared out between as
+    many processes as there are cores (a walk is mostly stat calls, which run side by side), each
+    writing into an unnamed file in `spool` (no process can open it by name). Every path comes out
+    as `.` or `./...`. Returns [(process, file)], or [] if find cannot start."""
+    import subprocess
+    import tempfile
+    try:
+        folders = sorted(entry.name for entry in os.scandir(root)
+                         if entry.name != ".git" and entry.is_dir(follow_symlinks=False))
+    except OSError:
+        folders = []
+    shares = max(1, min(os.cpu_count() or 1, 4, len(folders)))
+    commands = [["find", ".", "-maxdepth", "1", "-path", "./.git", "-prune", "-o", *expression]]
+    commands += [["find", *(f"./{name}" for name in folders[k::shares]), "-mindepth", "1", *expression]
+                 for k in range(shares) if folders[k::shares]]
+    started: list = []
+    try:
+        for command in commands:
+            out = tempfile.TemporaryFile(dir=spool)
+            started.append((subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.DEVNULL), out))
+    except OSError:
+        stop_finds(started)
+        return []
+    return started
+
+
+def finds_output(started: list) -> Iterator[bytes] | None:
+    """The NUL-separated parts the finds printed, or None if one of them failed outright."""
+    outputs = []
+    for process, out in started:
+        if process.wait() not in (0, 1) or out.seek(0, os.SEEK_END) == 0 and process.returncode != 0:
+            stop_finds(started)
+            return None
+        out.seek(0)
+        outputs.append(out)
+    return itertools.chain.from_iterable(nul_parts(out) for out in outputs)
+
+
+def stop_finds(started: list) -> None:
+    for process, out in started:
+        with contextlib.suppress(OSError):
+            process.kill()
+        process.wait()
+        out.close()
+
+
+def list_everything(root: Path, spool: Path) -> dict:
     """path -> stored value of every entry: GNU find does the stat calls (C is three times faster
     at it than Python here); elsewhere we walk."""
-    import subprocess
-    try:
-        process = subprocess.Popen(["find", ".", "-path", "./.git", "-prune", "-o", "-printf",
-                                    "%P\\0%y %m %s %T@ %C@ %i %l\\0"], cwd=root, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL)
-    except OSError:
-        process = None
-    if process is not None:
-        parts = nul_parts(process.stdout)
-        root_entry = (next(parts, None), next(parts, None))
-        entries = dict(zip(parts, parts))
-        if process.wait() in (0, 1) and root_entry[0] == b"" and (root_entry[1] or b"")[:1] == b"d":
+    started = start_finds(root, ["-printf", "%p\\0%y %m %s %T@ %C@ %i %l\\0"], spool)
+    parts = finds_output(started) if started else None
+    if parts is not None:
+        entries = {path[2:] if path != b"." else b"": value for path, value in zip(parts, parts)}
+        stop_finds(started)
+        if (entries.pop(b"", None) or b"")[:1] == b"d":
             return entries
     base = os.fsencode(root)
     entries = {}
@@ -1804,30 +1863,18 @@ class NewerFinder:
     walk and the parsing share the machine's cores."""
 
     def __init__(self, root: Path, marker: Path) -> None:
-        import subprocess
-        self.marker = marker
-        try:
-            self.process = subprocess.Popen(["find", ".", "-path", "./.git", "-prune", "-o", "-newercc", str(marker),
-                                             "-print0"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        except OSError:
-            self.process = None
+        self.started = start_finds(root, ["-newercc", str(marker), "-print0"], marker.parent)
 
     def result(self) -> set | None:
         """The paths, or None if `find` could not say."""
-        if self.process is None:
-            return None
-        out = self.process.stdout.read()
-        self.process.stdout.close()
-        if self.process.wait() != 0 and not out:
-            return None
-        return {path[2:] if path != b"." else b"" for path in out.split(b"\0") if path.startswith(b"./") or path == b"."}
+        parts = finds_output(self.started) if self.started else None
+        found = None if parts is None else {path[2:] if path != b"." else b"" for path in parts if path}
+        self.cancel()
+        return found
 
     def cancel(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(OSError):
-                self.process.kill()
-            self.process.stdout.close()
-            self.process.wait()
+        stop_finds(self.started)
+        self.started = []
 
 
 def update_snapshot(snapshot: Snapshot) -> dict:
@@ -1862,12 +1909,23 @@ def update_snapshot(snapshot: Snapshot) -> dict:
 
     ordered: list = []
 
-    def gone(prefix: bytes) -> None:
-        """Everything the snapshot had under a folder that is no longer there (or was replaced)."""
+    def under(prefix: bytes) -> list:
+        """What the snapshot had under a folder (`a/b/`), from a sorted list made when first needed."""
         import bisect
         if not ordered:
             ordered.extend(sorted(entries))
-        for rel in ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]:
+        return ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]
+
+    def children(folder: bytes) -> set:
+        """What the snapshot had directly in a folder."""
+        if not folder:
+            return {rel for rel in entries if b"/" not in rel}
+        prefix = folder + b"/"
+        return {rel for rel in under(prefix) if rel.find(b"/", len(prefix)) < 0}
+
+    def gone(prefix: bytes) -> None:
+        """Everything the snapshot had under a folder that is no longer there (or was replaced)."""
+        for rel in under(prefix):
             if rel not in changed:
                 changes[rel] = (snapshot.entry(rel), None)
                 changed[rel] = b""
@@ -1889,12 +1947,7 @@ def update_snapshot(snapshot: Snapshot) -> dict:
     if b"" in candidates:
         folders.append((b"", False))
     if folders:
-        wanted = {rel for rel, _ in folders}
-        known: dict = {}
-        for rel in entries:
-            parent = rel.rpartition(b"/")[0]
-            if parent in wanted:
-                known.setdefault(parent, set()).add(rel)
+        known = {folder: children(folder) for folder, is_new in folders if not is_new}
         for folder, is_new in folders:
             present = set()
             for rel in walk_paths(root, folder) if is_new else ():

@@ -527,7 +527,8 @@ def test_a_change_made_while_find_walks_is_seen_now_or_by_the_next_update(repo):
     ws = workspace(repo)
     snapshot = cm.Snapshot(ws.root, ws.snapshot_folder(), ws.name)
     assert snapshot.load() and snapshot.finder is not None
-    snapshot.finder.process.wait()               # find has walked past every file ...
+    for process, _ in snapshot.finder.started:   # find has walked past every file ...
+        process.wait()
     time.sleep(0.01)
     (repo / "src" / "app.py").write_text("changed behind find's back\n")   # ... then one changes
     assert "src/app.py" not in cm.update_snapshot(snapshot)      # too late for this update ...
