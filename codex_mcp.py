@@ -966,6 +966,21 @@ class RecordGuard:
         return f"{self.task_id} record: {', '.join(self.changed)} (put back){saved}"
 
 
+def settle(path: Path, quiet: float = 0.1, limit: float = 1.0) -> None:
+    """Wait (up to `limit`) until nobody has written `path` for `quiet` seconds: an editor saving in
+    place truncates the file and then writes it, and a read in between would take a half-written
+    text for the person's edit."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return
+        if age >= quiet:
+            return
+        time.sleep(quiet - max(age, 0.0))
+
+
 def stat_key(info: os.stat_result) -> tuple:
     return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
 
@@ -1141,20 +1156,23 @@ class Store:
             self.repair_records_folder()
             if guard is not None:
                 try:
-                    text = self.read_text(task_id)
+                    if guard.changed_on_disk(self.path_for_write(task_id)):
+                        settle(self.path_for_write(task_id))
+                    on_disk = self.read_text(task_id)
                 except NotFound:
-                    text = None
-                text = guard.check(self, text)
+                    on_disk = None
+                text = guard.check(self, on_disk)
                 if text is None:
-                    text = self.read_text(task_id)        # raises NotFound: nothing to put back
+                    text = on_disk = self.read_text(task_id)     # raises NotFound: nothing to put back
             else:
-                text = self.read_text(task_id)
+                text = on_disk = self.read_text(task_id)
             task = parse_task(text, task_id, self.relative(self.path_for_write(task_id)))
             yield task
             rendered = render_task(task)
-            if rendered != text or guard is not None and not self.path_for_write(task_id).exists():
+            if rendered != text:                 # the caller changed the task
                 task.updated = now_iso()
                 rendered = render_task(task)
+            if rendered != on_disk:              # ... or the file is not what the guard goes on from
                 self.write_record(task_id, rendered)
             if guard is not None:
                 guard.last_text, guard.last_stat = rendered, stat_key(self.path_for_write(task_id).stat())
@@ -4315,6 +4333,18 @@ def queued_worker(store: Store, task_id: str) -> str:
         return ""
 
 
+def tools_copy(store: Store, task_id: str) -> Task | None:
+    """A running task whose record file is gone (deleted, or its folder moved, while Codex runs):
+    the tool's copy, which the worker writes back at its next step. None if it is not running."""
+    shadow = store.shadow_dir / f"{task_id}.md"
+    if not (process_alive(queued_worker(store, task_id)) and shadow.is_file()):
+        return None
+    task = parse_task(shadow.read_text(), task_id, store.relative(store.path_for_write(task_id)))
+    task.progress = (f"{store.relative(store.path_for_write(task_id))} is missing while Codex runs (deleted or "
+                     f"moved?): this is the tool's copy, which is written back at the worker's next step")
+    return task
+
+
 def refresh(store: Store, task_id: str) -> Task:
     """Load a task; if the process running Codex for it died, clean up and say so (a todo/doing
     task becomes blocked with the reason).
@@ -4322,7 +4352,12 @@ def refresh(store: Store, task_id: str) -> Task:
     While a task's worker is in the repo's run queue, the worker is the truth: Codex can write the
     record, so a finished status there before the worker has ended can only be forged (the worker
     puts the record back)."""
-    task = store.load(task_id)
+    try:
+        task = store.load(task_id)
+    except NotFound:
+        task = tools_copy(store, normalize_task_id(task_id))
+        if task is None:
+            raise
     runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
     if runner and process_alive(runner):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"

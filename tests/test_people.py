@@ -125,6 +125,35 @@ def test_a_running_tasks_record_deleted_by_hand_is_recreated_and_the_task_goes_o
 
 # -- reading what people write ---------------------------------------------------------------------------
 
+def test_an_editor_saving_in_place_is_read_once_it_has_finished(tmp_path):
+    import threading
+    repo = make_repo(tmp_path / "repo")
+    store = cm.Store(repo)
+    task = store.create(cm.new_task("", "Change x", ["src/"]))
+    guard = cm.RecordGuard(task.id)
+    with store.update(task.id, guard):
+        pass                                            # the worker's own text, as it last wrote it
+    path = store.path_for_write(task.id)
+    edited = path.read_text().replace("Change x", "Change x (the person's words)")
+    truncated = threading.Event()
+
+    def editor() -> None:                               # truncate, then write: how many editors save
+        with open(path, "w") as handle:
+            handle.flush()
+            truncated.set()
+            time.sleep(0.08)
+            handle.write(edited)
+
+    thread = threading.Thread(target=editor)
+    thread.start()
+    truncated.wait(5)
+    with store.update(task.id, guard):                  # the worker's next write, mid-save
+        pass
+    thread.join()
+    assert path.read_text() == guard.last_text and "the person's words" not in guard.last_text
+    assert [Path(saved).read_text() for saved in guard.saved] == [edited]
+
+
 def test_an_unclosed_fence_is_reported_at_its_line():
     text = ("# T-001: x\n\n## Status\n\n- Status: todo\n\n## Goal\n\nDo it:\n\n```sh\nmake all\n\n"
             "## Allowed Paths\n\n- src/\n\n## Verify\n\n```sh\nmake test\n```\n")
