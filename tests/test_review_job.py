@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 
 import anyio
@@ -129,7 +130,11 @@ def test_a_review_that_tries_to_write_fails_in_the_sandbox_and_says_the_workspac
     assert (h.repo / "src/app.py").read_text() == "x = 1\nprint(token)\n" and not (h.repo / "NEW.md").exists()
     run = h.ok("check", out["taskId"], "--detail")["codexRun"]
     log = (h.repo / ".git/codex-mcp/runs" / f"{out['taskId']}.jsonl").read_text()
-    assert "exit 1" in run or "exit 2" in run, (run, [r.get("step") for r in h.server.requests], log)
+    told = h.server.texts(1)
+    # Codex sometimes denies a command before it spawns and leaves it out of its JSON events
+    # (openai/codex#47433): the digest then has no command, but the model was told it failed.
+    failed = re.search(r"Read-only file system|denied|rejected|exited with code [12]\b", told)
+    assert "exit 1" in run or "exit 2" in run or failed, (run, told[-2000:], log[-3000:])
 
 
 def test_a_review_can_be_cancelled(harness):
