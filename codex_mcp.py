@@ -4333,13 +4333,23 @@ def queued_worker(store: Store, task_id: str) -> str:
         return ""
 
 
+def tools_record(store: Store, task_id: str) -> tuple | None:
+    """(text, task) of a record as the tool last wrote it: its copy in the state folder, which
+    Codex cannot write. None if there is none or it does not parse."""
+    try:
+        text = (store.shadow_dir / f"{task_id}.md").read_text()
+        return text, parse_task(text, task_id, store.relative(store.path_for_write(task_id)))
+    except (OSError, UnicodeDecodeError, MalformedRecord):
+        return None
+
+
 def tools_copy(store: Store, task_id: str) -> Task | None:
     """A running task whose record file is gone (deleted, or its folder moved, while Codex runs):
     the tool's copy, which the worker writes back at its next step. None if it is not running."""
-    shadow = store.shadow_dir / f"{task_id}.md"
-    if not (process_alive(queued_worker(store, task_id)) and shadow.is_file()):
+    copy = tools_record(store, task_id) if process_alive(queued_worker(store, task_id)) else None
+    if copy is None:
         return None
-    task = parse_task(shadow.read_text(), task_id, store.relative(store.path_for_write(task_id)))
+    task = copy[1]
     task.progress = (f"{store.relative(store.path_for_write(task_id))} is missing while Codex runs (deleted or "
                      f"moved?): this is the tool's copy, which is written back at the worker's next step")
     return task
@@ -4362,13 +4372,23 @@ def refresh(store: Store, task_id: str) -> Task:
     if runner and process_alive(runner):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task
-    if not task.worker or process_alive(task.worker):
+    copy = tools_record(store, task.id)
+    owner = copy[1].worker if copy is not None else task.worker     # the file's word could be Codex's
+    if not owner or process_alive(owner):
         return task
-    with store.update(task.id) as task:
+    guard = None
+    if copy is not None and copy[1].child_process:
+        # Codex (or verify) ran under that worker, so the record was the worker's, and the worker can
+        # no longer put back what was written there since: it is put back here, the text saved.
+        guard = RecordGuard(task.id)
+        guard.last_text = copy[0]
+    with store.update(task.id, guard) as task:
         if task.worker and not process_alive(task.worker):
             pid = parse_identity(task.worker)[0] or task.worker
             stop_child(task.child_process)
             task.worker, task.child_process = "", ""
+            if guard is not None and guard.summary():
+                note(task, guard.summary())
             if task.status in ACTIVE:
                 task.progress = "finished: the worker died"
                 transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "

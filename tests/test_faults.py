@@ -154,6 +154,26 @@ def test_kill_while_writing_the_record(harness, tmp_path):
         os.kill(worker_of(h, task_id), signal.SIGKILL)
         assert_recovered(h, task_id)
         assert cm.Store(h.repo).load(task_id).goal == "drill " + "x" * 5000
+        assert "- Noise: x" not in (h.repo / "agents/tasks" / f"{task_id}.md").read_text()   # put back
+
+
+def test_a_record_codex_rewrote_just_before_its_worker_died_is_put_back(harness):
+    """The worker puts its record back within an event of Codex writing it; killed inside that window,
+    it cannot. The next check does, from the tool's copy: a forged `done` with no worker and a wider
+    boundary is not believed, and the forged text is kept where a person can read it."""
+    h = harness
+    h.server.push({"hang": True})
+    delegate(h)
+    codex_of(h, "T-001")
+    os.kill(worker_of(h, "T-001"), signal.SIGKILL)
+    record = h.repo / "agents/tasks/T-001.md"
+    record.write_text(record.read_text().replace("- Status: doing", "- Status: done")
+                      .replace("- `src/`", "- `.`").replace("- Worker:", "- Was:"))
+    out = assert_recovered(h, "T-001", words="died")
+    task = h.task("T-001")
+    assert task.allowed_paths == ["src/"] and "Status: done" not in record.read_text(), out
+    saved = [line for line in task.history if "(put back); the changed text is saved at" in line]
+    assert saved and "- Status: done" in Path(saved[0].rsplit(" ", 1)[1]).read_text(), task.history
 
 
 def test_kill_during_a_rework_run(harness):
