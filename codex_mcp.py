@@ -4729,14 +4729,23 @@ def cancel_task(repo: object, *, task_id: object) -> dict:
 # -- list: an index the tool rebuilds from the records, and pages that hold still ------------------
 
 def index_row(store: Store, task_id: str, name: str) -> list:
-    """[status, updated, rework count, goal, kind, worker] of a record, or an error row."""
+    """[status, updated, rework count, goal, kind, worker] of a record, or an error row.
+
+    A record that is not the tool's copy while the copy names a worker was written by someone else
+    during a run (Codex can): the copy's status and worker stand, so that `list` notices if that
+    worker died, and its refresh puts the record back."""
     try:
-        text = (store.tasks_dir / name).read_bytes().decode("utf-8")
-        task = parse_task(text, task_id, f"{TASKS_DIR}/{name}")
-        return [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind, task.worker]
+        raw = (store.tasks_dir / name).read_bytes()
+        task = parse_task(raw.decode("utf-8"), task_id, f"{TASKS_DIR}/{name}")
     except (MalformedRecord, UnicodeDecodeError, OSError) as error:
         message = error.message if isinstance(error, CodexMcpError) else f"{TASKS_DIR}/{name}: {error}"
         return ["", "", 0, "", "task", message]
+    row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind, task.worker]
+    with contextlib.suppress(OSError):
+        copy = tools_record(store, task_id) if (store.shadow_dir / f"{task_id}.md").read_bytes() != raw else None
+        if copy is not None and copy[1].worker:
+            row[0], row[5] = copy[1].status, copy[1].worker
+    return row
 
 
 def task_rows(store: Store) -> dict:

@@ -169,6 +169,8 @@ def test_a_record_codex_rewrote_just_before_its_worker_died_is_put_back(harness)
     record = h.repo / "agents/tasks/T-001.md"
     record.write_text(record.read_text().replace("- Status: doing", "- Status: done")
                       .replace("- `src/`", "- `.`").replace("- Worker:", "- Was:"))
+    listed = h.ok("list")["tasks"]
+    assert [t["status"] for t in listed] == ["blocked"], listed
     out = assert_recovered(h, "T-001", words="died")
     task = h.task("T-001")
     assert task.allowed_paths == ["src/"] and "Status: done" not in record.read_text(), out
