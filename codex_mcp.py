@@ -3688,8 +3688,8 @@ class ReviewFacts:
         self.by_verify: list = []       # outside, changed while the verify command ran
         self.records: list = []         # records and stray files under agents/tasks/ that were put right
         self.records_by_codex = False
-        self.revert: str = ""           # how Codex can put back `by_codex` (a command it can run)
-        self.cannot_restore: list = []  # of by_codex, paths with no kept copy of their earlier content
+        self.revert: str = ""           # a command that puts back `by_codex` and `by_verify`
+        self.cannot_restore: list = []  # of those, paths with no kept copy of their earlier content
         self.verify: dict | None = None
         self.rework_count = 0
         self.unjudged = 0               # changed ignored build and cache files, left out of the judgement
@@ -3763,7 +3763,10 @@ def decide(facts: ReviewFacts) -> Verdict:
                     f"(you, or another program?): {', '.join(group_paths(facts.uncertain))}; nothing was reverted")
     if facts.by_verify:
         asks.append("running the verify command changed paths outside the allowed paths: "
-                    f"{', '.join(group_paths(facts.by_verify))}")
+                    f"{', '.join(group_paths(facts.by_verify))}"
+                    + (f" (`{facts.revert}` puts them back as they were before the task)" if facts.revert else "")
+                    + (f"; no copy was kept of {', '.join(group_paths(facts.cannot_restore))}"
+                       if facts.cannot_restore else ""))
     if asks:
         return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
     notes = ["the report is complete and every change is inside the allowed paths" + (
@@ -4033,14 +4036,16 @@ def review(store: Store, task_id: str, command: list, into_branch: bool = False)
             (facts.by_codex if who == "codex" else facts.by_verify if who == "verify" else facts.uncertain).append(path)
     recorded = load_json(store.run_file(task_id, "facts.json"), {"records": [], "codex": False})
     facts.records, facts.records_by_codex = recorded["records"], recorded["codex"]
-    if facts.by_codex:
-        reverting = [item for item in changes if any(name in facts.by_codex for name in change_names(item))]
+    if facts.by_codex or facts.by_verify:       # both made by code Codex wrote; never what may be a person's
+        ours = set(facts.by_codex + facts.by_verify)
+        reverting = [item for item in changes if any(name in ours for name in change_names(item))]
         lines, facts.cannot_restore = revert_commands(reverting, touched, store.state_dir / "objects",
                                                       store.git is not None)
         if lines:
+            import shlex
             script = store.run_file(task_id, f"revert-{task.rework_count + 1}.sh")
             atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
-                         + "\n".join(lines) + "\n", durable=False)
+                         f"cd -- {shlex.quote(str(workspace.root))}\n" + "\n".join(lines) + "\n", durable=False)
             facts.revert = f"sh {script}"
     facts.unjudged = len(unjudged_paths)
     verdict = decide(facts)

@@ -261,6 +261,20 @@ def test_one_walk_after_verify_tells_a_persons_edits_before_it_from_the_verify_c
     assert "README.md" not in json.dumps(out) and "notes/keep.txt" not in json.dumps(out)
 
 
+def test_what_the_verify_command_changed_outside_the_boundary_has_a_script_that_puts_it_back(harness):
+    h = harness
+    (h.repo / "notes.txt").write_text("the person's notes\n")          # untracked: git cannot bring it back
+    start(h, {"run": "printf 'x = 2\\n' > src/app.py"}, {"say": report()},
+          verify="echo overwritten > notes.txt && echo changed > README.md && mkdir -p gen && echo new > gen/out.txt")
+    out = h.ok("accept", "T-001")
+    assert out["action"] == "boundary_confirmation" and "running the verify command changed" in out["reason"], out
+    script = out["reason"].split("(`sh ", 1)[1].split("`", 1)[0]
+    subprocess.run(["sh", script], cwd="/", check=True)                  # from anywhere: it goes to the workspace
+    assert (h.repo / "notes.txt").read_text() == "the person's notes\n"
+    assert (h.repo / "README.md").read_text() == "demo\n" and not (h.repo / "gen/out.txt").exists()
+    assert (h.repo / "src/app.py").read_text() == "x = 2\n"              # inside the boundary: left alone
+
+
 def test_a_command_codex_left_running_is_its_evidence_and_the_sandboxs_mount_points_go(harness):
     h = harness
     # The command outlives its turn: Codex sees it start, never complete, and kills it as it exits.
