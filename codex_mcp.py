@@ -1152,12 +1152,12 @@ class Store:
     def update(self, task_id: str, guard: RecordGuard | None = None) -> Iterator[Task]:
         """Read, let the caller change, write back only if the text changed; all under the lock."""
         task_id = normalize_task_id(task_id)
+        if guard is not None and guard.changed_on_disk(self.path_for_write(task_id)):
+            settle(self.path_for_write(task_id))     # not under the lock: a writer that never stops would hold it
         with self.lock("store"):
             self.repair_records_folder()
             if guard is not None:
                 try:
-                    if guard.changed_on_disk(self.path_for_write(task_id)):
-                        settle(self.path_for_write(task_id))
                     on_disk = self.read_text(task_id)
                 except NotFound:
                     on_disk = None
