@@ -4338,12 +4338,20 @@ def queued_worker(store: Store, task_id: str) -> str:
         return ""
 
 
-def tools_record(store: Store, task_id: str) -> tuple | None:
-    """(text, task) of a record as the tool last wrote it: its copy in the state folder, which
-    Codex cannot write. None if there is none or it does not parse."""
+def overwritten(store: Store, task_id: str, on_disk: bytes | None = None) -> tuple | None:
+    """(text, task) of a record as the tool last wrote it (its copy in the state folder, which
+    Codex cannot write) if the record is no longer that text: someone else wrote or removed it since.
+    None if it is the same (the common case: two reads, no parse) or there is no copy to go by."""
+    path = store.path_for_write(task_id)
     try:
-        text = (store.shadow_dir / f"{task_id}.md").read_text()
-        return text, parse_task(text, task_id, store.relative(store.path_for_write(task_id)))
+        copy = (store.shadow_dir / f"{task_id}.md").read_bytes()
+        if on_disk is None:
+            with contextlib.suppress(FileNotFoundError):
+                on_disk = path.read_bytes()
+        if copy == on_disk:
+            return None
+        text = copy.decode("utf-8")              # bytes as they are: a CRLF record stays CRLF
+        return text, parse_task(text, task_id, store.relative(path))
     except (OSError, UnicodeDecodeError, MalformedRecord):
         return None
 
@@ -4351,7 +4359,7 @@ def tools_record(store: Store, task_id: str) -> tuple | None:
 def tools_copy(store: Store, task_id: str) -> Task | None:
     """A running task whose record file is gone (deleted, or its folder moved, while Codex runs):
     the tool's copy, which the worker writes back at its next step. None if it is not running."""
-    copy = tools_record(store, task_id) if process_alive(queued_worker(store, task_id)) else None
+    copy = overwritten(store, task_id) if process_alive(queued_worker(store, task_id)) else None
     if copy is None:
         return None
     task = copy[1]
@@ -4377,8 +4385,8 @@ def refresh(store: Store, task_id: str) -> Task:
     if runner and process_alive(runner):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task
-    copy = tools_record(store, task.id)
-    owner = copy[1].worker if copy is not None else task.worker     # the file's word could be Codex's
+    copy = overwritten(store, task.id)
+    owner = copy[1].worker if copy is not None else task.worker     # a changed file's word could be Codex's
     if not owner or process_alive(owner):
         return task
     guard = None
@@ -4746,10 +4754,9 @@ def index_row(store: Store, task_id: str, name: str) -> list:
         message = error.message if isinstance(error, CodexMcpError) else f"{TASKS_DIR}/{name}: {error}"
         return ["", "", 0, "", "task", message]
     row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind, task.worker]
-    with contextlib.suppress(OSError):
-        copy = tools_record(store, task_id) if (store.shadow_dir / f"{task_id}.md").read_bytes() != raw else None
-        if copy is not None and copy[1].worker:
-            row[0], row[5] = copy[1].status, copy[1].worker
+    copy = overwritten(store, task_id, raw)
+    if copy is not None and copy[1].worker:
+        row[0], row[5] = copy[1].status, copy[1].worker
     return row
 
 

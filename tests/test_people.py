@@ -180,6 +180,20 @@ def test_line_endings_and_a_bom_are_kept(tmp_path, eol, bom):
     assert "+ - Progress: edited by the tool" in diff
 
 
+def test_the_tools_copy_of_a_crlf_record_is_taken_byte_for_byte(tmp_path):
+    store = cm.Store(tmp_path)
+    task = store.create(cm.new_task("T-0", "goal", ["src/"]))
+    path = store.path(task.id)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    with store.update(task.id) as record:          # the tool writes it: the record and its copy
+        record.progress = "written by the tool"
+    assert cm.overwritten(store, task.id) is None
+    path.write_bytes(path.read_bytes().replace(b"- `src/`", b"- `.`"))     # anyone else's write
+    text, copy = cm.overwritten(store, task.id)
+    assert text.encode() == (store.shadow_dir / f"{task.id}.md").read_bytes() and "\r\n" in text
+    assert copy.allowed_paths == ["src/"]
+
+
 def test_a_bare_repository_and_a_git_directory_are_refused(tmp_path):
     bare = tmp_path / "bare.git"
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
