@@ -967,15 +967,17 @@ class RecordGuard:
 
 
 def settle(path: Path, quiet: float = 0.1, limit: float = 1.0) -> None:
-    """Wait (up to `limit`) until nobody has written `path` for `quiet` seconds: an editor saving in
-    place truncates the file and then writes it, and a read in between would take a half-written
-    text for the person's edit."""
+    """Wait (up to `limit`) until nobody has written `path` for `quiet` seconds, and it is there: an
+    editor saving in place truncates the file and then writes it, one saving by rename removes it
+    first, a folder moved and replaced by a link leaves nothing between the two; a read in between
+    would take a half-done state for the end of the edit."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         try:
             age = time.time() - path.stat().st_mtime
         except OSError:
-            return
+            time.sleep(quiet / 4)
+            continue
         if age >= quiet:
             return
         time.sleep(quiet - max(age, 0.0))
@@ -1768,6 +1770,22 @@ class Snapshot:
         self.marker = marker
 
 
+    def forget(self, paths: list) -> None:
+        """Record that the tool itself removed `paths` since the last update, under that update's
+        marker: the next update sees them gone, and whatever is made there again (with the same
+        content, even the same inode) as new. Without a usable snapshot there is nothing to do:
+        the next one is taken whole."""
+        try:
+            with open(self.file, "r+b") as handle:
+                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 512))
+                last = handle.read().split(b"\0")
+                if len(last) >= 3 and last[-3] == MARKER_KEY:
+                    handle.write(b"".join(os.fsencode(rel) + b"\0\0" for rel in paths)
+                                 + MARKER_KEY + b"\0" + last[-2] + b"\0")
+        except OSError:
+            pass
+
+
 def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
     """A new snapshot of everything. Content ids come from git's index for tracked files that match
     it (git's list is kept as it is: no hashing, no parsing), and from hashing for untracked and
@@ -2131,6 +2149,36 @@ def prepare_worktree(store: Store, path: Path, base: str, shared: list) -> None:
             os.symlink(store.repo / name, path / name)
 
 
+def unreviewed_changes(store: Store, running: bool) -> list:
+    """["T-003 (review): package.json, scripts/setup.sh", ...]: in-place tasks not done whose changes
+    are still in the working tree (no review has passed them), and, when `running`, the Codex run or
+    verify command writing there now. A path a person put back as it was no longer counts."""
+    found = [f"{queue_label(queue_head(store)) or 'a Codex run'} (running in your working tree now)"] if running else []
+    for path in sorted(store.runs_dir.glob("T-*.touched.json")) if store.runs_dir.is_dir() else ():
+        task_id = path.name.split(".")[0]
+        with contextlib.suppress(CodexMcpError):
+            task = store.load(task_id)
+            if task.isolation == "inplace" and task.kind == "task" and task.status != "done":
+                changed = [rel for rel, (first, _, _) in load_json(path, {}).items()
+                           if not same_entry(first, current_entry(store.repo, rel, first))]
+                if changed:
+                    found.append(f"{task_id} ({task.status}): {', '.join(group_paths(changed, 6))}")
+    return found
+
+
+def current_entry(root: Path, rel: str, like: list | None) -> tuple | None:
+    """A path's entry now, with its content id when `like` (an earlier entry) has one to compare."""
+    import hashlib
+    entry = entry_of(os.fsencode(root / rel))
+    if entry is None or entry[KIND] != "f" or not like or like[CID] in ("", "-") or entry[SIZE] > HASH_FILE_LIMIT:
+        return entry
+    try:
+        data = (root / rel).read_bytes()
+    except OSError:
+        return entry
+    return entry[:CID] + (hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),)
+
+
 def run_setup(command: str, path: Path) -> tuple:
     """(passed, output tail) of the repository's setup command in a new workspace. It is the person's
     committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
@@ -2458,32 +2506,25 @@ def toml_string(text: str) -> str:
     return json.dumps(text)
 
 
-def under_temp(path: Path) -> bool:
-    """Whether Codex's sandbox would let it write `path` through its /tmp or $TMPDIR roots."""
-    roots = {Path("/tmp").resolve()}
-    if os.environ.get("TMPDIR"):
-        roots.add(Path(os.environ["TMPDIR"]).resolve())
-    return any(path == root or root in path.parents for root in roots)
-
-
-def build_codex_command(codex_cmd: list, task: Task, workspace: Path, *, resume: str = "", sandbox: str = SANDBOX,
-                        temp: Path | None = None, schema: Path | None = None) -> list:
+def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path, *, resume: str = "",
+                        sandbox: str = SANDBOX, schema: Path | None = None) -> list:
     """The one place a Codex command line is made.
 
     `codex exec resume` accepts neither -s nor -C: it runs in the workspace as its working
     directory and gets the sandbox as a config override. Without that override a resumed turn would
-    run under whatever sandbox the user's config.toml says. `temp`, when given, replaces /tmp and
-    $TMPDIR as Codex's scratch space: they would otherwise reach the tool's state or the person's
-    working tree (a repository under /tmp)."""
+    run under whatever sandbox the user's config.toml says. The sandbox's /tmp and $TMPDIR roots
+    are closed and `temp` (a folder of this run's own) is the one writable root beside the
+    workspace: under /tmp live a container's home folder, Codex's own config, the tool's state for
+    a plain folder, other programs' files. The list replaces any `writable_roots` of the user's
+    config, which would otherwise widen the sandbox too."""
     argv = [*codex_cmd, "exec"]
     if resume:
         argv += ["resume", resume, "--json", "--skip-git-repo-check", "-c", f"sandbox_mode={toml_string(sandbox)}"]
     else:
         argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(workspace)]
-    if temp is not None:
-        argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
-                 "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
-                 "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]"]
+    argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
+             "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+             "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]"]
     argv += ["-c", f"developer_instructions={toml_string(developer_instructions(task))}"]
     if schema is not None:
         argv += ["--output-schema", str(schema)]
@@ -2673,7 +2714,6 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
     digest = EventDigest()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     stderr_path = log_path.with_suffix(".stderr")
-    mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(cwd / name)]
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
         start = log.seek(0, os.SEEK_END)
         try:
@@ -2694,7 +2734,6 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
         returncode = process.wait()
         kill_group(process.pid, grace=0.5)   # no helper Codex started may outlive the task
         digest.close()
-    remove_mount_points(cwd, mount_points)
     return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
 
 
@@ -2786,10 +2825,13 @@ class Workspace:
     def snapshot_folder(self) -> Path:
         return self.store.state_dir / "snapshots"
 
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.root, self.snapshot_folder(), self.name)
+
     def changes(self) -> dict:
         """Bring the workspace's snapshot up to date; return what changed since it was last taken
         (nothing the first time). Call it holding the run lock."""
-        snapshot = Snapshot(self.root, self.snapshot_folder(), self.name)
+        snapshot = self.snapshot()
         if snapshot.load():
             return update_snapshot(snapshot)
         take_snapshot(self.root, self.snapshot_folder(), self.name, self.store.git is not None)
@@ -2807,15 +2849,59 @@ class Workspace:
             marker.unlink()
         return info.st_ctime_ns if info.st_dev == root.st_dev else None
 
-    def private_temp(self) -> bool:
-        """Whether /tmp or $TMPDIR would reach what Codex must not write: the tool's state (unless
-        it sits in the workspace's own .git, which the sandbox keeps read-only) or the person's
-        working tree (when Codex works elsewhere)."""
-        state = self.store.state_dir
-        guarded = [] if state.is_relative_to(self.root / ".git") else [state]
-        if self.root != self.store.repo:
-            guarded.append(self.store.repo)
-        return any(under_temp(path) for path in guarded)
+    @contextlib.contextmanager
+    def scratch(self, label: str) -> Iterator[Path]:
+        """Set a sandboxed run up, and clear up after it: the run's own temporary folder (the one
+        place beside the workspace it may write, see build_codex_command), and afterwards the empty
+        folders the sandbox mounts over (`SANDBOX_MOUNT_POINTS`) where there were none. Refuses,
+        before anything runs, a workspace that holds what something outside the sandbox trusts."""
+        import shutil
+        import tempfile
+        confine(self.root, self.store.state_dir)
+        mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(self.root / name)]
+        temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{label}-"))
+        try:
+            yield temp
+        finally:
+            remove_mount_points(self.root, mount_points)
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def trusted_places(state_dir: Path) -> list:
+    """[(what, path)] of what programs outside the sandbox load or believe: the person's home (shell
+    start-up files, Claude Code's settings and hooks, git's config), Codex's home (the config of its
+    next run), Claude Code's config folder, the tool's state, this program and its environment."""
+    home = Path.home()
+    places = [("your home folder ($HOME)", home),
+              ("Codex's home ($CODEX_HOME)", Path(os.environ.get("CODEX_HOME") or home / ".codex")),
+              ("Claude Code's settings ($CLAUDE_CONFIG_DIR)",
+               Path(os.environ.get("CLAUDE_CONFIG_DIR") or home / ".claude")),
+              ("codex-mcp's state", state_dir), ("codex-mcp itself", Path(__file__))]
+    places += [(f"codex-mcp's environment (${name})", Path(os.environ[name]))
+               for name in ("CODEX_MCP_ENV_DIR", "CLAUDE_PLUGIN_DATA", "CLAUDE_PLUGIN_ROOT") if os.environ.get(name)]
+    return [(what, Path(os.path.abspath(path))) for what, path in places]
+
+
+def exposed_places(root: Path, state_dir: Path) -> list:
+    """The trusted places a sandbox rooted at `root` could write: those inside it (its own .git
+    aside, which the sandbox keeps read-only)."""
+    root, git = Path(os.path.realpath(root)), Path(os.path.realpath(root)) / ".git"
+    exposed = []
+    for what, path in trusted_places(state_dir):
+        real = Path(os.path.realpath(path))
+        if (real == root or root in real.parents) and not (real == git or git in real.parents):
+            exposed.append(f"{what} {path}")
+    return exposed
+
+
+def confine(root: Path, state_dir: Path) -> None:
+    """Raise OperationFailed if Codex, sandboxed in `root`, could write what runs or is believed
+    outside its sandbox: a run there would not be confined, so none starts."""
+    exposed = exposed_places(root, state_dir)
+    if exposed:
+        raise OperationFailed(f"Codex would work in {root}, which holds {'; '.join(exposed)}: its sandbox lets it "
+                              "write everything there, and these are run or believed outside the sandbox. Give a "
+                              "project folder that holds none of them (`cwd`), or move them out of it")
 
 
 def codex_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, resume: str = "",
@@ -2823,18 +2909,11 @@ def codex_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, r
                on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "",
                schema: Path | None = None) -> RunOutcome:
     """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
-    import shutil
-    import tempfile
-    temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{task.id}-")) if workspace.private_temp() else None
-    try:
-        argv = build_codex_command(codex_cmd, task, workspace.root, resume=resume, sandbox=sandbox, temp=temp,
+    with workspace.scratch(task.id) as temp:
+        argv = build_codex_command(codex_cmd, task, workspace.root, temp, resume=resume, sandbox=sandbox,
                                    schema=schema)
         return run_codex(argv, prompt, workspace.root, workspace.store.run_file(task.id, "jsonl"), task.timeout,
-                         task.idle_timeout, on_start, on_event, should_stop,
-                         env={"TMPDIR": str(temp)} if temp else None)
-    finally:
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+                         task.idle_timeout, on_start, on_event, should_stop, env={"TMPDIR": str(temp)})
 
 
 def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, **options: object) -> tuple:
@@ -3096,8 +3175,16 @@ class Worker:
         settings = repo_settings(store)
         with store.update(task_id) as task:
             task.progress = "making its worktree from your current tree"
-        base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
-                           head_commit(store.repo))
+        with Workspace.in_place(store).run_lock(blocking=False) as free:     # no Codex writes there meanwhile
+            unreviewed = unreviewed_changes(store, running=not free) if settings.get("worktreeSetup") else []
+            if unreviewed:       # the setup runs outside the sandbox, on files a Codex may have written
+                self.finish_blocked(
+                    "the worktree's setup command runs outside the sandbox in a copy of your working tree, which "
+                    f"holds changes no review has passed: {'; '.join(unreviewed)}. Accept or put them back first, "
+                    "then `retry-task` and `start-task`")
+                return False
+            base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
+                               head_commit(store.repo))
         path = claim_worktree(store, task_id)
         prepare_worktree(store, path, base, shared_dependencies(store, settings))
         atomic_write(store.run_file(task_id, "base"), base, durable=False)
@@ -3110,6 +3197,7 @@ class Worker:
             with store.update(task_id) as task:
                 task.setup_log = output
             if not passed:
+                release_worktree(store, task_id, remove=True)       # a retry sets a new one up
                 self.finish_blocked(f"the worktree's setup command failed: {one_line(output.splitlines()[-1], 200)} "
                                     "(the record's Setup section has its output)")
                 return False
@@ -3173,6 +3261,7 @@ class Worker:
         work_changes = {rel: pair for rel, pair in changes.items() if not tool_path(path_parts(rel))}
         add_changes(self.store, self.task_id, work_changes,
                     lambda rel, after: "codex" if attributed(rel, after, digest.evidence) else "unknown")
+        clear_output(self.workspace, self.task_id)      # before anything else runs it
         if notes:
             add_facts(self.store, self.task_id, notes, by_codex)
         status, reason = run_verdict(outcome, self.codex_cmd[0])
@@ -3321,6 +3410,9 @@ def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
     worker = (ReviewJob if mode == "review" else Worker)(store, normalize_task_id(task_id), mode, codex_cmd)
     try:
         worker.run()
+    except CodexMcpError as error:      # a refusal (a workspace Codex may not work in, a lost worktree)
+        with contextlib.suppress(Exception):
+            worker.finish_blocked(error.message)
     except Exception as error:  # the record must say why, or check would only see a dead worker
         with contextlib.suppress(Exception):
             worker.finish_blocked(f"the worker failed: {type(error).__name__}: {one_line(str(error), 300)}")
@@ -3692,7 +3784,11 @@ class ReviewFacts:
         self.cannot_restore: list = []  # of those, paths with no kept copy of their earlier content
         self.verify: dict | None = None
         self.rework_count = 0
-        self.unjudged = 0               # changed ignored build and cache files, left out of the judgement
+        self.report: dict = {}          # Codex's report, by section
+        self.reported: list = []        # the paths its Files Changed lists
+        self.changes: list = []         # the task's real changes (change_items)
+        self.outside: list = []         # of those, the judged paths outside the boundary
+        self.output: list = []          # ignored build and cache output the task wrote: not judged, removed
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -3770,8 +3866,8 @@ def decide(facts: ReviewFacts) -> Verdict:
     if asks:
         return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
     notes = ["the report is complete and every change is inside the allowed paths" + (
-        f", apart from {facts.unjudged} ignored build and cache files not judged (`unjudged`: treat them as "
-        "untrusted, they can carry code; `git clean -fdX` removes them)" if facts.unjudged else "")]
+        f"; the {len(facts.output)} ignored build and cache files the task wrote were not judged and were removed "
+        "(`unjudged`: they can carry code, and your tools write them again)" if facts.output else "")]
     notes.append("the verify command passed" + ("" if verify.get("sandboxed") else " (run without the sandbox)")
                  if verify else "no verify command is set")
     if not facts.tests_run:
@@ -3837,14 +3933,10 @@ def toml_inline(value: object) -> str:
     return toml_string(str(value))
 
 
-def verify_profile(temp: Path | None) -> str:
-    """The `codex sandbox` permissions for a verify command: what Codex's own workspace-write
-    sandbox allows (read everything, write the workspace but its .git, no network)."""
-    entries: dict = {":root": "read", ":workspace_roots": {".": "write", ".git": "read"}}
-    if temp is None:
-        entries.update({":slash_tmp": "write", ":tmpdir": "write"})
-    else:
-        entries[str(temp)] = "write"
+def verify_profile(temp: Path) -> str:
+    """The `codex sandbox` permissions for a verify command: what Codex's own turns get (read
+    everything, write the workspace but its .git and a temporary folder of its own, no network)."""
+    entries: dict = {":root": "read", ":workspace_roots": {".": "write", ".git": "read"}, str(temp): "write"}
     return f"permissions.codex_mcp_verify.filesystem={toml_inline(entries)}"
 
 
@@ -3854,25 +3946,26 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
     (unless the task opted out): its exit status is the fact behind 'tests pass'. Only exit 0
     passes; a signal or a timeout fails. It runs in a process group of its own, recorded through
     `on_start`, so that a killed accept's verify (and what it started) can be stopped by check."""
-    import shutil
+    sandboxed = task.verify_sandbox != "off"
+    with workspace.scratch(f"verify-{task.id}") as temp:
+        argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify", "-C", str(workspace.root),
+                "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
+        return run_command_tail(argv, workspace.root, {"TMPDIR": str(temp)}, on_start, timeout,
+                                {"command": task.verify, "sandboxed": sandboxed})
+
+
+def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeout: float, result: dict) -> dict:
+    """Run a verify command to its end (or its timeout), its process group killed afterwards; add to
+    `result` how it ended and the tail of what it printed."""
     import signal
     import subprocess
-    import tempfile
-    sandboxed = task.verify_sandbox != "off"
-    temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-verify-{task.id}-")) \
-        if sandboxed and workspace.private_temp() else None
-    argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify",
-            "-C", str(workspace.root), "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
-    result: dict = {"command": task.verify, "sandboxed": sandboxed}
-    mount_points = [name for name in SANDBOX_MOUNT_POINTS if sandboxed and not os.path.lexists(workspace.root / name)]
+    sandboxed = result["sandboxed"]
     started = time.monotonic()
     try:
-        process = subprocess.Popen(argv, cwd=workspace.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
-                                   env={**os.environ, **({"TMPDIR": str(temp)} if temp else {})})
+                                   env={**os.environ, **env})
     except OSError as error:
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
         what = f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox" if sandboxed else "/bin/sh"
         return {**result, "passed": False, "unavailable": f"could not start {what}: {error.strerror or error}"}
     on_start(process.pid)
@@ -3886,9 +3979,6 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
         result["timedOut"] = True
     finally:
         kill_group(process.pid, grace=0.5)
-        remove_mount_points(workspace.root, mount_points)
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
     if sandboxed and status is not None and status > 128 and status - 128 in signal.valid_signals():
         result["signal"] = signal.Signals(status - 128).name      # the sandbox passes 128+N through
     elif status is not None and status < 0:
@@ -3964,25 +4054,47 @@ def request_completion(workspace: Workspace, task: Task, missing: list, command:
     return store.load(task.id)
 
 
-def remove_bytecode(root: Path, paths: list) -> list:
-    """Of the unjudged paths, the Python byte-code files (deleted here, after a `done`): Python
-    loads a .pyc whose header matches its source's size and time, both of which Codex can copy,
-    so a planted one would run Codex's code the next time the person imports the module."""
+def clear_output(workspace: Workspace, task_id: str) -> list:
+    """Remove the ignored build and cache output the task has written in the workspace `root` (by
+    Codex's runs, or by the verify command running Codex's code), wherever it lies; return it.
+
+    Review does not judge such output (an honest test run writes it), so none of it may outlast the
+    run that wrote it: a `__pycache__` file that matches its source's size and time, package metadata
+    registering a test-runner plugin, a build tree cargo or a wheel build reuses, would otherwise
+    steer the verify command and the person's next run, outside the sandbox. The project's tools
+    write it again. A folder the task made goes when it is empty; anything else in it (a symlink, a
+    secret-looking file: both judged) stays. An entry that changed since the task's last look (a
+    person's tool writing meanwhile) is left for the next look. Call it holding the run lock."""
+    store, root = workspace.store, workspace.root
+    path = store.run_file(task_id, "touched.json")
+    touched = load_json(path, {})
+    present = [rel for rel, (first, now, _) in touched.items() if now is not None and not same_entry(first, now)]
+    ignored = ignored_paths(root, present) if store.git else set(present)
+    output = [rel for rel in present if touched[rel][1][KIND] != "l" and unjudged(rel, rel in ignored)]
     removed = []
-    for rel in paths:
-        parts = rel.split("/")
-        path = root / rel
-        if ("__pycache__" in parts or re.search(r"\.py[co]$", rel)) and path.is_file() and not path.is_symlink():
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(rel)
+    for rel in sorted(output, key=lambda rel: -rel.count("/")):        # what is in a folder before the folder
+        first, now, _ = touched[rel]
+        current = entry_of(os.fsencode(root / rel))
+        if current is None or current[KIND] != now[KIND] or current[INO] != now[INO] or \
+                now[KIND] != "d" and current[CTIME] != now[CTIME] or now[KIND] == "d" and first is not None:
+            continue
+        with contextlib.suppress(OSError):
+            (root / rel).rmdir() if now[KIND] == "d" else (root / rel).unlink()
+            touched[rel][1] = None
+            removed.append(rel)
+    if removed:
+        atomic_write(path, json.dumps(touched), durable=False)
+        workspace.snapshot().forget(removed)
+        kept = store.run_file(task_id, "output.json")
+        atomic_write(kept, json.dumps(unique([*load_json(kept, []), *sorted(removed)])), durable=False)
     return removed
 
 
 def review(store: Store, task_id: str, command: list, into_branch: bool = False) -> dict:
-    """accept's pipeline: permission, completeness (one completion request), the real changes
-    against the boundary, the verify command; then act on the verdict (for a worktree task that
-    passes, bring its changes into the working tree, or into a branch)."""
+    """accept's pipeline, as facts, then the verdict, then acting on it. The facts: permission,
+    completeness (one completion request), the verify command, the real changes against the
+    boundary. Acting: record the verdict, send a rework, land a worktree task's changes (in the
+    working tree, or a branch)."""
     with store.lock("store"):
         store.repair_records_folder()         # before the record's Allowed Paths are read
         repaired = store.take_repairs()
@@ -3990,76 +4102,96 @@ def review(store: Store, task_id: str, command: list, into_branch: bool = False)
         add_facts(store, task_id, repaired, False)
     task = store.load(task_id)
     workspace = Workspace.for_task(store, task)
-    where = store.relative(store.path(task_id))
-    allowed = recheck_allowed_paths(task, store.repo, where)
+    allowed = recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
     facts = ReviewFacts(denial=permission_denial(task.result), rework_count=task.rework_count)
-    report = parse_report(task.result)
-    facts.missing = missing_sections(report)
-    verification = None
     with accept_turn(workspace, task_id):
-        if decide(facts).action == "complete":
-            task = request_completion(workspace, task, facts.missing, command)
-            report, facts.completion_tried = parse_report(task.result), True
-            facts.missing = missing_sections(report)
-        verifying = bool(task.verify and not facts.denial and not facts.missing)
-        since = workspace.clock() if verifying else None
-        if since is None:
-            refresh_changes(store, task_id, workspace.changes())   # a person's edits since the run ended
-        if verifying:
-            verification = run_verify(task, workspace, command, track_child(store, task_id))
-            after = workspace.changes()
-            who = lambda rel, entry: "verify"
-            if since is not None:     # one walk for both: what changed before verify began is a person's
-                during = {rel: pair for rel, pair in after.items() if changed_since(workspace.root, rel, pair, since)}
-                refresh_changes(store, task_id, {rel: pair for rel, pair in after.items() if rel not in during})
-                after = during
-                who = lambda rel, entry: "verify" if entry is not None else "unknown"   # a removal has no date
-            with store.lock("store"):
-                notes, _ = guard_records(store, after, "", [])
-            if notes:
-                add_facts(store, task_id, notes, True)     # the verify command ran Codex's code
-            add_changes(store, task_id, {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))},
-                        who)
-    facts.tests_run, facts.verify = tests_run(report), verification
-    changes = task_changes(store, task_id)
-    touched = load_json(store.run_file(task_id, "touched.json"), {})
-    declared = declared_files(report.get("Files Changed", ""), store.repo)
-    outside = out_of_bounds(changes, allowed)
-    ignored = ignored_paths(store.repo, outside) if store.git else set(outside)
-    links = {item["path"] for item in changes if "link" in item}     # a link's target is never a cache
-    unjudged_paths = [path for path in outside if path not in links and unjudged(path, path in ignored)]
-    judged = [path for path in outside if path not in unjudged_paths]
-    facts.declared = [path for path in judged if path in declared]
-    for path in judged:
-        if path not in declared:
-            who = touched.get(path, [None, None, "unknown"])[2]
-            (facts.by_codex if who == "codex" else facts.by_verify if who == "verify" else facts.uncertain).append(path)
-    recorded = load_json(store.run_file(task_id, "facts.json"), {"records": [], "codex": False})
-    facts.records, facts.records_by_codex = recorded["records"], recorded["codex"]
-    if facts.by_codex or facts.by_verify:       # both made by code Codex wrote; never what may be a person's
-        ours = set(facts.by_codex + facts.by_verify)
-        reverting = [item for item in changes if any(name in ours for name in change_names(item))]
-        lines, facts.cannot_restore = revert_commands(reverting, touched, store.state_dir / "objects",
-                                                      store.git is not None)
-        if lines:
-            import shlex
-            script = store.run_file(task_id, f"revert-{task.rework_count + 1}.sh")
-            atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
-                         f"cd -- {shlex.quote(str(workspace.root))}\n" + "\n".join(lines) + "\n", durable=False)
-            facts.revert = f"sh {script}"
-    facts.unjudged = len(unjudged_paths)
+        task = complete_report(workspace, task, facts, command)
+        facts.verify = verify_with_attribution(workspace, task, facts, command)
+        clear_output(workspace, task_id)
+    boundary_facts(store, task, workspace, facts, allowed)
     verdict = decide(facts)
-    if verdict.action == "done":
-        removed = remove_bytecode(workspace.root, unjudged_paths)
-        if removed:
-            unjudged_paths = [path for path in unjudged_paths if path not in removed]
-            verdict.reason += (f"; the {len(removed)} Python byte-code files written during the task were deleted "
-                               "(Python writes them again from the code; a planted one would run outside the sandbox)")
     landed: dict = {}
     if verdict.action == "done" and task.isolation == "worktree":
         verdict, landed = land_worktree(store, task, workspace, verdict, into_branch)
-    return apply_verdict(store, task_id, verdict, facts, changes, declared, verification, command,
-                         outside=judged, unjudged_paths=unjudged_paths, landed=landed)
+    return apply_verdict(store, task_id, verdict, facts, command, landed)
+
+
+def complete_report(workspace: Workspace, task: Task, facts: ReviewFacts, command: list) -> Task:
+    """Codex's report, parsed into `facts`; when sections are missing (and nothing blocks first),
+    asked for once on the same thread."""
+    facts.report = parse_report(task.result)
+    facts.missing = missing_sections(facts.report)
+    if decide(facts).action == "complete":
+        task = request_completion(workspace, task, facts.missing, command)
+        facts.report, facts.completion_tried = parse_report(task.result), True
+        facts.missing = missing_sections(facts.report)
+    facts.tests_run = tests_run(facts.report)
+    return task
+
+
+def verify_with_attribution(workspace: Workspace, task: Task, facts: ReviewFacts, command: list) -> dict | None:
+    """Run the verify command (when the report allows a verdict); fold what it changed into the
+    task's changes as the verify's, and what changed before it began (a person's edits since the run
+    ended) as whose it was. One walk after verify tells the two apart by ctime."""
+    store = workspace.store
+    verifying = bool(task.verify and not facts.denial and not facts.missing)
+    since = workspace.clock() if verifying else None
+    if since is None:
+        refresh_changes(store, task.id, workspace.changes())
+    if not verifying:
+        return None
+    verification = run_verify(task, workspace, command, track_child(store, task.id))
+    after = workspace.changes()
+    who = lambda rel, entry: "verify"
+    if since is not None:
+        during = {rel: pair for rel, pair in after.items() if changed_since(workspace.root, rel, pair, since)}
+        refresh_changes(store, task.id, {rel: pair for rel, pair in after.items() if rel not in during})
+        after = during
+        who = lambda rel, entry: "verify" if entry is not None else "unknown"   # a removal has no date
+    with store.lock("store"):
+        notes, _ = guard_records(store, after, "", [])
+    if notes:
+        add_facts(store, task.id, notes, True)     # the verify command ran Codex's code
+    add_changes(store, task.id, {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))}, who)
+    return verification
+
+
+def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: ReviewFacts, allowed: list) -> None:
+    """The task's real changes against the boundary, into `facts`: what lies outside, and for each
+    such path whose it is (declared by Codex, its events, the verify command's, or nobody's we can
+    tell); ignored output the task wrote (removed, never judged); the records put right; a script
+    that puts back what code Codex wrote changed outside."""
+    facts.changes = task_changes(store, task.id)
+    touched = load_json(store.run_file(task.id, "touched.json"), {})
+    facts.reported = declared_files(facts.report.get("Files Changed", ""), store.repo)
+    outside = out_of_bounds(facts.changes, allowed)
+    ignored = ignored_paths(workspace.root, outside) if store.git else set(outside)
+    links = {item["path"] for item in facts.changes if "link" in item}     # a link's target is never a cache
+    unjudged_outside = [path for path in outside if path not in links and unjudged(path, path in ignored)]
+    facts.output = unique([*load_json(store.run_file(task.id, "output.json"), []), *unjudged_outside])
+    facts.outside = [path for path in outside if path not in unjudged_outside]
+    facts.declared = [path for path in facts.outside if path in facts.reported]
+    for path in facts.outside:
+        if path not in facts.reported:
+            who = touched.get(path, [None, None, "unknown"])[2]
+            (facts.by_codex if who == "codex" else facts.by_verify if who == "verify" else facts.uncertain).append(path)
+    recorded = load_json(store.run_file(task.id, "facts.json"), {"records": [], "codex": False})
+    facts.records, facts.records_by_codex = recorded["records"], recorded["codex"]
+    if facts.by_codex or facts.by_verify:       # both made by code Codex wrote; never what may be a person's
+        ours = set(facts.by_codex + facts.by_verify)
+        reverting = [item for item in facts.changes if any(name in ours for name in change_names(item))]
+        lines, facts.cannot_restore = revert_commands(reverting, touched, store.state_dir / "objects",
+                                                      store.git is not None)
+        if lines:
+            facts.revert = f"sh {write_revert_script(store, task, workspace.root, lines)}"
+
+
+def write_revert_script(store: Store, task: Task, root: Path, lines: list) -> Path:
+    import shlex
+    script = store.run_file(task.id, f"revert-{task.rework_count + 1}.sh")
+    atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
+                 f"cd -- {shlex.quote(str(root))}\n" + "\n".join(lines) + "\n", durable=False)
+    return script
 
 
 def landing_paths(store: Store, task_id: str, shared: list) -> list:
@@ -4138,12 +4270,13 @@ def reopen_on_current_tree(store: Store, task: Task) -> list:
     return conflicted
 
 
-def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, changes: list,
-                  declared: list, verification: dict | None, command: list, outside: list,
-                  unjudged_paths: list, landed: dict) -> dict:
+def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, command: list,
+                  landed: dict) -> dict:
+    """Record the verdict, send the rework it asks for, and answer."""
+    verification = facts.verify
     with store.update(task_id) as task:
         task.worker = task.child_process = ""
-        task.changes = render_changes(changes, tuple(outside))
+        task.changes = render_changes(facts.changes, tuple(facts.outside))
         if verification:
             task.verification = (f"$ {verification['command']}\n{'sandboxed' if verification['sandboxed'] else 'not sandboxed'}; "
                                  f"{'passed' if verification['passed'] else verify_words(verification)}"
@@ -4169,7 +4302,7 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
                       reviewItems=[clip(item, 300) for item in verdict.items])
         if "threadId" in started:
             result["threadId"] = started["threadId"]
-    result.update(accept_answer(changes, facts, declared, verification, outside, unjudged_paths))
+    result.update(accept_answer(facts))
     result.update(landed)
     result["next"] = NEXT_STEPS["blocked-by-review" if verdict.action == "blocked" else verdict.action]
     return fit_result(result)
@@ -4271,13 +4404,13 @@ def change_lines(changes: list) -> list:
     return lines
 
 
-def accept_answer(changes: list, facts: ReviewFacts, declared: list, verification: dict | None, outside: list,
-                  unjudged_paths: list) -> dict:
-    mismatch = {key: group_paths(paths, 8) for key, paths in files_changed_mismatch(declared, changes).items()}
+def accept_answer(facts: ReviewFacts) -> dict:
+    changes, verification = facts.changes, facts.verify
+    mismatch = {key: group_paths(paths, 8) for key, paths in files_changed_mismatch(facts.reported, changes).items()}
     answer = compact({
         "changedFiles": change_lines(changes), "diffStat": render_changes(changes).split("\n")[0],
-        "outOfBounds": group_paths(outside), "uncertain": group_paths(facts.uncertain + facts.by_verify),
-        "unjudged": group_paths(unjudged_paths, 8), "recordsRestored": facts.records,
+        "outOfBounds": group_paths(facts.outside), "uncertain": group_paths(facts.uncertain + facts.by_verify),
+        "unjudged": group_paths(facts.output, 8), "recordsRestored": facts.records,
         "missingSections": facts.missing, "filesChangedMismatch": mismatch})
     answer.setdefault("changedFiles", [])
     answer["testsRun"] = facts.tests_run
@@ -4541,6 +4674,8 @@ def delegate_task(repo: object, *, goal: object, allowed_paths: object, constrai
     store = Store(repo)
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
+    if isolation != "worktree":
+        confine(store.repo, store.state_dir)       # refused before a record is written
     task = store.create(new_task(
         "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
         text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
@@ -4583,6 +4718,8 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, codex
         record.isolation = isolation or record.isolation
         if record.isolation == "worktree" and store.git is None:
             isolation_arg(store, "worktree")
+        if record.isolation != "worktree":
+            confine(store.repo, store.state_dir)
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0
     return launch(store, task_id, command, inline, on_progress)
@@ -4599,6 +4736,7 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
     command = codex_command_from(codex_cmd)
     if store.git is None:
         raise BadInput(f"`cwd` {store.repo} is not a git repository: a review needs git to know what changed")
+    confine(store.repo, store.state_dir)
     base = text_arg("base", base)
     if base and (base.startswith("-") or not run_git(store.repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
                                                       f"{base}^{{commit}}", ok=(0, 1)).strip()):
@@ -5159,6 +5297,26 @@ def check_sandbox(codex: list) -> dict:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
+def check_confinement(repo: Path) -> dict:
+    """Whether Codex, sandboxed in this folder, is kept from everything run or believed outside its
+    sandbox; and which of those lie under /tmp or $TMPDIR (safe: Codex's runs have both closed)."""
+    if not repo.is_dir():
+        return check("confinement", False, f"{repo} is not a directory", "run doctor from your repository, or --cwd DIR")
+    state = state_dir_for(repo, find_git_dir(repo))
+    exposed = exposed_places(repo, state)
+    if exposed:
+        return check("confinement", False, f"{repo} holds {'; '.join(exposed)}: Codex's sandbox would let it write "
+                                           "them, so no task runs here", "run codex-mcp in a project folder that "
+                                           "holds none of them")
+    temps = [str(Path(t).resolve()) for t in ("/tmp", os.environ.get("TMPDIR") or "/tmp")]
+    under = [f"{what} {path}" for what, path in trusted_places(state)
+             if any(str(path) == t or str(path).startswith(t.rstrip("/") + "/") for t in temps)]
+    said = (f"{'; '.join(under)} under /tmp or $TMPDIR, which Codex's runs cannot write (each gets a private "
+            "temporary folder instead)") if under else "none of them under /tmp or $TMPDIR"
+    return check("confinement", True, f"Codex can write only the workspace and a temporary folder of its own: "
+                                      f"{repo} holds no home, config or state run outside the sandbox; {said}")
+
+
 def check_tasks_dir(repo: Path) -> dict:
     import tempfile
     tasks = repo / TASKS_DIR
@@ -5180,7 +5338,11 @@ def check_tasks_dir(repo: Path) -> dict:
 
 
 def check_claude(repo: Path) -> dict:
+    """Whether Claude Code has codex-mcp registered and connects to it. `claude mcp list` starts every
+    server it lists, so it runs in an empty folder: in the repository it would also start what the
+    project's `.mcp.json` names, a file Codex may have written. That file is only read here."""
     import shutil
+    import tempfile
     claude = shutil.which("claude")
     if not claude:
         result = check("claude", True, "the claude CLI is not on PATH: not checked")
@@ -5190,21 +5352,43 @@ def check_claude(repo: Path) -> dict:
     install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
                if (root / ".claude-plugin" / "plugin.json").is_file() else
                f"claude mcp add codex-mcp -s user -- {sys.executable} {Path(__file__).resolve()} serve")
-    status, out, err = probe([claude, "mcp", "list"], cwd=repo, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="codex-mcp-doctor-") as neutral:
+        status, out, err = probe([claude, "mcp", "list"], cwd=Path(neutral), timeout=120)
     if status is None:
         return check("claude", False, f"claude mcp list did not answer: {err}", "claude mcp list")
     # e.g. "plugin:codex-mcp:codex-mcp: /path/bin/codex-mcp serve - ✔ Connected"
     found = [line for line in out.splitlines() if re.match(r"^(plugin:[^:\s]+:)?codex-mcp: ", line)]
     if not found:
-        return check("claude", False, "codex-mcp is not registered with Claude Code here", install)
+        return project_registration(repo) or check("claude", False, "codex-mcp is not registered with Claude Code "
+                                                                    "here", install)
     line = found[0]
     if "Connected" in line and "✘" not in line:
         return check("claude", True, line)
-    if "approval" in line.lower():      # a project .mcp.json server nobody has approved yet
-        return check("claude", False, line, "run claude in this project and approve codex-mcp, or add "
-                                            '"enabledMcpjsonServers": ["codex-mcp"] to .claude/settings.local.json')
     return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its command (shown "
                                         "above) by hand; then restart Claude Code")
+
+
+def project_registration(repo: Path) -> dict | None:
+    """doctor's word on a project `.mcp.json` that registers codex-mcp, from the files alone: whether
+    Claude Code will start it (someone approved it) and, if not, how to approve it. Not started
+    here: the file is in the folder a task's Codex may write."""
+    try:
+        entry = json.loads((repo / ".mcp.json").read_text(encoding="utf-8"))["mcpServers"]["codex-mcp"]
+        command = " ".join(map(str, [entry.get("command", ""), *entry.get("args", [])]))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    said = f"the project's .mcp.json registers codex-mcp ({one_line(command, 160)})"
+    home = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
+    approvals = [home / "settings.json", repo / ".claude" / "settings.local.json", repo / ".claude" / "settings.json"]
+    for path in approvals:
+        settings = load_json(path, {})
+        if isinstance(settings, dict) and (settings.get("enableAllProjectMcpServers") is True or
+                                           "codex-mcp" in (settings.get("enabledMcpjsonServers") or [])):
+            return check("claude", True, f"{said}, approved in {path} (not started here: doctor runs no server a "
+                                         "project file names, which a task's Codex may have changed)")
+    return check("claude", False, f"{said}, but nobody has approved it, so Claude Code does not start it",
+                 f'approve it when claude asks at start-up, or add "enabledMcpjsonServers": ["codex-mcp"] to {home}/'
+                 "settings.json")
 
 
 def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -> dict:
@@ -5217,7 +5401,8 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     checks = [check_python(), check_mcp(env_dir or os.environ.get("CODEX_MCP_ENV_DIR")), codex_ok]
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
-    checks += [check_git(repo_path), check_tasks_dir(repo_path), check_claude(repo_path)]
+    checks += [check_git(repo_path), check_confinement(repo_path), check_tasks_dir(repo_path),
+               check_claude(repo_path)]
     result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
     if failed:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import codex_mcp  # noqa: E402
 from model_server import ModelServer  # noqa: E402
 
-CODEX_VERSION = "0.169.0"
+CODEX_VERSION = "0.171.0"
 MODULE = str(ROOT / "codex_mcp.py")
 
 

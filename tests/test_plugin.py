@@ -624,7 +624,9 @@ def test_doctor_on_a_healthy_set_up(tmp_path, codex_bin, claude_bin, model):
         status, result = doctor(repo, env, "--pretty")
     assert status == 0 and result["ok"] is True and "failed" not in result, result
     found = checks(result)
-    assert set(found) == {"python", "mcp", "codex", "codex-login", "sandbox", "git", "agents/tasks", "claude"}
+    assert set(found) == {"python", "mcp", "codex", "codex-login", "sandbox", "git", "confinement", "agents/tasks",
+                          "claude"}
+    assert found["confinement"]["ok"] and "a temporary folder of its own" in found["confinement"]["detail"]
     assert "model provider 'fake' is configured" in found["codex-login"]["detail"]
     assert "refused under :read-only" in found["sandbox"]["detail"]
     assert "✔ Connected" in found["claude"]["detail"]

@@ -405,6 +405,31 @@ def test_revert_commands_put_back_what_was_there(tmp_path):
     assert lines.index("rm -- new/evil.sh") < lines.index(f"cp -- {objects / 'ab' / ('ab' * 20)} README.md")
 
 
+def test_a_revert_script_never_runs_shell_syntax_in_a_file_name(tmp_path):
+    """The revert scripts are run by people, outside the sandbox: names Codex chose are data."""
+    import subprocess
+    root, objects = tmp_path / "ws", tmp_path / "objects"
+    names = ["$(touch pwned1)", "a;touch pwned2", "`touch pwned3`", "-rf", "new\nline", "sp ace/'q\"uote"]
+    touched = {}
+    for number, name in enumerate(names):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("Codex's\n")
+        cid = f"{number:02d}" * 20
+        (objects / cid[:2]).mkdir(parents=True, exist_ok=True)
+        (objects / cid[:2] / cid).write_text("before\n")
+        touched[name] = [["f", 0o644, 7, 0, 0, number, cid], ["f", 0o644, 8, 0, 0, number, "ff" * 20], "codex"]
+    touched["$(touch pwned4)"] = [None, ["f", 0o644, 8, 0, 0, 9, "ee" * 20], "codex"]
+    (root / "$(touch pwned4)").write_text("added by Codex\n")
+    lines, lost = cm.revert_commands(cm.change_items(touched), touched, objects, git=False)
+    assert lost == []
+    script = tmp_path / "revert.sh"
+    script.write_text("set -e\n" + "\n".join(lines) + "\n")
+    subprocess.run(["sh", str(script)], cwd=root, check=True)
+    assert [(root / name).read_text() for name in names] == ["before\n"] * len(names)
+    assert not (root / "$(touch pwned4)").exists()
+    assert not list(tmp_path.rglob("pwned*")), "a file name ran as a command"
+
+
 def test_files_changed_mismatch_both_ways():
     changes = [{"path": "src/a.py", "change": "modified"}, {"path": "src/b.py", "change": "added"}]
     assert cm.files_changed_mismatch(["src/a.py", "src/c.py"], changes) == {
@@ -462,15 +487,19 @@ def test_run_failures_say_whose_fault_they_are(failure, reconnects, stopped, wor
 
 def test_codex_command_line_new_and_resume():
     task = cm.new_task("T-001", "goal", ["src/"], model="gpt-5", reasoning="high")
-    argv = cm.build_codex_command(["codex", "--flag"], task, Path("/r"))
+    argv = cm.build_codex_command(["codex", "--flag"], task, Path("/r"), Path("/t/scratch"))
     assert argv[:9] == ["codex", "--flag", "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
                         "-C", "/r"]
     assert argv[-1] == "-" and "-m" in argv and 'model_reasoning_effort="high"' in argv
-    resume = cm.build_codex_command(["codex"], task, Path("/r"), resume="th-1")
+    resume = cm.build_codex_command(["codex"], task, Path("/r"), Path("/t/scratch"), resume="th-1")
     assert resume[:4] == ["codex", "exec", "resume", "th-1"]
     assert 'sandbox_mode="workspace-write"' in resume and "-s" not in resume and "-C" not in resume
-    read_only = cm.build_codex_command(["codex"], task, Path("/r"), resume="th-1", sandbox="read-only")
+    read_only = cm.build_codex_command(["codex"], task, Path("/r"), Path("/t/scratch"), resume="th-1",
+                                       sandbox="read-only")
     assert 'sandbox_mode="read-only"' in read_only
+    for line in (argv, resume, read_only):     # /tmp and $TMPDIR closed in every run; one folder of its own
+        assert {"sandbox_workspace_write.exclude_slash_tmp=true", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+                'sandbox_workspace_write.writable_roots=["/t/scratch"]'} <= set(line)
     instructions = next(a for a in argv if a.startswith("developer_instructions="))
     assert "- src/" in instructions.encode().decode("unicode_escape")
 

@@ -319,37 +319,6 @@ def test_a_symlinked_records_folder_is_put_back_and_cannot_widen_the_boundary(ha
         h.wait("T-001")
 
 
-PLANT_PYC = """
-import importlib.util, importlib._bootstrap_external as b, os, sys
-src = 'lib/util.py'
-st = os.stat(src)
-code = compile("open(%r, 'w').write('pwned')\\nVALUE = 1\\n" % sys.argv[1], src, 'exec')
-os.makedirs('lib/__pycache__', exist_ok=True)
-open(importlib.util.cache_from_source(src), 'wb').write(b._code_to_timestamp_pyc(code, st.st_mtime, st.st_size))
-"""
-
-
-def test_byte_code_written_during_the_task_is_deleted_at_done(harness, tmp_path):
-    import base64
-    h = harness
-    (h.repo / "lib").mkdir()
-    (h.repo / "lib" / "util.py").write_text("VALUE = 1\n")
-    (h.repo / ".gitignore").write_text(".env\n__pycache__/\n")
-    git(h.repo, "add", ".")
-    git(h.repo, "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "lib")
-    marker = tmp_path / "pwned-by-pyc"
-    plant = (f"printf 'x = 2\\n' > src/app.py && echo {base64.b64encode(PLANT_PYC.encode()).decode()} | base64 -d "
-             f"> plant.tmp && {PYTHON} plant.tmp {marker} && rm plant.tmp")
-    start(h, {"run": plant}, {"say": report(files=["src/app.py"])})
-    assert list((h.repo / "lib" / "__pycache__").iterdir())
-    out = h.ok("accept", "T-001")
-    assert out["action"] == "done", out
-    assert "Python byte-code files written during the task were deleted" in out["reason"]
-    assert "unjudged" not in out and not list((h.repo / "lib" / "__pycache__").iterdir())
-    subprocess.run([PYTHON, "-c", "import sys; sys.path.insert(0, 'lib'); import util"], cwd=h.repo, check=True)
-    assert not marker.exists(), "the person's import ran Codex's byte-code"
-
-
 def test_a_symlink_in_ignored_build_output_is_judged(harness, tmp_path):
     h = harness
     (h.repo / ".gitignore").write_text(".env\ndist/\n")
