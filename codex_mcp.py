@@ -5378,8 +5378,14 @@ def project_registration(repo: Path) -> dict | None:
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     said = f"the project's .mcp.json registers codex-mcp ({one_line(command, 160)})"
-    home = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path.home() / ".claude")
-    approvals = [home / "settings.json", repo / ".claude" / "settings.local.json", repo / ".claude" / "settings.json"]
+    config = os.environ.get("CLAUDE_CONFIG_DIR")
+    home = Path(config or Path.home() / ".claude")
+    state = load_json(Path(config) / ".claude.json" if config else Path.home() / ".claude.json", {})
+    project = (state.get("projects") or {}).get(str(repo)) if isinstance(state, dict) else None
+    trusted = isinstance(project, dict) and project.get("hasTrustDialogAccepted") is True
+    # Claude Code 2.1.332 reads a project's own approval only once someone trusted the folder.
+    approvals = [home / "settings.json", *([repo / ".claude" / "settings.local.json",
+                                            repo / ".claude" / "settings.json"] if trusted else [])]
     for path in approvals:
         settings = load_json(path, {})
         if isinstance(settings, dict) and (settings.get("enableAllProjectMcpServers") is True or

@@ -16,6 +16,11 @@ When the script runs out, `default` answers. A step that calls a tool the reques
 Claude Code offers WaitForMcpServers (in `claude -p` the first request can go out before an MCP server has
 connected), is answered with a call of WaitForMcpServers first and taken on the next request. Every request is recorded, so tests can read what
 Claude Code sent: the tools it offered, the skills and agents it listed, the tool results.
+
+A step may call only a tool the model could call: one offered in full, or a deferred one (`defer_loading`,
+Claude Code's ToolSearch) that a search has loaded (a `tool_reference` in an earlier tool result). Claude Code
+runs a call of a tool it only named, but a model cannot make one (it has no schema): such a step is
+recorded in `errors`, which the tests' `model` fixture fails on.
 """
 
 from __future__ import annotations
@@ -53,6 +58,25 @@ def tool_results(body: dict) -> list[dict]:
                 results.append({"id": block.get("tool_use_id"), "text": inner or "",
                                 "is_error": bool(block.get("is_error"))})
     return results
+
+
+def tool_references(body: dict) -> list[str]:
+    """The tools a ToolSearch call loaded, from the tool results since the model's last answer, in order."""
+    return [part["tool_name"] for message in since_last_answer(body) if isinstance(message.get("content"), list)
+            for block in message["content"] if block.get("type") == "tool_result"
+            and isinstance(block.get("content"), list)
+            for part in block["content"] if part.get("type") == "tool_reference"]
+
+
+def callable_tools(body: dict) -> set[str]:
+    """The tools a model can call in this request: those offered in full, and deferred ones (defer_loading)
+    that a ToolSearch result earlier in the conversation loaded."""
+    loaded = {part.get("tool_name") for message in body.get("messages", []) if isinstance(message.get("content"), list)
+              for block in message["content"] if block.get("type") == "tool_result"
+              and isinstance(block.get("content"), list)
+              for part in block["content"] if part.get("type") == "tool_reference"}
+    return {tool.get("name") for tool in body.get("tools", [])
+            if not tool.get("defer_loading") or tool.get("name") in loaded}
 
 
 def all_text(body: dict) -> str:
@@ -109,7 +133,7 @@ class AnthropicServer:
             except Exception as error:          # a broken script must show in the test, not hang it
                 self.errors.append(f"{error!r} on a request ending {json.dumps(body['messages'][-1])[-600:]}")
                 step = {"say": f"script error: {error!r}"}
-        offered = {tool.get("name") for tool in body.get("tools", [])}
+        offered = callable_tools(body)
         if "tool" in step and step["tool"] not in offered and WAIT_FOR_MCP in offered:
             # An MCP server still (re)connecting: its tools are missing and Claude Code offers a tool that
             # waits for it. Call that first, as a model does, and take the step on the next request.
@@ -117,6 +141,10 @@ class AnthropicServer:
                 self.steps.insert(0, step)
                 self.waited += 1
             return {"tool": WAIT_FOR_MCP, "input": {}}
+        if "tool" in step and step["tool"] not in offered:
+            named = step["tool"] in all_text(body)
+            self.errors.append(f"the script calls {step['tool']}, which this request does not offer"
+                               + (" (only named: deferred behind ToolSearch, not loaded)" if named else ""))
         return step
 
     def _events(self, step: dict) -> list[dict]:
