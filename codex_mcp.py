@@ -9,17 +9,20 @@ review job runs the other way round: Codex, read-only, reviews changes Claude Co
 
 Two ways in, one service layer, the same JSON out:
 
-    codex-mcp delegate | start | review | check | accept | rework | retry | cancel | list   (the CLI)
-    codex-mcp serve                                                                 (a stdio MCP server)
+    codex-mcp delegate | start | review | check | accept | rework | retry | cancel | discard | list
+    codex-mcp serve                                                       (a stdio MCP server)
 
 Only the MCP server needs a third-party package (`mcp`, imported inside `serve`); everything else is
 the standard library, so `python codex_mcp.py --help` works from a copy of this file.
 
 Trust: Codex is an untrusted program. In its sandbox it can write every file of the workspace but
-the repository's own `.git` (the task records in `agents/tasks/` included), and `/tmp`. So nothing
-review trusts lives where Codex can write: the tool's state (queue, run logs, change logs, copies
-of the records) sits in the repository's git directory (`.git/codex-mcp/`) or, for a plain folder,
-in `~/.local/state/codex-mcp/`; changes are found by inode change times, which no process can set.
+the repository's own `.git` (the task records in `agents/tasks/` included); /tmp and $TMPDIR are
+closed to it, each run getting a temporary folder of its own. So nothing review trusts lives where
+Codex can write: the tool's state (queue, run logs, change logs, copies of the records) sits in
+the repository's git directory (`.git/codex-mcp/`) or, for a plain folder, in
+`~/.local/state/codex-mcp/`; changes are found by inode change times, which no process can set.
+And nothing Codex wrote runs outside its sandbox: not the ignored output a test run leaves (it is
+removed), not a setup command on unreviewed files, not git's hooks or filters.
 
 Concurrency: any number of CLI calls, MCP servers and workers may act on one repository at once.
 Every read-modify-write of a record holds the repo's store lock for milliseconds and writes
@@ -27,26 +30,30 @@ atomically. Each workspace has a run lock: in the repository itself one Codex ru
 it, and so do accept's verify command and completion request and the landing of a worktree task's
 changes (ahead of queued runs); a worktree task holds its own, beside up to three others. While
 Codex runs, the task's worker is the only writer of its record (others signal it, as cancel does).
+`check` and `list` write nothing (their index aside): what they find wrong, a command that writes
+puts right.
 
 Layout, in the order data flows:
-  1. Constants, errors and text helpers
-  2. Task records and their Markdown form (parse, render, round trip)
-  3. The state machine and the one table of next steps
+  1. Constants, errors and text helpers: the error family, the checks of a caller's arguments
+  2. Task records and their Markdown form: parse and render, keeping every byte a person wrote
+  3. The state machine and the one table of next steps, as calls that name the task
   4. Disk: locks, atomic writes, where state lives, the task store and its guard
-  5. Processes: identities, groups, kill, spawn
+  5. Processes: identities that survive pid reuse, groups, kill, detached spawn
   6. Git, run so that nothing configured inside the workspace executes
-  7. Workspace: snapshots, worktrees, and the changes between them (with whose they are)
-  8. Prompts
-  9. Codex: the command line, its events, one turn, the workspace it runs in
- 10. The worker and the run queue (and review jobs, which need no queue)
- 11. Review, pure: boundaries, ignored output, the report, the verdict
- 12. Review, acting: verify, completion, landing a worktree's changes, recording the verdict
- 13. Answers: the shape of every result
- 14. Services: one function per tool, shared by the CLI and the MCP server
- 15. Set-up: the server's private environment, doctor, the plugin's Stop hook
- 16. CLI
- 17. MCP server
- 18. main
+  7. Snapshots, and the changes between them: what changed on disk, and whose it was
+  8. Workspaces: the repository itself or a worktree, one interface; what confines Codex there
+  9. Prompts: what Codex is told, for a task, a rework, a completion, a review job
+ 10. Codex: the one command line, its JSONL events, one turn
+ 11. The worker: one task's detached run, and a review job's
+ 12. Review, pure: boundaries, ignored output, the report, the verdict (`decide`)
+ 13. Review, acting: the facts, the verdict, acting on it; the output a task wrote, removed
+ 14. Answers: the shape of every result, within 1.5 KB
+ 15. Services: one function per tool, shared by the CLI and the MCP server
+ 16. Set-up: the server's private environment, doctor, the plugin's Stop hook
+ 17. The commands: one table of tools, CLI words and parameters, for both ways in
+ 18. CLI: its parser and dispatch, made from that table
+ 19. MCP server: its tools, made from that table
+ 20. main
 """
 
 from __future__ import annotations
@@ -67,15 +74,13 @@ from pathlib import Path, PurePosixPath
 # `codex-mcp check` must start fast (tests/bench measures it against a bare `python -c pass`).
 
 __all__ = [
-    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed", "Busy",
-    "Task", "parse_task", "render_task", "new_task",
-    "TRANSITIONS", "NEXT_STEPS", "transition", "next_step",
-    "file_lock", "atomic_write", "Store",
-    "Snapshot", "take_snapshot", "changes_since",
-    "build_codex_command", "EventDigest", "run_codex", "work",
-    "inside_boundary", "parse_report", "decide",
-    "delegate_task", "start_task", "review_changes", "check_task", "accept_task", "rework_task", "retry_task",
-    "cancel_task", "list_tasks", "server_environment", "doctor", "main", "main_exit",
+    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed",
+    "Busy", "Task", "parse_task", "render_task", "new_task", "TRANSITIONS", "NEXT_STEPS", "transition",
+    "next_step", "file_lock", "atomic_write", "Store", "Snapshot", "take_snapshot", "update_snapshot",
+    "Workspace", "InPlace", "Worktree", "build_codex_command", "EventDigest", "run_codex", "work",
+    "inside_boundary", "parse_report", "decide", "delegate_task", "start_task", "review_changes",
+    "check_task", "accept_task", "rework_task", "retry_task", "cancel_task", "discard_task", "list_tasks",
+    "server_environment", "doctor", "COMMANDS", "main", "main_exit",
 ]
 
 VERSION = "0.2.0"
@@ -623,11 +628,12 @@ def parse_task(text: str, task_id: str, where: str) -> Task:
             setattr(task, attr, value)
     for heading in KIND_SECTIONS[task.kind]:
         if heading not in seen:
-            raise MalformedRecord(missing_section_message(text, doc, heading, where))
+            raise MalformedRecord(missing_section_message(text, doc, heading, where, task.kind, task_id))
     return task
 
 
-def missing_section_message(text: str, doc: Document, heading: str, where: str) -> str:
+def missing_section_message(text: str, doc: Document, heading: str, where: str, kind: str = "task",
+                            task_id: str = "T-NNN") -> str:
     """Why a required section is missing: most often a code fence left open above it swallowed it."""
     lines = text.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
     for number, line in enumerate(lines, 1):
@@ -637,7 +643,15 @@ def missing_section_message(text: str, doc: Document, heading: str, where: str) 
             if fence:
                 return (f"{where}:{fence[0]}: the code fence opened here is closed only at line {fence[1]}, so "
                         f"it swallows the '## {heading}' heading at line {number}: close the fence before it")
-    return f"{where}: expected a '## {heading}' section; none was found"
+    return (f"{where}: expected a '## {heading}' section; none was found. The least a record needs, ready to copy "
+            f"(add Constraints, Acceptance Criteria, Verify as you like):\n\n{MINIMAL_RECORD[kind].format(id=task_id)}")
+
+
+MINIMAL_RECORD = {
+    "task": "# {id}: a title\n\n## Status\n\n- Status: todo\n\n## Goal\n\nWhat Codex should do.\n\n"
+            "## Allowed Paths\n\n- `src/`\n",
+    "review": "# {id}: a title\n\n## Status\n\n- Status: todo\n- Kind: review\n\n## Goal\n\nWhat to review.\n",
+}
 
 
 def render_task(task: Task) -> str:
@@ -710,38 +724,56 @@ class JobKind:
         self.name, self.sandbox, self.commands = name, sandbox, commands
 
 
-KIND_COMMANDS = ("start", "accept", "rework", "retry")
+KIND_COMMANDS = ("start", "accept", "rework", "retry", "discard")
 JOB_KINDS = {
     "task": JobKind("task", SANDBOX, KIND_COMMANDS),
     "review": JobKind("review", "read-only", ()),        # delivered when done; a new review is a new job
 }
 
-# What to do next, in the tools' names; the CLI rewrites the backticked names into its own words.
-# One table for results and refusals alike: the caller acts on these words.
+# What to do next. A tool in backticks, with the names of the arguments it needs, becomes a call the
+# caller can make as written, naming the task: `accept-task` -> `accept-task {"taskId": "T-004"}`; the
+# CLI prints it as `codex-mcp accept T-004`. One table for results and refusals alike.
 NEXT_STEPS = {
-    "todo": "`check-task` with `waitSeconds` waits for it to start; it runs when the repo's current task ends",
+    "todo": "`check-task waitSeconds` waits for it to start; it runs when the repo's current task ends",
     "todo-unstarted": "`start-task` starts it",
-    "doing": "`check-task` with `waitSeconds` (up to 600) waits for Codex to finish; `cancel-task` stops it",
-    "review": "`accept-task` reviews the result; `rework-task` sends it back with your own review items",
+    "doing": "`check-task waitSeconds` (up to 600) waits for Codex to finish; `cancel-task` stops it",
+    "review": "`accept-task` reviews the result; `rework-task reviewItems` sends it back with your own review items",
     "blocked": "read reason; fix what it says, then `retry-task` and `start-task`",
     "done": "nothing: the task is finished",
-    "rework": "already sent back to Codex: `check-task` with `waitSeconds` waits for the rework",
-    "boundary_confirmation": "`accept-task` with `approvePaths` allows these paths; `rework-task` has them reverted",
-    "conflict": "`rework-task` moves the task's worktree onto your current tree with the conflicts marked and asks "
-                "Codex to resolve them; then `accept-task` again",
+    "rework": "already sent back to Codex: `check-task waitSeconds` waits for the rework",
+    "boundary_confirmation": "`accept-task approvePaths` allows these paths; `rework-task reviewItems` has them "
+                             "reverted",
+    "conflict": "`rework-task reviewItems` moves the task's worktree onto your current tree with the conflicts marked "
+                "and asks Codex to resolve them; then `accept-task` again",
     "blocked-by-review": "read reason; fix it by hand, or `retry-task` then `start-task`",
-    "review-done": "read verdict and findings (`check-task` with `detail` gives every finding); turn them into "
-                   "edits or a `delegate-task`",
+    "review-done": "read verdict and findings (`check-task detail` gives every finding); turn them into edits or a "
+                   "`delegate-task`",
     "review-blocked": "read reason; `review-changes` again starts a new review",
 }
+STEP = Pattern(r"`([a-z]+-[a-z]+)((?: [A-Za-z]+)*)`")
+STEP_VALUES = {"waitSeconds": 600, "reviewItems": ["what Codex must change"], "approvePaths": ["the paths"],
+               "detail": True}
 
 
-def next_step(task: Task) -> str:
-    if task.kind == "review" and f"review-{task.status}" in NEXT_STEPS:
-        return NEXT_STEPS[f"review-{task.status}"]
-    if task.status == "todo" and not task.worker:
-        return NEXT_STEPS["todo-unstarted"]
-    return NEXT_STEPS[task.status]
+def next_step(task: Task, key: str = "", **values: object) -> str:
+    """What to do next with `task`, as calls that name it; `key` picks the line (default: by its
+    status), `values` fill the calls' arguments (the paths to approve)."""
+    if not key:
+        review = task.kind == "review" and f"review-{task.status}" in NEXT_STEPS
+        key = f"review-{task.status}" if review else "todo-unstarted" if task.status == "todo" and \
+            not task.worker else task.status
+    return step_calls(NEXT_STEPS[key], task.id, values)
+
+
+def step_calls(text: str, task_id: str, values: dict) -> str:
+    def call(match: re.Match) -> str:
+        command, names = TOOLS.get(match.group(1)), match.group(2).split()
+        if command is None or any(p.required and p.name not in ("taskId", *names) for p in command.params):
+            return match.group(0)             # a tool named, not a call to make as it is (a delegate needs a goal)
+        args = {"taskId": task_id} if any(p.name == "taskId" for p in command.params) else {}
+        args.update((name, values.get(name, STEP_VALUES[name])) for name in names)
+        return f"`{match.group(1)} {json.dumps(args, ensure_ascii=False)}`"
+    return STEP.sub(call, text)
 
 
 def check_transition(task: Task, new: str, doing: str) -> None:
@@ -765,8 +797,10 @@ def require_status(task: Task, expected: str, action: str) -> None:
 
 
 def transition(task: Task, new: str, reason: str, doing: str = "change") -> None:
-    """Move a task along the table and append the step to its History."""
+    """Move a task along the table and append the step to its History. A tool the reason names
+    becomes a call on this task (`retry-task {"taskId": "T-004"}`), to be made as written."""
     check_transition(task, new, doing)
+    reason = step_calls(reason, task.id, {})
     entry = f"{now_iso()} {task.status} -> {new}: {one_line(reason)}"
     task.status, task.reason = new, one_line(reason)
     task.history = [*task.history, entry]
@@ -786,6 +820,9 @@ def note(task: Task, text: str) -> None:
 # write: `.git/codex-mcp/` in a git repository (its sandbox keeps `.git` read-only), or
 # `~/.local/state/codex-mcp/<folder>-<hash>/` for a plain folder (its sandbox keeps $HOME read-only).
 
+WINDOWS = os.name == "nt"       # locks, the durable rename and the waits have a Windows way; tested on Linux
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock on `path` (created if missing). Yields False if non-blocking and busy.
@@ -794,27 +831,30 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if os.name == "nt":
-            import msvcrt
-            while True:
-                try:
-                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError:
-                    if not blocking:
-                        yield False
-                        return
-                    time.sleep(0.05)
-        else:
-            import fcntl
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-        yield True
+        yield lock_fd(fd, blocking)
     finally:
         os.close(fd)
+
+
+def lock_fd(fd: int, blocking: bool) -> bool:
+    """Lock an open file: flock where there is one, else msvcrt's byte lock (Windows), whose
+    blocking form gives up after ten seconds, so it is asked for without blocking, again and again."""
+    if WINDOWS:
+        import msvcrt
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not blocking:
+                    return False
+                time.sleep(0.05)
+    import fcntl
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True) -> None:
@@ -839,12 +879,20 @@ def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True)
     finally:
         with contextlib.suppress(OSError):
             temp.unlink()
-    if durable and os.name != "nt":
+    if durable and not WINDOWS:             # a folder cannot be opened for fsync there
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def load_json(path: Path, default: object) -> object:
+    """A JSON file of the tool's state, or `default` when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
 
 
 def normalize_task_id(task_id: object, arg: str = "taskId") -> str:
@@ -853,6 +901,12 @@ def normalize_task_id(task_id: object, arg: str = "taskId") -> str:
     if not match:
         raise BadInput(f"`{arg}` {task_id!r} is not a task id: expected 'T-' followed by digits, like T-001")
     return f"T-{int(match.group(1)):03d}"
+
+
+def record_id(name: str) -> str:
+    """The task a record's file name claims (`T-7.md` and `T-007.md` both claim T-007); "" for any
+    other name. The one rule for spellings: the store, the list index and the guard all use it."""
+    return f"T-{int(name[2:-3]):03d}" if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) else ""
 
 
 def task_number(task_id: str) -> int:
@@ -929,6 +983,7 @@ class RecordGuard:
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
+        self.path: Path | None = None  # the record's file, named at the first look
         self.last_text: str | None = None
         self.last_stat: tuple | None = None
         self.changed: dict = {}      # what was edited, each part once however often it happened
@@ -948,7 +1003,7 @@ class RecordGuard:
         if self.last_text is None or text == self.last_text:
             return text
         try:
-            self.when.append(store.path_for_write(self.task_id).stat().st_ctime_ns)
+            self.when.append((self.path or store.path_for_write(self.task_id)).stat().st_ctime_ns)
         except OSError:
             self.when.append(None)
         if text is None:
@@ -1031,9 +1086,8 @@ class Store:
             return {}
         found: dict = {}
         for entry in os.scandir(self.tasks_dir):
-            name = entry.name
-            if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
-                found.setdefault(f"T-{int(name[2:-3]):03d}", []).append(name)
+            if record_id(entry.name):
+                found.setdefault(record_id(entry.name), []).append(entry.name)
         return found
 
     def path(self, task_id: str) -> Path:
@@ -1092,8 +1146,10 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def read_text(self, task_id: str) -> str:
-        path = self.path(task_id)
+    def read_text(self, task_id: str, path: Path | None = None) -> str:
+        """A record's text: its file's, or the one at `path` (a running task's, named once and for
+        all: a second spelling Codex writes beside it cannot make its worker stumble)."""
+        path = path or self.path(task_id)
         try:
             return path.read_bytes().decode("utf-8")
         except FileNotFoundError:
@@ -1111,10 +1167,10 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def write_record(self, task_id: str, text: str) -> None:
+    def write_record(self, task_id: str, text: str, path: Path | None = None) -> None:
         """Write a record and the tool's copy of it (the copy first cannot matter: both happen under
         the store lock, and the copy is only read under it)."""
-        atomic_write(self.path_for_write(task_id), text)
+        atomic_write(path or self.path_for_write(task_id), text)
         atomic_write(self.shadow_dir / f"{task_id}.md", text, durable=False)
 
     def create(self, task: Task) -> Task:
@@ -1154,30 +1210,32 @@ class Store:
     def update(self, task_id: str, guard: RecordGuard | None = None) -> Iterator[Task]:
         """Read, let the caller change, write back only if the text changed; all under the lock."""
         task_id = normalize_task_id(task_id)
-        if guard is not None and guard.changed_on_disk(self.path_for_write(task_id)):
-            settle(self.path_for_write(task_id))     # not under the lock: a writer that never stops would hold it
+        if guard is not None and guard.path is not None and guard.changed_on_disk(guard.path):
+            settle(guard.path)     # not under the lock: a writer that never stops would hold it
         with self.lock("store"):
             self.repair_records_folder()
             if guard is not None:
+                guard.path = guard.path or self.path_for_write(task_id)
                 try:
-                    on_disk = self.read_text(task_id)
+                    on_disk = self.read_text(task_id, guard.path)
                 except NotFound:
                     on_disk = None
                 text = guard.check(self, on_disk)
                 if text is None:
-                    text = on_disk = self.read_text(task_id)     # raises NotFound: nothing to put back
+                    text = on_disk = self.read_text(task_id, guard.path)  # raises NotFound: nothing to put back
             else:
                 text = on_disk = self.read_text(task_id)
-            task = parse_task(text, task_id, self.relative(self.path_for_write(task_id)))
+            path = guard.path if guard is not None else self.path_for_write(task_id)
+            task = parse_task(text, task_id, self.relative(path))
             yield task
             rendered = render_task(task)
             if rendered != text:                 # the caller changed the task
                 task.updated = now_iso()
                 rendered = render_task(task)
             if rendered != on_disk:              # ... or the file is not what the guard goes on from
-                self.write_record(task_id, rendered)
+                self.write_record(task_id, rendered, path)
             if guard is not None:
-                guard.last_text, guard.last_stat = rendered, stat_key(self.path_for_write(task_id).stat())
+                guard.last_text, guard.last_stat = rendered, stat_key(path.stat())
 
     def save_edit(self, task_id: str, text: str) -> str:
         """Keep a changed text of a record that had to be put back; returns where it is."""
@@ -1295,10 +1353,6 @@ def group_alive(pgid: int) -> bool:
 def kill_group(pgid: int, grace: float = 3.0) -> None:
     """Stop a process group: SIGTERM, then SIGKILL for whatever is left after `grace` seconds."""
     import signal
-    import subprocess
-    if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pgid)], capture_output=True)
-        return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0)):
         try:
             os.killpg(pgid, sig)
@@ -1340,9 +1394,11 @@ def die_with_parent() -> Callable[[], None] | None:
 def self_command(*args: str) -> list:
     """This module run by this Python, imported so that it starts from its cached byte code (a file
     run as a script is compiled whole on every start), which it writes if it can even where
-    PYTHONDONTWRITEBYTECODE is set: the next start, and the CLI's, then read it."""
+    PYTHONDONTWRITEBYTECODE is set: the next start, and the CLI's, then read it. The module's folder
+    takes the place of the working directory in sys.path (under -c it comes first): a `json.py`
+    Codex left in the repository must not be what the next worker imports."""
     folder = str(Path(__file__).resolve().parent)
-    return [sys.executable, "-c", "import sys; sys.dont_write_bytecode = False; sys.path.insert(0, sys.argv.pop(1)); "
+    return [sys.executable, "-c", "import sys; sys.dont_write_bytecode = False; sys.path[0] = sys.argv.pop(1); "
             "import codex_mcp; sys.exit(codex_mcp.main(sys.argv[1:]))", folder, *args]
 
 
@@ -1500,7 +1556,7 @@ def ignored_paths(root: Path, paths: list) -> set:
 
 
 # ====================================================================================================
-# 7. Workspace: snapshots, worktrees, and the changes between them (with whose they are)
+# 7. Snapshots, and the changes between them (with whose they are)
 # ====================================================================================================
 #
 # What Codex says it changed is a claim; what changed on disk is the fact. A snapshot maps every
@@ -1915,308 +1971,134 @@ class NewerFinder:
 
 def update_snapshot(snapshot: Snapshot) -> dict:
     """Bring a loaded snapshot up to date with the workspace; return the changes: path -> (entry
-    before or None, entry now or None), for each path that differs."""
-    root = os.fsencode(snapshot.root)
+    before or None, entry now or None), for each path that differs. The paths `find -newercc`
+    names (every path, without it) are compared one by one; a folder among them is listed again,
+    to find what was added to or removed from it."""
     marker = snapshot.next_marker or snapshot.new_marker()
     candidates = snapshot.finder.result() if snapshot.finder is not None else None
     if candidates is None:
-        candidates = {b"", *snapshot.entries, *walk_paths(root)}
-    entries = snapshot.entries
-    hasher = Hasher(snapshot.folder.parent / "objects")
-    changed: dict = {}     # path -> new stored value (b"" when gone)
-    changes: dict = {}
-
-    def look(rel: bytes) -> tuple | None:
-        """Compare one path with the snapshot; record the change. Returns its entry now."""
-        old_value = entries.get(rel)
-        before = snapshot.entry(rel)
-        now = entry_of(os.path.join(root, rel)) if rel else None
-        if now is not None and now[KIND] == "f":
-            same_meta = before is not None and before[KIND] == "f" and before[SIZE:INO + 1] == now[SIZE:INO + 1]
-            now = now[:CID] + (before[CID] if same_meta else hasher.blob_id(os.path.join(root, rel), now[SIZE]),)
-        if now is None and before is None:
-            return None
-        if not same_entry(before, now):
-            changes[rel] = (before, now)
-        value = encode_entry(now) if now is not None else b""
-        if value != old_value:
-            changed[rel] = value
-        return now
-
-    ordered: list = []
-
-    def under(prefix: bytes) -> list:
-        """What the snapshot had under a folder (`a/b/`), from a sorted list made when first needed."""
-        import bisect
-        if not ordered:
-            ordered.extend(sorted(entries))
-        return ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]
-
-    def children(folder: bytes) -> set:
-        """What the snapshot had directly in a folder."""
-        if not folder:
-            return {rel for rel in entries if b"/" not in rel}
-        prefix = folder + b"/"
-        return {rel for rel in under(prefix) if rel.find(b"/", len(prefix)) < 0}
-
-    def gone(prefix: bytes) -> None:
-        """Everything the snapshot had under a folder that is no longer there (or was replaced)."""
-        for rel in under(prefix):
-            if rel not in changed:
-                changes[rel] = (snapshot.entry(rel), None)
-                changed[rel] = b""
-
+        candidates = {b"", *snapshot.entries, *walk_paths(os.fsencode(snapshot.root))}
+    update = SnapshotUpdate(snapshot, candidates)
     folders = []
     for rel in sorted(candidates - {b""}):
-        now = look(rel)
-        before = entries.get(rel)
+        before, now = snapshot.entries.get(rel), update.look(rel)
         if before is not None and before[:1] == b"d" and (now is None or now[KIND] != "d"
                                                           or now[INO] != decode_entry(before)[INO]):
-            gone(rel + b"/")                 # removed or replaced: what was under it is gone ...
-            if now is not None and now[KIND] == "d":
-                for inner in walk_paths(root, rel):     # ... and what is there now is compared afresh
-                    changed.pop(inner, None)
-                    changes.pop(inner, None)
-                    look(inner)
+            update.replaced(rel, now)
         elif now is not None and now[KIND] == "d":
             folders.append((rel, before is None))
     if b"" in candidates:
         folders.append((b"", False))
-    if folders:
-        known = {folder: children(folder) for folder, is_new in folders if not is_new}
-        for folder, is_new in folders:
-            present = set()
-            for rel in walk_paths(root, folder) if is_new else ():
-                present.add(rel)
-                if rel not in candidates:
-                    look(rel)
-            if is_new:
-                continue
-            try:
-                listing = list(os.scandir(os.path.join(root, folder) if folder else root))
-            except OSError:
-                listing = []
-            for item in listing:
-                if not folder and item.name == b".git":
-                    continue
-                rel = folder + b"/" + item.name if folder else item.name
-                present.add(rel)
-                old_value = entries.get(rel)
-                if rel in candidates:
-                    continue
-                if old_value is None or int(old_value.split(b" ", 6)[INO]) != item.inode():
-                    if old_value is not None and old_value[:1] == b"d":
-                        gone(rel + b"/")
-                    now = look(rel)
-                    if now is not None and now[KIND] == "d":
-                        for inner in walk_paths(root, rel):
-                            if inner not in candidates:
-                                look(inner)
-            for rel in known.get(folder, set()) - present:
-                if rel not in changed:
-                    changes[rel] = (snapshot.entry(rel), None)
-                    changed[rel] = b""
-                    gone(rel + b"/")
-    for rel, value in changed.items():
+    for folder, is_new in folders:
+        update.relist(folder, is_new)
+    for rel, value in update.changed.items():
         if value:
-            entries[rel] = value
+            snapshot.entries[rel] = value
         else:
-            entries.pop(rel, None)
-    snapshot.save(marker, changed)
-    return {os.fsdecode(rel): pair for rel, pair in changes.items()}
+            snapshot.entries.pop(rel, None)
+    snapshot.save(marker, update.changed)
+    return {os.fsdecode(rel): pair for rel, pair in update.changes.items()}
 
 
-# -- worktrees: a workspace of its own for a task, made from the person's current tree ------------------
-#
-# A worktree task works in a git worktree under `.git/codex-mcp/worktrees/`, which never shows in the
-# person's `git status` and which Codex's sandbox keeps it inside. It starts from a commit of the
-# person's working tree as it is (uncommitted and untracked files included), made in a temporary
-# index. Finished worktrees are kept in a small pool and moved to the next task's base with a checkout
-# that rewrites only what differs: creating one costs far more than `git status` in a big repository.
+class SnapshotUpdate:
+    """What one update of a snapshot has found so far: `changes` (path -> (before, now), each that
+    differs) and `changed` (path -> its new stored value, b"" when gone)."""
 
-WORKTREE_LIMIT = 4
-SHARED_DEPENDENCIES = ("node_modules", ".venv", "venv")
+    def __init__(self, snapshot: Snapshot, candidates: set) -> None:
+        self.snapshot, self.candidates = snapshot, candidates
+        self.root, self.entries = os.fsencode(snapshot.root), snapshot.entries
+        self.hasher = Hasher(snapshot.folder.parent / "objects")
+        self.changed: dict = {}
+        self.changes: dict = {}
+        self.ordered: list = []           # the snapshot's paths, sorted when first needed
 
+    def look(self, rel: bytes) -> tuple | None:
+        """Compare one path with the snapshot; record the change. Returns its entry now."""
+        before, root = self.snapshot.entry(rel), self.root
+        now = entry_of(os.path.join(root, rel)) if rel else None
+        if now is not None and now[KIND] == "f":
+            same_meta = before is not None and before[KIND] == "f" and before[SIZE:INO + 1] == now[SIZE:INO + 1]
+            now = now[:CID] + (before[CID] if same_meta else self.hasher.blob_id(os.path.join(root, rel), now[SIZE]),)
+        if now is None and before is None:
+            return None
+        if not same_entry(before, now):
+            self.changes[rel] = (before, now)
+        value = encode_entry(now) if now is not None else b""
+        if value != self.entries.get(rel):
+            self.changed[rel] = value
+        return now
 
-def repo_settings(store: Store) -> dict:
-    """Settings for worktree tasks, from `.codex-mcp.json` as committed at HEAD: an uncommitted edit
-    has no effect, so that no task's Codex can change what runs outside its sandbox."""
-    try:
-        text = run_git(store.repo, "show", "HEAD:./.codex-mcp.json").decode("utf-8")
-    except OperationFailed:
-        return {}
-    where = ".codex-mcp.json (as committed)"
-    try:
-        settings = json.loads(text)
-    except ValueError as error:
-        raise MalformedRecord(f"{where}: not JSON ({error.msg} at character {error.pos})") from None
-    limit, setup, share = settings.get("worktreeLimit", WORKTREE_LIMIT), settings.get("worktreeSetup", ""), \
-        settings.get("worktreeShare", list(SHARED_DEPENDENCIES))
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 32:
-        raise MalformedRecord(f"{where}: worktreeLimit must be a whole number from 1 to 32")
-    if not isinstance(setup, str) or not isinstance(share, list) or \
-            not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..", ".git") for n in share):
-        raise MalformedRecord(f"{where}: worktreeSetup must be a command and worktreeShare a list of folder names")
-    return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share}
+    def under(self, prefix: bytes) -> list:
+        """What the snapshot had under a folder (`a/b/`)."""
+        import bisect
+        if not self.ordered:
+            self.ordered.extend(sorted(self.entries))
+        ordered = self.ordered
+        return ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]
 
+    def children(self, folder: bytes) -> set:
+        """What the snapshot had directly in a folder."""
+        if not folder:
+            return {rel for rel in self.entries if b"/" not in rel}
+        prefix = folder + b"/"
+        return {rel for rel in self.under(prefix) if rel.find(b"/", len(prefix)) < 0}
 
-def shared_dependencies(store: Store, settings: dict) -> list:
-    """The ignored dependency folders at the top of the repository a worktree links to, read-only."""
-    names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES) if (store.repo / name).is_dir()]
-    return sorted(ignored_paths(store.repo, names)) if names else []
+    def gone(self, rel: bytes) -> None:
+        """A path no longer there, and everything the snapshot had under it."""
+        for inner in (rel, *self.under(rel + b"/")):
+            if inner not in self.changed:
+                self.changes[inner] = (self.snapshot.entry(inner), None)
+                self.changed[inner] = b""
 
+    def replaced(self, folder: bytes, now: tuple | None) -> None:
+        """A folder removed or replaced: what was under it is gone, and what is there now (a new
+        folder of that name) is compared afresh."""
+        for inner in self.under(folder + b"/"):
+            if inner not in self.changed:
+                self.changes[inner] = (self.snapshot.entry(inner), None)
+                self.changed[inner] = b""
+        if now is not None and now[KIND] == "d":
+            for inner in walk_paths(self.root, folder):
+                self.changed.pop(inner, None)
+                self.changes.pop(inner, None)
+                self.look(inner)
 
-def worktree_of(store: Store, task_id: str) -> Path | None:
-    """The worktree a task holds, if it holds one (the state folder says; the record only shows it)."""
-    try:
-        name = store.run_file(task_id, "workspace").read_text().strip()
-    except OSError:
-        return None
-    return store.state_dir / "worktrees" / name if re.fullmatch(r"w\d+", name) else None
+    def relist(self, folder: bytes, is_new: bool) -> None:
+        """A folder whose entries changed: a new one is walked whole; a known one listed, each entry
+        with a new inode compared (a folder's too, whole), and each entry it no longer has gone."""
+        if is_new:
+            for rel in walk_paths(self.root, folder):
+                if rel not in self.candidates:
+                    self.look(rel)
+            return
+        known, present = self.children(folder), set()
+        try:
+            listing = list(os.scandir(os.path.join(self.root, folder) if folder else self.root))
+        except OSError:
+            listing = []
+        for item in listing:
+            if not folder and item.name == b".git":
+                continue
+            rel = folder + b"/" + item.name if folder else item.name
+            present.add(rel)
+            if rel not in self.candidates:
+                self.look_if_new(rel, item.inode())
+        for rel in known - present:
+            if rel not in self.changed:
+                self.gone(rel)
 
-
-def claim_worktree(store: Store, task_id: str) -> Path:
-    """The task's worktree: the one it holds, an idle one from the pool, or a new name."""
-    folder = store.state_dir / "worktrees"
-    with store.lock("worktrees"):
-        held = worktree_of(store, task_id)
-        if held is not None:
-            return held
-        folder.mkdir(parents=True, exist_ok=True)
-        made = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
-        claimed = {p.stem for p in folder.glob("w*.task") if re.fullmatch(r"w\d+", p.stem)}   # maybe not made yet
-        idle = [name for name in made if name not in claimed]
-        name = idle[0] if idle else f"w{max((int(n[1:]) for n in {*made, *claimed}), default=0) + 1}"
-        atomic_write(folder / f"{name}.task", task_id, durable=False)
-        atomic_write(store.run_file(task_id, "workspace"), name, durable=False)
-        return folder / name
-
-
-def release_worktree(store: Store, task_id: str, remove: bool = False) -> None:
-    """The task is over with its worktree: back to the pool for the next task, or removed (when the
-    task was cancelled or its worker died, or when the pool already holds enough idle ones)."""
-    path = worktree_of(store, task_id)
-    with contextlib.suppress(OSError):
-        store.run_file(task_id, "workspace").unlink()
-    if path is None:
-        return
-    with store.lock("worktrees"):
-        with contextlib.suppress(OSError):
-            (path.parent / f"{path.name}.task").unlink()
-        idle = [p for p in path.parent.glob("w*") if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
-        if remove or len(idle) > WORKTREE_LIMIT:
-            remove_worktree(store, path)
-
-
-def remove_worktree(store: Store, path: Path) -> None:
-    import shutil
-    with contextlib.suppress(OperationFailed):
-        run_git(store.repo, "worktree", "remove", "--force", "--force", str(path))
-    shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(OperationFailed):
-        run_git(store.repo, "worktree", "prune")
-    forget_snapshot(store, path)
-
-
-def forget_snapshot(store: Store, path: Path) -> None:
-    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far cheaper
-    than a new one) but not the worktree."""
-    for stale in (store.state_dir / "snapshots").glob(f"{worktree_name(path)}.*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
-
-def worktree_name(path: Path) -> str:
-    """The name of a worktree's snapshot and run lock."""
-    return f"worktree-{path.name}"
-
-
-def prepare_worktree(store: Store, path: Path, base: str, shared: list) -> None:
-    """Make `path` a worktree at `base`: move an existing one there (only what differs is rewritten)
-    or add a new one; then link the shared dependency folders (read-only for Codex: they lie outside
-    its writable roots)."""
-    import shutil
-    if (path / ".git").is_file():
-        run_git(path, "checkout", "--detach", "--force", "--quiet", base, drivers=True)
-        run_git(path, "clean", "-ffdxq")
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-        forget_snapshot(store, path)
-        run_git(store.repo, "worktree", "prune")
-        run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base, drivers=True)
-    for name in shared:
-        with contextlib.suppress(FileExistsError):
-            os.symlink(store.repo / name, path / name)
-
-
-def unreviewed_changes(store: Store, running: bool) -> list:
-    """["T-003 (review): package.json, scripts/setup.sh", ...]: in-place tasks not done whose changes
-    are still in the working tree (no review has passed them), and, when `running`, the Codex run or
-    verify command writing there now. A path a person put back as it was no longer counts."""
-    found = [f"{queue_label(queue_head(store)) or 'a Codex run'} (running in your working tree now)"] if running else []
-    for path in sorted(store.runs_dir.glob("T-*.touched.json")) if store.runs_dir.is_dir() else ():
-        task_id = path.name.split(".")[0]
-        with contextlib.suppress(CodexMcpError):
-            task = store.load(task_id)
-            if task.isolation == "inplace" and task.kind == "task" and task.status != "done":
-                changed = [rel for rel, (first, _, _) in load_json(path, {}).items()
-                           if not same_entry(first, current_entry(store.repo, rel, first))]
-                if changed:
-                    found.append(f"{task_id} ({task.status}): {', '.join(group_paths(changed, 6))}")
-    return found
-
-
-def current_entry(root: Path, rel: str, like: list | None) -> tuple | None:
-    """A path's entry now, with its content id when `like` (an earlier entry) has one to compare."""
-    import hashlib
-    entry = entry_of(os.fsencode(root / rel))
-    if entry is None or entry[KIND] != "f" or not like or like[CID] in ("", "-") or entry[SIZE] > HASH_FILE_LIMIT:
-        return entry
-    try:
-        data = (root / rel).read_bytes()
-    except OSError:
-        return entry
-    return entry[:CID] + (hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),)
-
-
-def run_setup(command: str, path: Path) -> tuple:
-    """(passed, output tail) of the repository's setup command in a new workspace. It is the person's
-    committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
-    import subprocess
-    try:
-        done = subprocess.run(["/bin/sh", "-c", command], cwd=path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=VERIFY_TIMEOUT, start_new_session=True)
-    except subprocess.TimeoutExpired as error:
-        return False, tail((error.output or b"").decode("utf-8", "replace") + f"\n[timed out after {VERIFY_TIMEOUT} s]")
-    except OSError as error:
-        return False, f"could not run /bin/sh: {error}"
-    output = tail(done.stdout.decode("utf-8", "replace").strip(), 1500)
-    return done.returncode == 0, f"$ {command}\nexit status {done.returncode}\n{output}".rstrip()
-
-
-def merge_into(store: Store, base: str, theirs: str) -> tuple:
-    """Merge a task's commit into the person's working tree as it is now, three ways against the base:
-    (yours, merged tree, conflicting paths). Nothing is written anywhere."""
-    yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
-    out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs, ok=(0, 1), drivers=True)
-    parts = out.split(b"\0")
-    conflicts = []
-    for part in parts[1:]:
-        if not part:
-            break
-        conflicts.append(os.fsdecode(part))
-    return yours, parts[0].decode(), unique(conflicts)
-
-
-def apply_tree(store: Store, yours: str, merged: str) -> list:
-    """Write the difference between the person's tree (as committed in `yours`) and the merged tree
-    into the working tree, all or nothing (`git apply` checks every hunk before it writes)."""
-    names = run_git(store.repo, "diff", "--name-only", "-z", "--no-renames", yours, merged).split(b"\0")
-    patch = run_git(store.repo, "diff", "--binary", "--full-index", "--no-textconv", "--no-ext-diff", "--no-renames",
-                    yours, merged)
-    if patch.strip():
-        run_git(store.repo, "apply", "--whitespace=nowarn", input=patch)
-    return [os.fsdecode(name) for name in names if name]
+    def look_if_new(self, rel: bytes, inode: int) -> None:
+        """An entry `find` did not name: compared only if it is not the inode the snapshot had."""
+        old_value = self.entries.get(rel)
+        if old_value is not None and int(old_value.split(b" ", 6)[INO]) == inode:
+            return
+        if old_value is not None and old_value[:1] == b"d":
+            self.replaced(rel, None)
+        now = self.look(rel)
+        if now is not None and now[KIND] == "d":
+            for inner in walk_paths(self.root, rel):
+                if inner not in self.candidates:
+                    self.look(inner)
 
 
 # -- paths and changes (pure) ----------------------------------------------------------------------
@@ -2229,6 +2111,17 @@ def tool_path(parts: tuple) -> bool:
     """The repository's own .git, or the task records (or a folder holding them): never Codex's."""
     return parts[:1] == (".git",) or parts[:len(TASKS_PARTS)] == TASKS_PARTS \
         or bool(parts) and TASKS_PARTS[:len(parts)] == parts
+
+
+# Config that agents load from the folder they start in and the folders above it, and run outside
+# any sandbox: Codex 0.171.0 reads `.codex/config.toml` up to the project's root (its `mcp_servers`
+# start unsandboxed), Claude Code reads `.claude/settings*.json` (hooks) and `.mcp.json`. Codex may
+# change none of it, wherever it lies: it is never inside the boundary, and no allowed path admits it.
+AGENT_CONFIG = frozenset((".codex", ".agents", ".claude", ".mcp.json"))
+
+
+def agent_config(parts: tuple) -> bool:
+    return any(part in AGENT_CONFIG for part in parts)
 
 
 SHELL_SPLIT = Pattern(r"[\s;&|<>()'\"`=,{}]+")
@@ -2250,16 +2143,46 @@ def names_path(text: str, rel: str) -> bool:
     return False
 
 
+# Programs that read the files they name: a command that only reads a path is no evidence that
+# Codex changed it (a person may have edited README.md while Codex grepped it).
+READERS = frozenset((
+    "cat", "grep", "egrep", "fgrep", "rg", "ag", "head", "tail", "less", "more", "wc", "diff", "cmp", "ls", "stat",
+    "file", "nl", "cut", "jq", "md5sum", "sha1sum", "sha256sum", "realpath", "readlink", "basename", "dirname",
+    "du", "tree", "xxd", "hexdump", "od", "strings", "test", "[", "git", "sed", "find", "awk"))
+SEGMENTS = Pattern(r"&&|\|\||[;|\n]")
+WRITING_FLAGS = Pattern(r"(^|\s)(-i\S*|--in-place|-delete|-exec\S*|-fprint\S*|-o)(\s|$)|>|\b(checkout|restore|apply|"
+                        r"mv|rm|reset|clean|stash|am|merge|pull|switch)\b")
+
+
+def unwrap_shell(command: str) -> str:
+    """The command Codex asked for, out of its `bash -lc "..."` wrapper (Codex 0.171.0's form)."""
+    shell = re.fullmatch(r"/bin/(?:ba)?sh -lc (['\"])(.*)\1", command, re.S)
+    return shell.group(2) if shell else command
+
+
+def writes_path(text: str, rel: str) -> bool:
+    """Whether a command line may have written `rel`: a part of it names the path and is not a
+    program that only reads (`grep x README.md`; `sed -i` and `git checkout` write)."""
+    for segment in SEGMENTS.split(unwrap_shell(text)):
+        words = segment.split()
+        while words and "=" in words[0] and not words[0].startswith("="):
+            words.pop(0)                                  # VAR=value before the program
+        program = os.path.basename(words[0]) if words else ""
+        if names_path(segment, rel) and (program not in READERS or WRITING_FLAGS.search(segment)):
+            return True
+    return False
+
+
 def attributed(rel: str, after: object, evidence: list) -> bool:
-    """Whether Codex's own events show it touching `rel`: a file change naming it, or a command
-    naming it that was running when the path last changed (its ctime). A path no event names (a
-    person's edit while Codex ran) is never charged to Codex."""
+    """Whether Codex's own events show it changing `rel`: a file change naming it, or a command that
+    names it, does not only read it, and was running when the path last changed (its ctime). A path
+    no such event names (a person's edit while Codex ran) is never charged to Codex."""
     when = after[CTIME] / 1e9 if after else None
     for began, ended, text, exact in evidence:
         if exact:
             if text.lstrip("./") == rel or text.endswith("/" + rel):
                 return True
-        elif (when is None or began - ATTRIBUTION_SLACK <= when <= ended + ATTRIBUTION_SLACK) and names_path(text, rel):
+        elif (when is None or began - ATTRIBUTION_SLACK <= when <= ended + ATTRIBUTION_SLACK) and writes_path(text, rel):
             return True
     return False
 
@@ -2377,7 +2300,714 @@ def change_label(item: dict, outside: tuple = ()) -> str:
 
 
 # ====================================================================================================
-# 8. Prompts
+# 8. Workspaces: where Codex works, in place or in a worktree, behind one interface
+# ====================================================================================================
+#
+# A task's Codex works in the repository itself (in place: one run at a time, in the run queue) or
+# in a git worktree of its own (several side by side, up to a limit). Both kinds offer the same
+# operations: take a turn for a run (`acquire`), get ready for a task (`open`), scratch space for a
+# sandboxed run, a turn for accept (`accept_turn`), bring reviewed changes home (`land`), put a
+# task's changes back (`discard`), let go of what a task held (`release`). What differs between the
+# kinds lives here and nowhere else.
+#
+# First, confinement: Codex's sandbox lets it write the whole workspace, so a workspace that holds
+# what programs outside the sandbox load or believe is refused before anything runs in it.
+
+SANDBOX_MOUNT_POINTS = (".agents", ".aws", ".codex")
+
+
+def remove_mount_points(root: Path, names: list) -> None:
+    """Codex's Linux sandbox keeps these read-only by mounting over them, making an empty folder to
+    mount on where there is none; a command killed as Codex exits leaves that folder behind. Such
+    an empty folder, absent before the run, is the sandbox's, not Codex's work: it goes."""
+    for name in names:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.rmdir()            # only if empty: anything written into it stays, and counts
+
+
+def trusted_places(state_dir: Path, codex_cmd: list | None = None) -> list:
+    """[(what, path)] of what programs outside the sandbox load or believe: the person's home (shell
+    start-up files, Claude Code's settings and hooks, git's config), Codex's home (the config of its
+    next run), Claude Code's config folder, the tool's state, this program, the Python running it
+    (a `.pth` there runs in every later call) and its environment, and the Codex CLI itself (with
+    the node_modules it came in: `npx codex` from the project)."""
+    import shutil
+    home = Path.home()
+    places = [("your home folder ($HOME)", home),
+              ("Codex's home ($CODEX_HOME)", Path(os.environ.get("CODEX_HOME") or home / ".codex")),
+              ("Claude Code's settings ($CLAUDE_CONFIG_DIR)",
+               Path(os.environ.get("CLAUDE_CONFIG_DIR") or home / ".claude")),
+              ("codex-mcp's state", state_dir), ("codex-mcp itself", Path(__file__)),
+              ("the Python environment running codex-mcp", Path(sys.prefix))]
+    places += [(f"codex-mcp's environment (${name})", Path(os.environ[name]))
+               for name in ("CODEX_MCP_ENV_DIR", "CLAUDE_PLUGIN_DATA", "CLAUDE_PLUGIN_ROOT") if os.environ.get(name)]
+    found = shutil.which(codex_cmd[0]) if codex_cmd else None
+    for where in (Path(os.path.abspath(found)), Path(os.path.realpath(found))) if found else ():
+        modules = [folder for folder in where.parents if folder.name == "node_modules"]
+        places.append(("the Codex CLI", modules[-1] if modules else where))
+    return [(what, Path(os.path.abspath(path))) for what, path in places]
+
+
+def exposed_places(root: Path, state_dir: Path, codex_cmd: list | None = None) -> list:
+    """The trusted places a sandbox rooted at `root` could write: those inside it (its own .git
+    aside, which the sandbox keeps read-only)."""
+    root, git = Path(os.path.realpath(root)), Path(os.path.realpath(root)) / ".git"
+    exposed = []
+    for what, path in trusted_places(state_dir, codex_cmd):
+        # Both the path and where it leads: a link in the workspace can be replaced, a target there rewritten.
+        for where in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+            if (where == root or root in where.parents) and not (where == git or git in where.parents):
+                exposed.append(f"{what} {path}")
+                break
+    return unique(exposed)
+
+def codex_config_not_committed(root: Path) -> list:
+    """`.codex` folders in `root` or above it, up to the repository's top, that are not as committed:
+    Codex 0.171.0 loads `.codex/config.toml` from there when it starts, before any sandbox (its
+    `mcp_servers` run unsandboxed), and a task's Codex may have written one (the sandbox guards
+    only the folder it starts in)."""
+    git = find_git_dir(root)
+    if git is None:
+        return []
+    top = git[1]
+    found = [folder / ".codex" for folder in (root, *root.parents) if (folder == top or top in folder.parents)
+             and os.path.lexists(folder / ".codex")]
+    if not found:
+        return []
+    out = run_git(top, "status", "--porcelain", "-z", "-uall", "--ignored", "--",
+                  *(path.relative_to(top).as_posix() for path in found))
+    return [os.fsdecode(part[3:]) for part in out.split(b"\0") if part[3:]]
+
+def confine(root: Path, state_dir: Path, codex_cmd: list | None = None) -> None:
+    """Raise OperationFailed if Codex, sandboxed in `root`, could write what runs or is believed
+    outside its sandbox, or would load config nobody committed: a run there would not be confined,
+    so none starts."""
+    unvetted = codex_config_not_committed(root)
+    if unvetted:
+        raise OperationFailed(f"Codex would load {', '.join(group_paths(unvetted, 6))} when it starts, outside its "
+                              "sandbox, and nobody committed it (a task's Codex may have written it): commit it if "
+                              "it is yours, or remove it")
+    exposed = exposed_places(root, state_dir, codex_cmd)
+    if exposed:
+        raise OperationFailed(f"Codex would work in {root}, which holds {'; '.join(exposed)}: its sandbox lets it "
+                              "write everything there, and these are run or believed outside the sandbox. Give a "
+                              "project folder that holds none of them (`cwd`), or move them out of it (install "
+                              "codex-mcp and the Codex CLI outside the project: `pipx install`, `uv tool install`, "
+                              "`npm install -g @openai/codex`)")
+
+
+class Workspace:
+    """Where Codex works for a task: its root, its run lock and its snapshot. `for_task` gives the
+    workspace a task works in; `kind_of` the kind a task asks for (its Isolation), whose class
+    methods get it started."""
+
+    lands = False                       # whether accept brings its changes home (and may branch them)
+
+    def __init__(self, store: Store, root: Path, name: str) -> None:
+        self.store, self.root, self.name = store, root, name
+
+    @staticmethod
+    def kind_of(task: Task) -> type:
+        return Worktree if task.isolation == "worktree" else InPlace
+
+    @staticmethod
+    def for_task(store: Store, task: Task) -> Workspace:
+        """Where this task's Codex works: the repository, or the worktree it holds."""
+        return Workspace.kind_of(task).held(store, task)
+
+    def run_lock(self, blocking: bool = True) -> contextlib.AbstractContextManager:
+        return self.store.lock(f"run-{self.name}", blocking)
+
+    def snapshot_folder(self) -> Path:
+        return self.store.state_dir / "snapshots"
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.root, self.snapshot_folder(), self.name)
+
+    def changes(self) -> dict:
+        """Bring the workspace's snapshot up to date; return what changed since it was last taken
+        (nothing the first time). Call it holding the run lock."""
+        snapshot = self.snapshot()
+        if snapshot.load():
+            return update_snapshot(snapshot)
+        take_snapshot(self.root, self.snapshot_folder(), self.name, self.store.git is not None)
+        return {}
+
+    def clock(self) -> int | None:
+        """The inode-change clock of the workspace's file system now, read from a new file in the
+        snapshot folder (where Codex cannot write): what was written after this has a ctime at or
+        above it, however coarse the file system's times. None when that folder is on another file
+        system than the workspace."""
+        marker = self.snapshot().new_marker()
+        try:
+            info, root = marker.stat(), self.root.stat()
+        finally:
+            marker.unlink()
+        return info.st_ctime_ns if info.st_dev == root.st_dev else None
+
+    @contextlib.contextmanager
+    def scratch(self, label: str, codex_cmd: list) -> Iterator[Path]:
+        """Set a sandboxed run up, and clear up after it: the run's own temporary folder (the one
+        place beside the workspace it may write, see build_codex_command), and afterwards the empty
+        folders the sandbox mounts over (`SANDBOX_MOUNT_POINTS`) where there were none. Refuses,
+        before anything runs, a workspace that holds what something outside the sandbox trusts."""
+        import shutil
+        import tempfile
+        confine(self.root, self.store.state_dir, codex_cmd)
+        mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(self.root / name)]
+        temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{label}-"))
+        try:
+            yield temp
+        finally:
+            remove_mount_points(self.root, mount_points)
+            shutil.rmtree(temp, ignore_errors=True)
+
+    def land(self, task: Task, into_branch: bool) -> dict:
+        """Bring a task's reviewed changes home; in place they are home already."""
+        return {}
+
+    @classmethod
+    def conflicted(cls, store: Store, task_id: str) -> bool:
+        """Whether accept left the task's changes unlanded for a conflict with the person's."""
+        return False
+
+    def discard(self, task_id: str) -> tuple:
+        """(restored, kept): put back what Codex changed for the task here (see discard-task)."""
+        return restore_codex_changes(self, task_id)
+
+
+class InPlace(Workspace):
+    """The repository itself. One Codex run at a time writes it: tasks wait in the repo's run queue
+    (`queue/`, a file per waiter naming its process), in id order, behind a waiting accept."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store, store.repo, "main")
+
+    @classmethod
+    def held(cls, store: Store, task: Task) -> InPlace:
+        return cls(store)
+
+    @classmethod
+    def check_start(cls, store: Store, command: list) -> None:
+        """Refuse, before a record is written, what no run here could start with."""
+        confine(store.repo, store.state_dir, command)
+
+    @classmethod
+    def holder(cls, store: Store) -> str:
+        """What a new task here would wait for: the queue's head, or "" if the repo is free."""
+        head = queue_head(store)
+        if head:
+            return queue_label(head)
+        with cls(store).run_lock(blocking=False) as free:
+            return "" if free else "the Codex run already in this repo"
+
+    @classmethod
+    @contextlib.contextmanager
+    def acquire(cls, worker: Worker) -> Iterator[bool]:
+        """The task's turn: its entry in the queue, then the run lock once it is the head. False if
+        it was cancelled while waiting."""
+        store, entry = worker.store, worker.store.queue_dir / worker.task_id
+        atomic_write(entry, worker.identity, durable=False)
+        try:
+            worker.take_record()
+            said = ""
+            while not worker.cancelled:
+                head = queue_head(store)
+                if head == worker.task_id:
+                    with cls(store).run_lock(blocking=False) as mine:
+                        if mine:
+                            yield True
+                            return
+                waiting_for = queue_label(head) if head and head != worker.task_id else \
+                    "the Codex run already in this repo"
+                if waiting_for != said:
+                    said = waiting_for
+                    worker.say(f"queued: waiting for {waiting_for} to finish")
+                time.sleep(0.2)
+            yield False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+    @classmethod
+    def open(cls, worker: Worker) -> InPlace:
+        return cls(worker.store)
+
+    @contextlib.contextmanager
+    def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
+        """The run lock, for accept's completion request and verify command (they run Codex and
+        Codex's code, so no other Codex run may write meanwhile), or for landing a worktree task's
+        changes. An accept waits ahead of queued tasks for the running one; past `wait` it gives up."""
+        store = self.store
+        entry = store.queue_dir / f"accept-{task_id}"
+        atomic_write(entry, process_identity(os.getpid()), durable=False)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                head = queue_head(store)
+                if head == entry.name:
+                    with self.run_lock(blocking=False) as mine:
+                        if mine:
+                            yield
+                            return
+                if time.monotonic() > deadline:
+                    holder = queue_label(head) if head and head != entry.name else "another Codex run"
+                    raise Busy(step_calls(f"{holder} is running in this repository, and accept runs Codex and "
+                                          "the verify command only when no other Codex run writes here; it did not "
+                                          f"finish within {int(wait)} s. Next: wait for it, then `accept-task` "
+                                          "again", task_id, {}))
+                time.sleep(0.2)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+
+    @classmethod
+    def release(cls, store: Store, task_id: str, remove: bool = False) -> None:
+        """Nothing to let go of: the repository stays."""
+
+
+def queue_entries(store: Store, prune: bool = True) -> list:
+    """Live entries of the repo's run queue, in the order they run: a waiting accept first, then
+    tasks in id order. Entries of dead processes, and names that mean nothing, are dropped (and,
+    with `prune`, deleted)."""
+    live = []
+    for path in store.queue_dir.iterdir() if store.queue_dir.is_dir() else ():
+        name = path.name
+        accept = name.startswith("accept-") and TASK_ID.fullmatch(name[7:])
+        try:
+            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_bytes().decode("utf-8", "replace")):
+                live.append(name)
+                continue
+            if prune:
+                path.unlink()
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            continue
+        except OSError:
+            if prune:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+    return sorted(live, key=lambda name: (0, name) if name.startswith("accept-") else (1, task_number(name)))
+
+
+def queue_head(store: Store) -> str:
+    """The first entry of the run queue (running, or next to run); "" if the queue is empty."""
+    entries = queue_entries(store)
+    return entries[0] if entries else ""
+
+
+def queue_label(head: str) -> str:
+    return f"the accept of {head[7:]}" if head.startswith("accept-") else head
+
+
+# -- worktrees: a workspace of its own for a task, made from the person's current tree ------------------
+#
+# A worktree task works in a git worktree under `.git/codex-mcp/worktrees/`, which never shows in the
+# person's `git status` and which Codex's sandbox keeps it inside. It starts from a commit of the
+# person's working tree as it is (uncommitted and untracked files included), made in a temporary
+# index. Finished worktrees are kept in a small pool and moved to the next task's base with a checkout
+# that rewrites only what differs: creating one costs far more than `git status` in a big repository.
+
+WORKTREE_LIMIT = 4
+SHARED_DEPENDENCIES = ("node_modules", ".venv", "venv")
+
+
+class Worktree(Workspace):
+    """A worktree of the repository that one task holds (`runs/T-NNN.workspace` names it)."""
+
+    lands = True
+
+    @classmethod
+    def held(cls, store: Store, task: Task) -> Worktree:
+        path = worktree_of(store, task.id)
+        if path is None or not (path / ".git").is_file():
+            raise OperationFailed(step_calls(f"{task.id}'s worktree is gone (deleted by hand?): its work is lost. "
+                                             "Next: `retry-task`, then `start-task` starts it again from your "
+                                             "current tree", task.id, {}))
+        return cls(store, path, worktree_name(path))
+
+    @classmethod
+    def check_start(cls, store: Store, command: list) -> None:
+        """A worktree is confined when it is made (it lies in the repository's .git)."""
+
+    @classmethod
+    def holder(cls, store: Store) -> str:
+        return ""                       # worktree tasks never wait for an in-place one
+
+    @classmethod
+    @contextlib.contextmanager
+    def acquire(cls, worker: Worker) -> Iterator[bool]:
+        """One of the repo's slots for worktree tasks (`worktreeLimit`); False if cancelled meanwhile."""
+        store = worker.store
+        worker.take_record()
+        limit = repo_settings(store).get("worktreeLimit", WORKTREE_LIMIT)
+        said = False
+        while not worker.cancelled:
+            for number in range(limit):
+                with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock", blocking=False) as mine:
+                    if mine:
+                        yield True
+                        return
+            if not said:
+                worker.say(f"queued: waiting for a worktree slot ({limit} worktree tasks are running in this repo)")
+                said = True
+            time.sleep(0.2)
+        yield False
+
+    @classmethod
+    def open(cls, worker: Worker) -> Worktree | None:
+        """The task's worktree: the one it holds (a rework, or a start after retry), or a new one at
+        a commit of the person's current tree, set up. None (the task blocked, and why) if it
+        cannot run."""
+        store, task_id = worker.store, worker.task_id
+        path = worktree_of(store, task_id)
+        if path is not None and (path / ".git").is_file():
+            return cls(store, path, worktree_name(path))
+        if worker.mode == "rework":
+            cls.release(store, task_id, remove=True)
+            worker.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work in it with it: "
+                                  "`retry-task`, then `start-task` starts it again from your current tree")
+            return None
+        settings = repo_settings(store)
+        worker.say("making its worktree from your current tree")
+        with InPlace(store).run_lock(blocking=False) as free:     # no Codex writes there meanwhile
+            unreviewed = unreviewed_changes(store, running=not free) if settings.get("worktreeSetup") else []
+            if unreviewed:       # the setup runs outside the sandbox, on files a Codex may have written
+                worker.finish_blocked(
+                    "the worktree's setup command runs outside the sandbox in a copy of your working tree, which "
+                    f"holds changes no review has passed: {'; '.join(unreviewed)}. Accept or `discard-task` them "
+                    "first, then `retry-task` and `start-task`")
+                return None
+            base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
+                               head_commit(store.repo))
+        prune_worktrees(store)
+        path = claim_worktree(store, task_id)
+        prepare_worktree(store, path, base)
+        atomic_write(store.run_file(task_id, "base"), base, durable=False)
+        with store.update(task_id) as task:
+            task.base, task.workspace = base, store.relative(path) if path.is_relative_to(store.repo) else str(path)
+        if settings.get("worktreeSetup"):
+            worker.say("running the repository's setup command in the worktree")
+            passed, output = run_setup(settings["worktreeSetup"], path)
+            with store.update(task_id) as task:
+                task.setup_log = output
+            if not passed:
+                cls.release(store, task_id, remove=True)       # a retry sets a new one up
+                worker.finish_blocked(f"the worktree's setup command failed: "
+                                      f"{one_line(output.splitlines()[-1], 200)} (the record's Setup section has "
+                                      "its output)")
+                return None
+        # After the setup, never before: it runs outside the sandbox, and would write through a link
+        # into your folder (an editable install pointing your venv at this worktree, which Codex writes).
+        link_shared(store, path, shared_dependencies(store, settings))
+        return cls(store, path, worktree_name(path))
+
+    @contextlib.contextmanager
+    def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
+        with self.run_lock():           # its own: only its worker writes here, and not while in review
+            yield
+
+    def land(self, task: Task, into_branch: bool) -> dict:
+        """A task that passed review: its changes go into the person's working tree by a three-way
+        merge against its base, all or nothing, while no in-place Codex run writes there; or, asked
+        for, into a new branch `codex-mcp/T-NNN` (the working tree untouched). Returns {branch} or
+        {conflicts} (nothing written) or {applied}; the worktree goes back to the pool once landed."""
+        store = self.store
+        base = store.run_file(task.id, "base").read_text().strip()
+        theirs = tree_commit(self.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base,
+                             only=self.landing_paths(task.id))
+        if into_branch:
+            branch = f"codex-mcp/{task.id}"
+            try:
+                run_git(store.repo, "update-ref", f"refs/heads/{branch}", theirs, "")
+            except OperationFailed:
+                raise RefusedTransition(f"a branch {branch} exists already: delete it (git branch -D {branch}), or "
+                                        "accept without the branch option to apply the changes to the working "
+                                        "tree") from None
+            landed: dict = {"branch": branch}
+        else:
+            main = InPlace(store)
+            with main.accept_turn(task.id):
+                yours, merged, conflicts = merge_into(store, base, theirs)
+                if conflicts:
+                    atomic_write(store.run_file(task.id, "conflict"), json.dumps(conflicts), durable=False)
+                    return {"conflicts": conflicts}
+                landed = {"applied": apply_tree(store, yours, merged)}
+                if main.snapshot().file.exists():
+                    main.changes()        # what was applied is no in-place task's change
+        self.release(store, task.id)
+        return landed
+
+    def landing_paths(self, task_id: str) -> list:
+        """What the task brings back: exactly the files, links and removals review judged (or left
+        unjudged as ignored output, which git does not carry). Not the rest of the worktree: not what
+        its setup command changed, and never the records, which are the person's repository's."""
+        shared = shared_dependencies(self.store, repo_settings(self.store))
+        paths = []
+        for rel, (first, now, _) in load_json(self.store.run_file(task_id, "touched.json"), {}).items():
+            entry = now or first
+            if same_entry(first, now) or entry[KIND] not in ("f", "l") or tool_path(path_parts(rel)) \
+                    or rel.split("/")[0] in shared:
+                continue
+            paths.append(rel)
+        ignored = ignored_paths(self.store.repo, paths) if paths else set()
+        return sorted(path for path in paths if path not in ignored)
+
+    @classmethod
+    def conflicted(cls, store: Store, task_id: str) -> bool:
+        return store.run_file(task_id, "conflict").exists()
+
+    def reopen(self, task: Task) -> list:
+        """Before a rework of a conflicted task: move the worktree onto the person's current tree,
+        with the task's changes merged in and the conflicts marked (<<<<<<<); the task's changes are
+        counted from there. Returns the conflicted paths."""
+        store = self.store
+        base = store.run_file(task.id, "base").read_text().strip()
+        shared = shared_dependencies(store, repo_settings(store))
+        with self.run_lock():
+            theirs = tree_commit(self.root, f"codex-mcp {task.id}: before the rework", base,
+                                 only=self.landing_paths(task.id))
+            yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
+            run_git(self.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
+            run_git(self.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
+            with contextlib.suppress(FileNotFoundError):
+                store.run_file(task.id, "touched.json").unlink()      # the task's changes now count from `yours`
+            self.changes()
+            run_git(self.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1), env=IDENTITY,
+                    drivers=True)
+            conflicted = [os.fsdecode(p) for p in run_git(self.root, "diff", "--name-only", "-z",
+                                                          "--diff-filter=U").split(b"\0") if p]
+            run_git(self.root, "reset", "--quiet")          # keep the marked files, drop the merge state
+            add_changes(store, task.id, self.changes(), lambda rel, after: "codex")
+        atomic_write(store.run_file(task.id, "base"), yours, durable=False)
+        with contextlib.suppress(FileNotFoundError):
+            store.run_file(task.id, "conflict").unlink()
+        with store.update(task.id) as record:
+            record.base = yours
+            note(record, f"worktree moved onto your current tree; conflicts marked in {', '.join(conflicted) or 'none'}")
+        return conflicted
+
+    def discard(self, task_id: str) -> tuple:
+        """Nothing of the task reached the working tree: dropping the worktree undoes it all."""
+        restored = [item["path"] for item in task_changes(self.store, task_id)]
+        self.release(self.store, task_id, remove=True)
+        return restored, []
+
+    @classmethod
+    def release(cls, store: Store, task_id: str, remove: bool = False) -> None:
+        """The task is over with its worktree: back to the pool for the next task, or removed (when
+        the task was cancelled, discarded or its worker died, or when the pool holds enough idle
+        ones)."""
+        path = worktree_of(store, task_id)
+        with contextlib.suppress(OSError):
+            store.run_file(task_id, "workspace").unlink()
+        if path is None:
+            return
+        with store.lock("worktrees"):
+            with contextlib.suppress(OSError):
+                (path.parent / f"{path.name}.task").unlink()
+            idle = [p for p in path.parent.glob("w*") if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
+            if remove or len(idle) > WORKTREE_LIMIT:
+                remove_worktree(store, path)
+
+
+def repo_settings(store: Store) -> dict:
+    """Settings for worktree tasks, from `.codex-mcp.json` as committed at HEAD: an uncommitted edit
+    has no effect, so that no task's Codex can change what runs outside its sandbox."""
+    try:
+        text = run_git(store.repo, "show", "HEAD:./.codex-mcp.json").decode("utf-8")
+    except OperationFailed:
+        return {}
+    where = ".codex-mcp.json (as committed)"
+    try:
+        settings = json.loads(text)
+    except ValueError as error:
+        raise MalformedRecord(f"{where}: not JSON ({error.msg} at character {error.pos})") from None
+    limit, setup, share = settings.get("worktreeLimit", WORKTREE_LIMIT), settings.get("worktreeSetup", ""), \
+        settings.get("worktreeShare", list(SHARED_DEPENDENCIES))
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 32:
+        raise MalformedRecord(f"{where}: worktreeLimit must be a whole number from 1 to 32")
+    if not isinstance(setup, str) or not isinstance(share, list) or \
+            not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..", ".git") for n in share):
+        raise MalformedRecord(f"{where}: worktreeSetup must be a command and worktreeShare a list of folder names")
+    return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share}
+
+
+def shared_dependencies(store: Store, settings: dict) -> list:
+    """The ignored dependency folders at the top of the repository a worktree links to, read-only."""
+    names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES) if (store.repo / name).is_dir()]
+    return sorted(ignored_paths(store.repo, names)) if names else []
+
+
+def worktree_of(store: Store, task_id: str) -> Path | None:
+    """The worktree a task holds, if it holds one (the state folder says; the record only shows it)."""
+    try:
+        name = store.run_file(task_id, "workspace").read_text().strip()
+    except OSError:
+        return None
+    return store.state_dir / "worktrees" / name if re.fullmatch(r"w\d+", name) else None
+
+
+def claim_worktree(store: Store, task_id: str) -> Path:
+    """The task's worktree: the one it holds, an idle one from the pool, or a new name."""
+    folder = store.state_dir / "worktrees"
+    with store.lock("worktrees"):
+        held = worktree_of(store, task_id)
+        if held is not None:
+            return held
+        folder.mkdir(parents=True, exist_ok=True)
+        made = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
+        claimed = {p.stem for p in folder.glob("w*.task") if re.fullmatch(r"w\d+", p.stem)}   # maybe not made yet
+        idle = [name for name in made if name not in claimed]
+        name = idle[0] if idle else f"w{max((int(n[1:]) for n in {*made, *claimed}), default=0) + 1}"
+        atomic_write(folder / f"{name}.task", task_id, durable=False)
+        atomic_write(store.run_file(task_id, "workspace"), name, durable=False)
+        return folder / name
+
+
+def prune_worktrees(store: Store) -> None:
+    """Worktrees that outlived their task (done, deleted, cancelled, its worker dead) are released,
+    and git forgets worktrees deleted by hand: when a worktree task claims one."""
+    folder = store.state_dir / "worktrees"
+    if not folder.is_dir():
+        return
+    rows = task_rows(store)
+    for owner in sorted(folder.glob("w*.task")):
+        task_id = owner.read_text().strip() if owner.exists() else ""
+        row = rows.get(task_id)
+        over = row is None or row[0] == "done" or row[0] == "todo" and not row[5] or \
+            not (folder / owner.name[:-5] / ".git").is_file()
+        if over:
+            Worktree.release(store, task_id, remove=row is None or row[0] != "done")
+            with contextlib.suppress(FileNotFoundError):
+                owner.unlink()
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "prune")
+
+
+def remove_worktree(store: Store, path: Path) -> None:
+    import shutil
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "remove", "--force", "--force", str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OperationFailed):
+        run_git(store.repo, "worktree", "prune")
+    forget_snapshot(store, path)
+
+
+def forget_snapshot(store: Store, path: Path) -> None:
+    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far cheaper
+    than a new one) but not the worktree."""
+    for stale in (store.state_dir / "snapshots").glob(f"{worktree_name(path)}.*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def worktree_name(path: Path) -> str:
+    """The name of a worktree's snapshot and run lock."""
+    return f"worktree-{path.name}"
+
+
+def prepare_worktree(store: Store, path: Path, base: str) -> None:
+    """Make `path` a worktree at `base`: move an existing one there (only what differs is rewritten)
+    or add a new one. A reused one must come out as `base` and nothing else: git's clean does not go
+    into a folder git records as a gitlink (a submodule, a nested repository), so one with anything
+    in it means a new worktree."""
+    import shutil
+    if (path / ".git").is_file():
+        run_git(path, "checkout", "--detach", "--force", "--quiet", base, drivers=True)
+        run_git(path, "clean", "-ffdxq")
+        gitlinks = [os.fsdecode(line.split(b"\t", 1)[1]) for line in run_git(path, "ls-files", "-s", "-z").split(b"\0")
+                    if line.startswith(b"160000 ")]
+        if not any(next(os.scandir(path / link), None) for link in gitlinks if (path / link).is_dir()):
+            return
+    shutil.rmtree(path, ignore_errors=True)
+    forget_snapshot(store, path)
+    run_git(store.repo, "worktree", "prune")
+    run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base, drivers=True)
+
+
+def link_shared(store: Store, path: Path, shared: list) -> None:
+    """Link the shared dependency folders into a worktree (read-only for Codex: they lie outside its
+    writable roots), those the worktree does not have of its own."""
+    for name in shared:
+        if not os.path.lexists(path / name):
+            os.symlink(store.repo / name, path / name)
+
+
+def unreviewed_changes(store: Store, running: bool) -> list:
+    """["T-003 (review): package.json, scripts/setup.sh", ...]: in-place tasks not done whose changes
+    are still in the working tree (no review has passed them), and, when `running`, the Codex run or
+    verify command writing there now. A path a person put back as it was no longer counts."""
+    found = [f"{queue_label(queue_head(store)) or 'a Codex run'} (running in your working tree now)"] if running else []
+    for path in sorted(store.runs_dir.glob("T-*.touched.json")) if store.runs_dir.is_dir() else ():
+        task_id = path.name.split(".")[0]
+        with contextlib.suppress(CodexMcpError):
+            task = store.load(task_id)
+            if task.isolation == "inplace" and task.kind == "task" and task.status != "done":
+                changed = [rel for rel, (first, _, _) in load_json(path, {}).items()
+                           if not same_entry(first, current_entry(store.repo, rel, first))]
+                if changed:
+                    found.append(f"{task_id} ({task.status}): {', '.join(group_paths(changed, 6))}")
+    return found
+
+
+def current_entry(root: Path, rel: str, like: list | None) -> tuple | None:
+    """A path's entry now, with its content id when `like` (an earlier entry) has one to compare."""
+    import hashlib
+    entry = entry_of(os.fsencode(root / rel))
+    if entry is None or entry[KIND] != "f" or not like or like[CID] in ("", "-") or entry[SIZE] > HASH_FILE_LIMIT:
+        return entry
+    try:
+        data = (root / rel).read_bytes()
+    except OSError:
+        return entry
+    return entry[:CID] + (hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest(),)
+
+
+def run_setup(command: str, path: Path) -> tuple:
+    """(passed, output tail) of the repository's setup command in a new workspace. It is the person's
+    committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
+    import subprocess
+    try:
+        done = subprocess.run(["/bin/sh", "-c", command], cwd=path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=VERIFY_TIMEOUT, start_new_session=True)
+    except subprocess.TimeoutExpired as error:
+        return False, tail((error.output or b"").decode("utf-8", "replace") + f"\n[timed out after {VERIFY_TIMEOUT} s]")
+    except OSError as error:
+        return False, f"could not run /bin/sh: {error}"
+    output = tail(done.stdout.decode("utf-8", "replace").strip(), 1500)
+    return done.returncode == 0, f"$ {command}\nexit status {done.returncode}\n{output}".rstrip()
+
+
+def merge_into(store: Store, base: str, theirs: str) -> tuple:
+    """Merge a task's commit into the person's working tree as it is now, three ways against the base:
+    (yours, merged tree, conflicting paths). Nothing is written anywhere."""
+    yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
+    out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs, ok=(0, 1), drivers=True)
+    parts = out.split(b"\0")
+    conflicts = []
+    for part in parts[1:]:
+        if not part:
+            break
+        conflicts.append(os.fsdecode(part))
+    return yours, parts[0].decode(), unique(conflicts)
+
+
+def apply_tree(store: Store, yours: str, merged: str) -> list:
+    """Write the difference between the person's tree (as committed in `yours`) and the merged tree
+    into the working tree, all or nothing (`git apply` checks every hunk before it writes)."""
+    names = run_git(store.repo, "diff", "--name-only", "-z", "--no-renames", yours, merged).split(b"\0")
+    patch = run_git(store.repo, "diff", "--binary", "--full-index", "--no-textconv", "--no-ext-diff", "--no-renames",
+                    yours, merged)
+    if patch.strip():
+        run_git(store.repo, "apply", "--whitespace=nowarn", input=patch)
+    return [os.fsdecode(name) for name in names if name]
+
+
+# ====================================================================================================
+# 9. Prompts
 # ====================================================================================================
 
 def developer_instructions(task: Task) -> str:
@@ -2498,7 +3128,7 @@ def review_completion_prompt(problem: str) -> str:
 
 
 # ====================================================================================================
-# 9. Codex: the command line, its events, one turn, the workspace it runs in
+# 10. Codex: the command line, its events, one turn
 # ====================================================================================================
 
 def toml_string(text: str) -> str:
@@ -2632,6 +3262,15 @@ class EventDigest:
                 self.feed_item({**item, "exit_code": "killed"}, began)
         self.started.clear()
 
+    def doing(self) -> str:
+        """What Codex is doing now, for a person watching: the command it is running, else what it
+        last said."""
+        running = [item for _, item in self.started.values() if item.get("type") == "command_execution"]
+        if running:
+            command = str(running[-1].get("command", ""))
+            return f"now `{one_line(unwrap_shell(command), 120)}`"
+        return f"last said: {one_line(self.final_message, 120)}" if self.final_message else ""
+
     def note_evidence(self, began: float, text: str, exact: bool = False) -> None:
         if len(self.evidence) < self.KEEP_EVIDENCE:
             self.evidence.append((began, time.time(), text, exact))
@@ -2641,6 +3280,8 @@ class EventDigest:
         if self.command_count > len(self.commands):
             lines.append(f"(the last {len(self.commands)} shown; the log has all)")
         lines += self.commands
+        lines += [f"$ {one_line(str(item.get('command', '')), 200)}  [running]" for _, item in self.started.values()
+                  if item.get("type") == "command_execution"]
         lines += [f"reported {change}" for change in self.file_changes[:200]]
         if len(self.file_changes) > 200:
             lines.append(f"reported {len(self.file_changes) - 200} more file changes (the log has all)")
@@ -2654,13 +3295,15 @@ class EventDigest:
 
 
 class RunOutcome:
-    __slots__ = ("digest", "returncode", "stopped", "stderr_tail")
+    __slots__ = ("digest", "returncode", "stopped", "stderr_tail", "log")
 
-    def __init__(self, digest: EventDigest, returncode: int | None, stopped: str, stderr_tail: str) -> None:
+    def __init__(self, digest: EventDigest, returncode: int | None, stopped: str, stderr_tail: str,
+                 log: Path | None = None) -> None:
         self.digest = digest
         self.returncode = returncode
         self.stopped = stopped             # why we stopped Codex ourselves ("" if it ended on its own)
         self.stderr_tail = stderr_tail
+        self.log = log                     # the run's JSONL; its stderr is beside it (.stderr)
 
     @property
     def lost_thread(self) -> bool:
@@ -2694,6 +3337,10 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     if outcome.returncode:
         lines = outcome.stderr_tail.strip().splitlines()
         said = next((line for line in lines if line.lower().startswith("error")), lines[-1] if lines else "")
+        if not said and not digest.last_event and not digest.diagnostics:
+            where = f"; its output: {outcome.log} (and .stderr beside it)" if outcome.log else ""
+            return "blocked", (f"Codex exited with status {outcome.returncode} without a word (no events, nothing on "
+                               f"stderr): check that it runs with `codex-mcp doctor`{where}")
         return "blocked", f"{codex} exited with status {outcome.returncode}: {one_line(said, 300)}"
     if not digest.completed:
         return "blocked", "Codex stopped without finishing its turn (no turn.completed event)"
@@ -2734,21 +3381,7 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
         returncode = process.wait()
         kill_group(process.pid, grace=0.5)   # no helper Codex started may outlive the task
         digest.close()
-    return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000))
-
-
-SANDBOX_MOUNT_POINTS = (".agents", ".aws", ".codex")
-
-
-def remove_mount_points(root: Path, names: list) -> None:
-    """Codex's Linux sandbox keeps these read-only by mounting over them, making an empty folder to
-    mount on where there is none; a command killed as Codex exits leaves that folder behind. Such
-    an empty folder, absent before the run, is the sandbox's, not Codex's work: it goes."""
-    for name in names:
-        path = root / name
-        if path.is_dir() and not path.is_symlink():
-            with contextlib.suppress(OSError):
-                path.rmdir()            # only if empty: anything written into it stays, and counts
+    return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000), log_path)
 
 
 def send_prompt(process: object, prompt: str) -> None:
@@ -2797,119 +3430,12 @@ def follow_events(process: object, log_path: Path, start: int, digest: EventDige
     return ""
 
 
-class Workspace:
-    """Where Codex works for a task: the repository itself (`main`, in place) or, later, a
-    worktree of it. Each has its own run lock and its own snapshot."""
-
-    def __init__(self, store: Store, root: Path, name: str) -> None:
-        self.store, self.root, self.name = store, root, name
-
-    @classmethod
-    def in_place(cls, store: Store) -> Workspace:
-        return cls(store, store.repo, "main")
-
-    @classmethod
-    def for_task(cls, store: Store, task: Task) -> Workspace:
-        """Where this task's Codex works: the repository, or the worktree it holds."""
-        if task.isolation != "worktree":
-            return cls.in_place(store)
-        path = worktree_of(store, task.id)
-        if path is None or not (path / ".git").is_file():
-            raise OperationFailed(f"{task.id}'s worktree is gone (deleted by hand?): its work is lost. Next: "
-                                  "`retry-task`, then `start-task` starts it again from your current tree")
-        return cls(store, path, worktree_name(path))
-
-    def run_lock(self, blocking: bool = True) -> contextlib.AbstractContextManager:
-        return self.store.lock(f"run-{self.name}", blocking)
-
-    def snapshot_folder(self) -> Path:
-        return self.store.state_dir / "snapshots"
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(self.root, self.snapshot_folder(), self.name)
-
-    def changes(self) -> dict:
-        """Bring the workspace's snapshot up to date; return what changed since it was last taken
-        (nothing the first time). Call it holding the run lock."""
-        snapshot = self.snapshot()
-        if snapshot.load():
-            return update_snapshot(snapshot)
-        take_snapshot(self.root, self.snapshot_folder(), self.name, self.store.git is not None)
-        return {}
-
-    def clock(self) -> int | None:
-        """The inode-change clock of the workspace's file system now, read from a new file in the
-        snapshot folder (where Codex cannot write): what was written after this has a ctime at or
-        above it, however coarse the file system's times. None when that folder is on another file
-        system than the workspace."""
-        marker = Snapshot(self.root, self.snapshot_folder(), self.name).new_marker()
-        try:
-            info, root = marker.stat(), self.root.stat()
-        finally:
-            marker.unlink()
-        return info.st_ctime_ns if info.st_dev == root.st_dev else None
-
-    @contextlib.contextmanager
-    def scratch(self, label: str) -> Iterator[Path]:
-        """Set a sandboxed run up, and clear up after it: the run's own temporary folder (the one
-        place beside the workspace it may write, see build_codex_command), and afterwards the empty
-        folders the sandbox mounts over (`SANDBOX_MOUNT_POINTS`) where there were none. Refuses,
-        before anything runs, a workspace that holds what something outside the sandbox trusts."""
-        import shutil
-        import tempfile
-        confine(self.root, self.store.state_dir)
-        mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(self.root / name)]
-        temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{label}-"))
-        try:
-            yield temp
-        finally:
-            remove_mount_points(self.root, mount_points)
-            shutil.rmtree(temp, ignore_errors=True)
-
-
-def trusted_places(state_dir: Path) -> list:
-    """[(what, path)] of what programs outside the sandbox load or believe: the person's home (shell
-    start-up files, Claude Code's settings and hooks, git's config), Codex's home (the config of its
-    next run), Claude Code's config folder, the tool's state, this program and its environment."""
-    home = Path.home()
-    places = [("your home folder ($HOME)", home),
-              ("Codex's home ($CODEX_HOME)", Path(os.environ.get("CODEX_HOME") or home / ".codex")),
-              ("Claude Code's settings ($CLAUDE_CONFIG_DIR)",
-               Path(os.environ.get("CLAUDE_CONFIG_DIR") or home / ".claude")),
-              ("codex-mcp's state", state_dir), ("codex-mcp itself", Path(__file__))]
-    places += [(f"codex-mcp's environment (${name})", Path(os.environ[name]))
-               for name in ("CODEX_MCP_ENV_DIR", "CLAUDE_PLUGIN_DATA", "CLAUDE_PLUGIN_ROOT") if os.environ.get(name)]
-    return [(what, Path(os.path.abspath(path))) for what, path in places]
-
-
-def exposed_places(root: Path, state_dir: Path) -> list:
-    """The trusted places a sandbox rooted at `root` could write: those inside it (its own .git
-    aside, which the sandbox keeps read-only)."""
-    root, git = Path(os.path.realpath(root)), Path(os.path.realpath(root)) / ".git"
-    exposed = []
-    for what, path in trusted_places(state_dir):
-        real = Path(os.path.realpath(path))
-        if (real == root or root in real.parents) and not (real == git or git in real.parents):
-            exposed.append(f"{what} {path}")
-    return exposed
-
-
-def confine(root: Path, state_dir: Path) -> None:
-    """Raise OperationFailed if Codex, sandboxed in `root`, could write what runs or is believed
-    outside its sandbox: a run there would not be confined, so none starts."""
-    exposed = exposed_places(root, state_dir)
-    if exposed:
-        raise OperationFailed(f"Codex would work in {root}, which holds {'; '.join(exposed)}: its sandbox lets it "
-                              "write everything there, and these are run or believed outside the sandbox. Give a "
-                              "project folder that holds none of them (`cwd`), or move them out of it")
-
-
 def codex_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, resume: str = "",
                sandbox: str = SANDBOX, on_start: Callable = lambda pid: None,
                on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "",
                schema: Path | None = None) -> RunOutcome:
     """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
-    with workspace.scratch(task.id) as temp:
+    with workspace.scratch(task.id, codex_cmd) as temp:
         argv = build_codex_command(codex_cmd, task, workspace.root, temp, resume=resume, sandbox=sandbox,
                                    schema=schema)
         return run_codex(argv, prompt, workspace.root, workspace.store.run_file(task.id, "jsonl"), task.timeout,
@@ -2931,7 +3457,7 @@ def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list,
 
 
 # ====================================================================================================
-# 10. The worker and the run queue (and review jobs, which need no queue)
+# 11. The worker (and review jobs, which need no queue)
 # ====================================================================================================
 #
 # A task's changes are kept per task in the state folder (`runs/T-001.touched.json`): for each path
@@ -2940,13 +3466,6 @@ def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list,
 # Codex ran, but nothing Codex did names it). A path whose entry now equals its first entry is no
 # longer a change, so a rework that reverted a file clears it. What else a run found (records
 # someone changed, stray files under agents/tasks/) goes to `runs/T-001.facts.json`.
-
-def load_json(path: Path, default: object) -> object:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
 
 def changed_since(root: Path, rel: str, pair: tuple, since: int) -> bool:
     """Whether a change happened at or after `since` (a ctime): by the entry's own ctime, or for a
@@ -2971,14 +3490,16 @@ def add_changes(store: Store, task_id: str, changes: dict, who: Callable) -> Non
 
 
 def refresh_changes(store: Store, task_id: str, changes: dict) -> None:
-    """Paths of the task that changed when no Codex ran (a person fixing or reverting them): the
-    task's picture of them is brought up to date, and they stay whose they were."""
+    """Paths of the task that changed when no Codex ran (a person fixing, reverting or going on
+    with them): the task's picture of them is brought up to date. What is there now is no longer
+    Codex's work: nothing may revert it in Codex's name (a rework's script, discard-task)."""
     path = store.run_file(task_id, "touched.json")
     touched = load_json(path, {})
     if any(rel in touched for rel in changes):
         for rel, (_, after) in changes.items():
             if rel in touched:
                 touched[rel][1] = after
+                touched[rel][2] = "unknown"
         atomic_write(path, json.dumps(touched), durable=False)
 
 
@@ -2998,10 +3519,9 @@ def sync_shadows(store: Store) -> None:
         if not store.tasks_dir.is_dir():
             return
         for entry in os.scandir(store.tasks_dir):
-            name = entry.name
-            if not (name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) and entry.is_file(follow_symlinks=False)):
+            if not (record_id(entry.name) and entry.is_file(follow_symlinks=False)):
                 continue
-            shadow = store.shadow_dir / f"T-{int(name[2:-3]):03d}.md"
+            shadow = store.shadow_dir / f"{record_id(entry.name)}.md"
             try:
                 if shadow.exists() and entry.stat(follow_symlinks=False).st_ctime_ns <= shadow.stat().st_mtime_ns:
                     continue
@@ -3025,19 +3545,21 @@ def guard_records(store: Store, changes: dict, running: str, evidence: list) -> 
         name = rel[len(prefix):]
         path = store.repo / rel
         named = attributed(rel, changes[rel][1], evidence)
-        if "/" not in name and name.endswith(".md") and TASK_ID.fullmatch(name[:-3]):
-            task_id = f"T-{int(name[2:-3]):03d}"
-            if task_id == running:
-                continue                                   # its worker's guard looks after it
-            shadow = store.shadow_dir / f"{task_id}.md"
-            current = path.read_bytes() if path.is_file() else None
-            original = shadow.read_bytes() if shadow.exists() else None
-            if current == original:
-                continue
+        # A record is put back from the tool's copy; a record the tool did not write (no copy), or a
+        # second spelling of one (T-1.md beside T-001.md, which would wedge that task), is a stray.
+        task_id = record_id(name) if "/" not in name else ""
+        record = bool(task_id)
+        shadow = store.shadow_dir / f"{task_id}.md"
+        current = path.read_bytes() if record and path.is_file() and not path.is_symlink() else None
+        original = shadow.read_bytes() if record and shadow.exists() else None
+        # Its own file, not a second spelling that appeared beside it (T-1.md beside T-001.md).
+        own = record and not (changes[rel][0] is None and any(n != name for n in store.spellings().get(task_id, [])))
+        if own and current is not None and current == original:
+            continue                                       # as the tool wrote it (a task created meanwhile)
+        if own and task_id == running:
+            continue                                       # its worker's guard looks after it
+        if own and original is not None:
             by_codex = by_codex or named
-            if original is None:
-                notes.append(f"{rel} appeared while Codex ran; kept (delete it if you did not write it)")
-                continue
             saved = store.save_edit(task_id, current.decode("utf-8", "replace")) if current is not None else ""
             restore_record(store, task_id, path, original.decode("utf-8", "surrogateescape"), running, saved)
             what = "changed" if current is not None else "deleted"
@@ -3049,7 +3571,8 @@ def guard_records(store: Store, changes: dict, running: str, evidence: list) -> 
             os.replace(path, target)
             moved.append(rel)
             by_codex = by_codex or named
-            notes.append(f"{rel} appeared while Codex ran; moved to {target} (nothing loads it there)")
+            notes.append(f"{rel} appeared while Codex ran; moved to {target} (nothing loads it there; move it back "
+                         "if you wrote it)")
     return notes, by_codex
 
 
@@ -3078,7 +3601,7 @@ class Worker:
 
     def __init__(self, store: Store, task_id: str, mode: str, codex_cmd: list) -> None:
         self.store, self.task_id, self.mode, self.codex_cmd = store, task_id, mode, codex_cmd
-        self.workspace = Workspace.in_place(store)
+        self.workspace: Workspace = InPlace(store)
         self.guard = RecordGuard(task_id)
         self.cancelled = ""
         self.identity = process_identity(os.getpid())
@@ -3096,113 +3619,34 @@ class Worker:
         import signal
         if threading_is_main():
             signal.signal(signal.SIGTERM, self.on_cancel)
-        entry = self.store.queue_dir / self.task_id
         with life_lock(self.store, self.task_id):
             try:
-                isolated = self.store.load(self.task_id).isolation == "worktree" and self.queued
-                if isolated or not self.queued:
-                    with self.store.update(self.task_id) as task:
-                        task.worker = self.identity
-                if isolated:               # worktree tasks run side by side, up to the repo's limit
-                    with worktree_slot(self.store, repo_settings(self.store).get("worktreeLimit", WORKTREE_LIMIT),
-                                       self.say_waiting, self.stop_reason) as slot:
-                        if not slot:
-                            self.finish_blocked("cancelled while waiting for a worktree slot, before Codex started")
-                        elif self.open_worktree():
-                            self.run_turn()
-                    return
                 if not self.queued:
+                    self.take_record()
                     self.run_turn()
                     return
-                self.enqueue(entry)
-                with self.wait_turn() as turn:
-                    if turn:
+                kind = Workspace.kind_of(self.store.load(self.task_id))
+                with kind.acquire(self) as turn:   # the queue in place; a slot for a worktree
+                    if not turn:
+                        self.finish_blocked("cancelled while waiting for its turn, before Codex started")
+                        return
+                    workspace = kind.open(self)
+                    if workspace is not None:
+                        self.workspace = workspace
                         self.run_turn()
-                    else:
-                        self.finish_blocked("cancelled while queued, before Codex started")
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
                 with contextlib.suppress(CodexMcpError, OSError), self.store.update(self.task_id) as task:
                     if task.worker == self.identity:       # e.g. after an early return
                         task.worker = ""
 
-    # -- the queue: one Codex run per repo, in id order, after any waiting accept -----------------
-
-    def enqueue(self, entry: Path) -> None:
-        atomic_write(entry, self.identity, durable=False)
+    def take_record(self) -> None:
+        """From now on this process runs the task: the record says so, for check and cancel."""
         with self.store.update(self.task_id) as task:
             task.worker = self.identity
 
-    @contextlib.contextmanager
-    def wait_turn(self) -> Iterator[bool]:
-        said = ""
-        while not self.cancelled:
-            head = queue_head(self.store)
-            if head == self.task_id:
-                with self.workspace.run_lock(blocking=False) as mine:
-                    if mine:
-                        yield True
-                        return
-            waiting_for = queue_label(head) if head and head != self.task_id else "the Codex run already in this repo"
-            if waiting_for != said:
-                said = waiting_for
-                with self.store.update(self.task_id) as task:
-                    task.progress = f"queued: waiting for {waiting_for} to finish"
-            time.sleep(0.2)
-        yield False
-
-    # -- a worktree of its own ----------------------------------------------------------------------
-
-    def say_waiting(self, why: str) -> None:
+    def say(self, progress: str) -> None:
         with self.store.update(self.task_id) as task:
-            if task.progress != f"queued: {why}":
-                task.progress = f"queued: {why}"
-
-    def open_worktree(self) -> bool:
-        """The task's workspace: the worktree it holds (a rework, or a start after retry), or a new
-        one at a commit of the person's current tree, set up. False if the task cannot run."""
-        store, task_id = self.store, self.task_id
-        path = worktree_of(store, task_id)
-        if path is not None and (path / ".git").is_file():
-            self.workspace = Workspace(store, path, worktree_name(path))
-            return True
-        if self.mode == "rework":
-            release_worktree(store, task_id, remove=True)
-            self.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work in it with it: "
-                                "`retry-task`, then `start-task` starts it again from your current tree")
-            return False
-        settings = repo_settings(store)
-        with store.update(task_id) as task:
-            task.progress = "making its worktree from your current tree"
-        with Workspace.in_place(store).run_lock(blocking=False) as free:     # no Codex writes there meanwhile
-            unreviewed = unreviewed_changes(store, running=not free) if settings.get("worktreeSetup") else []
-            if unreviewed:       # the setup runs outside the sandbox, on files a Codex may have written
-                self.finish_blocked(
-                    "the worktree's setup command runs outside the sandbox in a copy of your working tree, which "
-                    f"holds changes no review has passed: {'; '.join(unreviewed)}. Accept or put them back first, "
-                    "then `retry-task` and `start-task`")
-                return False
-            base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
-                               head_commit(store.repo))
-        path = claim_worktree(store, task_id)
-        prepare_worktree(store, path, base, shared_dependencies(store, settings))
-        atomic_write(store.run_file(task_id, "base"), base, durable=False)
-        with store.update(task_id) as task:
-            task.base, task.workspace = base, store.relative(path) if path.is_relative_to(store.repo) else str(path)
-        if settings.get("worktreeSetup"):
-            with store.update(task_id) as task:
-                task.progress = "running the repository's setup command in the worktree"
-            passed, output = run_setup(settings["worktreeSetup"], path)
-            with store.update(task_id) as task:
-                task.setup_log = output
-            if not passed:
-                release_worktree(store, task_id, remove=True)       # a retry sets a new one up
-                self.finish_blocked(f"the worktree's setup command failed: {one_line(output.splitlines()[-1], 200)} "
-                                    "(the record's Setup section has its output)")
-                return False
-        self.workspace = Workspace(store, path, worktree_name(path))
-        return True
+            task.progress = progress
 
     # -- one run -------------------------------------------------------------------------------
 
@@ -3237,7 +3681,7 @@ class Worker:
 
     def on_event(self, digest: EventDigest) -> None:
         announce = digest.thread_id and not self.thread_announced   # delegate is waiting for it
-        tampered = self.guard.changed_on_disk(self.store.path_for_write(self.task_id))  # put it back at once
+        tampered = self.guard.path is not None and self.guard.changed_on_disk(self.guard.path)   # put it back now
         if not (announce or tampered) and time.monotonic() - self.last_write < PROGRESS_EVERY:
             return
         self.thread_announced = bool(digest.thread_id)
@@ -3248,8 +3692,10 @@ class Worker:
             elapsed = seconds_since(task.started) or 0
             waiting = f", reconnecting to the model service ({digest.reconnects} attempts)" \
                 if digest.reconnects and time.monotonic() - digest.progress_at > 5 else ""
-            task.progress = (f"running {elapsed} s: {digest.command_count} commands, "
-                             f"last event {digest.last_event or 'none yet'}{waiting}")
+            doing = digest.doing()
+            task.progress = (f"Codex running {elapsed} s, {digest.command_count} commands run"
+                             f"{', ' + doing if doing else ''}{waiting}")
+            task.run_log = digest.summary()          # the commands so far, for `check-task` with `detail`
         if self.on_progress:
             self.on_progress(task)
 
@@ -3374,23 +3820,6 @@ class ReviewJob(Worker):
             task.progress = f"finished: {task.reason}"
 
 
-@contextlib.contextmanager
-def worktree_slot(store: Store, limit: int, on_wait: Callable, stop: Callable) -> Iterator[bool]:
-    """One of the repo's `limit` slots for worktree tasks; yields False if stopped while waiting."""
-    said = False
-    while not stop():
-        for number in range(limit):
-            with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock", blocking=False) as mine:
-                if mine:
-                    yield True
-                    return
-        if not said:
-            on_wait(f"waiting for a worktree slot ({limit} worktree tasks are running in this repo)")
-            said = True
-        time.sleep(0.2)
-    yield False
-
-
 def threading_is_main() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
@@ -3426,53 +3855,23 @@ def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
                 log.write(f"{now_iso()} worker {os.getpid()} ended; peak memory {peak_mb:.1f} MB\n")
 
 
-def queue_entries(store: Store) -> list:
-    """Live entries of the repo's run queue, in the order they run: a waiting accept first, then
-    tasks in id order. Entries of dead processes, and names that mean nothing, are dropped."""
-    live = []
-    for path in store.queue_dir.iterdir() if store.queue_dir.is_dir() else ():
-        name = path.name
-        accept = name.startswith("accept-") and TASK_ID.fullmatch(name[7:])
-        try:
-            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_bytes().decode("utf-8", "replace")):
-                live.append(name)
-                continue
-            path.unlink()
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            continue
-        except OSError:
-            with contextlib.suppress(OSError):
-                path.unlink()
-    return sorted(live, key=lambda name: (0, name) if name.startswith("accept-") else (1, task_number(name)))
-
-
-def queue_head(store: Store) -> str:
-    """The first entry of the run queue (running, or next to run); "" if the queue is empty."""
-    entries = queue_entries(store)
-    return entries[0] if entries else ""
-
-
-def queue_label(head: str) -> str:
-    return f"the accept of {head[7:]}" if head.startswith("accept-") else head
-
-
 def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
     """Start a detached worker; return its identity."""
     import shlex
     argv = self_command("_work", "--cwd", str(store.repo), "--codex-cmd", shlex.join(codex_cmd), "--mode", mode,
                         task_id)
-    return spawn_detached(argv, store.run_file(task_id, "worker.log"), store.repo)
+    return spawn_detached(argv, store.run_file(task_id, "worker.log"), store.state_dir)
 
 
 # ====================================================================================================
-# 11. Review, pure: boundaries, ignored output, the report, the verdict
+# 12. Review, pure: boundaries, ignored output, the report, the verdict
 # ====================================================================================================
 
 def inside_boundary(path: str, allowed: list) -> bool:
     """True if `path` equals an allowed path or lies under one, compared component by component,
     so that `src/auth/` admits `src/auth/x.py` and not `src/auth_evil/x.py`."""
     parts = path_parts(path)
-    if tool_path(parts):
+    if tool_path(parts) or agent_config(parts):
         return False
     return any(parts[:len(path_parts(a))] == path_parts(a) for a in allowed)
 
@@ -3519,6 +3918,9 @@ def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", wh
     parts = path_parts(path)
     if tool_path(parts):
         raise BadInput(f"{subject} would let Codex change .git or {TASKS_DIR}/, which only this tool may write")
+    if agent_config(parts):
+        raise BadInput(f"{subject} would let Codex change config that Codex and Claude Code load and run outside "
+                       f"the sandbox ({', '.join(sorted(AGENT_CONFIG))}); change those yourself")
     resolved = (repo / path).resolve()
     if resolved != repo and repo not in resolved.parents:
         raise BadInput(f"{subject} leads outside the repo (through a symlink)")
@@ -3577,6 +3979,19 @@ def unjudged(rel: str, ignored: bool) -> bool:
     if not ignored or any(SECRET_NAMES.match(part) for part in parts):
         return False
     return any(part in CACHE_DIRS or part.endswith(".egg-info") for part in parts) or bool(CACHE_FILES.match(parts[-1]))
+
+
+def output_path(rel: str, ignored: bool, created: bool, git: bool) -> bool:
+    """Whether a changed path is build or cache output (never judged; removed). In a git repository:
+    what git ignores and is named so. In a plain folder, where nothing says what is output: what the
+    task created under such a name, and byte-code (a file the task changed under `build/` may be a
+    person's source)."""
+    if git:
+        return unjudged(rel, ignored)
+    return unjudged(rel, True) and (created or BYTECODE.search(rel) is not None)
+
+
+BYTECODE = Pattern(r"(^|/)__pycache__/.+\.py[co]$|\.py[co]$")
 
 
 # -- Codex's report --------------------------------------------------------------------------------
@@ -3789,6 +4204,7 @@ class ReviewFacts:
         self.changes: list = []         # the task's real changes (change_items)
         self.outside: list = []         # of those, the judged paths outside the boundary
         self.output: list = []          # ignored build and cache output the task wrote: not judged, removed
+        self.empty: list = []           # folders it made outside the boundary and left empty: not judged
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -3824,6 +4240,10 @@ def decide(facts: ReviewFacts) -> Verdict:
             return Verdict("complete", f"the report lacks {', '.join(facts.missing)}")
         return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} after a completion request")
     verify = facts.verify
+    if verify and verify.get("tmpDenied"):
+        return Verdict("blocked", "the verify command writes to /tmp by name, which Codex's sandbox keeps closed (each "
+                                  "run gets a temporary folder of its own as $TMPDIR): make the suite use $TMPDIR, "
+                                  "or let it run outside the sandbox (Verify Sandbox: off in the task's record)")
     if verify and verify.get("unavailable"):
         return Verdict("blocked", f"the verify command could not run ({verify['unavailable']}): install the Codex CLI, "
                                   "or let the task's verify run without the sandbox (Verify Sandbox: off in its record)")
@@ -3848,15 +4268,20 @@ def decide(facts: ReviewFacts) -> Verdict:
     if items:
         what = " and ".join(problems)
         if facts.rework_count >= MAX_REWORKS:
-            return Verdict("blocked", f"{what}, and the rework limit ({MAX_REWORKS}) is used up", items)
+            left = facts.by_codex + facts.by_verify
+            return Verdict("blocked", f"{what}, and the rework limit ({MAX_REWORKS}) is used up" + (
+                f"; what Codex changed is still in the working tree ({', '.join(group_paths(left))}"
+                + (f"; `{facts.revert}` puts back those outside the allowed paths" if facts.revert else "")
+                + "): `discard-task` puts back all it changed" if left or facts.changes else ""), items)
         return Verdict("rework", f"{what}: sent back to Codex (rework {facts.rework_count + 1} of {MAX_REWORKS})",
                        items)
     asks = []
     if facts.declared:
         asks.append(f"Codex changed paths outside the allowed paths and said so: {', '.join(group_paths(facts.declared))}")
     if facts.uncertain:
-        asks.append("these paths outside the allowed paths changed while Codex ran, but nothing Codex did names them "
-                    f"(you, or another program?): {', '.join(group_paths(facts.uncertain))}; nothing was reverted")
+        asks.append("these paths outside the allowed paths changed while Codex ran, and no command of Codex's shows it "
+                    "writing them (Codex by a way its events do not show, you, or another program?): "
+                    f"{', '.join(group_paths(facts.uncertain))}; nothing was reverted")
     if facts.by_verify:
         asks.append("running the verify command changed paths outside the allowed paths: "
                     f"{', '.join(group_paths(facts.by_verify))}"
@@ -3867,7 +4292,8 @@ def decide(facts: ReviewFacts) -> Verdict:
         return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
     notes = ["the report is complete and every change is inside the allowed paths" + (
         f"; the {len(facts.output)} ignored build and cache files the task wrote were not judged and were removed "
-        "(`unjudged`: they can carry code, and your tools write them again)" if facts.output else "")]
+        "(`unjudged`: they can carry code, and your tools write them again)" if facts.output else "") + (
+        f"; {len(facts.empty)} empty folders it made outside them were not judged (`unjudged`)" if facts.empty else "")]
     notes.append("the verify command passed" + ("" if verify.get("sandboxed") else " (run without the sandbox)")
                  if verify else "no verify command is set")
     if not facts.tests_run:
@@ -3919,7 +4345,7 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
 
 
 # ====================================================================================================
-# 12. Review, acting: verify, completion, landing a worktree's changes, recording the verdict
+# 13. Review, acting: the facts, the verdict, acting on it
 # ====================================================================================================
 
 def task_changes(store: Store, task_id: str) -> list:
@@ -3947,7 +4373,7 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
     passes; a signal or a timeout fails. It runs in a process group of its own, recorded through
     `on_start`, so that a killed accept's verify (and what it started) can be stopped by check."""
     sandboxed = task.verify_sandbox != "off"
-    with workspace.scratch(f"verify-{task.id}") as temp:
+    with workspace.scratch(f"verify-{task.id}", codex_cmd) as temp:
         argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify", "-C", str(workspace.root),
                 "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
         return run_command_tail(argv, workspace.root, {"TMPDIR": str(temp)}, on_start, timeout,
@@ -3986,45 +4412,20 @@ def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeo
     output = CODEX_NOISE.sub("", out.decode("utf-8", "replace")) if sandboxed else out.decode("utf-8", "replace")
     result.update(exitStatus=status, passed=status == 0, seconds=round(time.monotonic() - started, 1),
                   outputTail=tail(output.strip(), 1500))
+    denied = [path for found in TMP_DENIED.findall(output) for path in found if path]
+    if sandboxed and status != 0 and any(not Path(path).is_relative_to(Path.home()) for path in denied):
+        result["tmpDenied"] = True              # a suite's own /tmp, not a home folder that lies there
     return result
+
+
+# A suite that writes /tmp by name, which the sandbox keeps closed: a rework cannot fix the person's tests.
+TMP_DENIED = Pattern(r"(?:^|[\s'\"(])(/(?:var/)?tmp/[^\s:'\"]*)[^\n]*Read-only file system|"
+                     r"Read-only file system[^\n]*'(/(?:var/)?tmp/[^']*)'")
 
 
 # What `codex sandbox` itself says on stderr, mixed into the command's output (here when CODEX_HOME
 # is under /tmp): not the verify command's words.
 CODEX_NOISE = Pattern(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?", re.M)
-
-
-@contextlib.contextmanager
-def accept_turn(workspace: Workspace, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
-    """The workspace's run lock, for accept's completion request and verify command (they run
-    Codex and Codex's code, so no other Codex run may write meanwhile). An accept waits ahead of
-    queued tasks for the running one to finish; past `wait` it gives up and says so."""
-    store = workspace.store
-    if workspace.name != "main":              # a worktree: its own lock, which only its worker takes
-        with workspace.run_lock():
-            yield
-        return
-    entry = store.queue_dir / f"accept-{task_id}"
-    atomic_write(entry, process_identity(os.getpid()), durable=False)
-    deadline = time.monotonic() + wait
-    try:
-        while True:
-            head = queue_head(store)
-            if head == entry.name:
-                with workspace.run_lock(blocking=False) as mine:
-                    if mine:
-                        yield
-                        return
-            if time.monotonic() > deadline:
-                holder = queue_label(head) if head and head != entry.name else "another Codex run"
-                raise Busy(f"{holder} is running in this repository, and accept runs Codex and the verify "
-                                      f"command only when no other Codex run writes here; it did not finish within "
-                                      f"{int(wait)} s. Next: `check-task` on it with `waitSeconds`, then `accept-task` "
-                                      f"{task_id} again")
-            time.sleep(0.2)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            entry.unlink()
 
 
 def track_child(store: Store, task_id: str) -> Callable:
@@ -4064,19 +4465,18 @@ def clear_output(workspace: Workspace, task_id: str) -> list:
     steer the verify command and the person's next run, outside the sandbox. The project's tools
     write it again. A folder the task made goes when it is empty; anything else in it (a symlink, a
     secret-looking file: both judged) stays. An entry that changed since the task's last look (a
-    person's tool writing meanwhile) is left for the next look. Call it holding the run lock."""
+    person's file put in its place since, a new inode) is left, and judged. Call it holding the run
+    lock."""
     store, root = workspace.store, workspace.root
     path = store.run_file(task_id, "touched.json")
     touched = load_json(path, {})
-    present = [rel for rel, (first, now, _) in touched.items() if now is not None and not same_entry(first, now)]
-    ignored = ignored_paths(root, present) if store.git else set(present)
-    output = [rel for rel in present if touched[rel][1][KIND] != "l" and unjudged(rel, rel in ignored)]
     removed = []
-    for rel in sorted(output, key=lambda rel: -rel.count("/")):        # what is in a folder before the folder
+    for rel in sorted(present_output(store, root, touched), key=lambda rel: -rel.count("/")):   # files first
         first, now, _ = touched[rel]
         current = entry_of(os.fsencode(root / rel))
+        # The inode, not the change time: unlinking a hard link of a file moves the ctime of the others.
         if current is None or current[KIND] != now[KIND] or current[INO] != now[INO] or \
-                now[KIND] != "d" and current[CTIME] != now[CTIME] or now[KIND] == "d" and first is not None:
+                now[KIND] == "d" and first is not None:
             continue
         with contextlib.suppress(OSError):
             (root / rel).rmdir() if now[KIND] == "d" else (root / rel).unlink()
@@ -4088,6 +4488,14 @@ def clear_output(workspace: Workspace, task_id: str) -> list:
         kept = store.run_file(task_id, "output.json")
         atomic_write(kept, json.dumps(unique([*load_json(kept, []), *sorted(removed)])), durable=False)
     return removed
+
+
+def present_output(store: Store, root: Path, touched: dict) -> list:
+    """The task's changed paths that are build or cache output and are there now."""
+    present = [rel for rel, (first, now, _) in touched.items() if now is not None and not same_entry(first, now)]
+    ignored = ignored_paths(root, present) if store.git else set()
+    return [rel for rel in present if touched[rel][1][KIND] != "l"
+            and output_path(rel, rel in ignored, touched[rel][0] is None, store.git is not None)]
 
 
 def review(store: Store, task_id: str, command: list, into_branch: bool = False) -> dict:
@@ -4104,16 +4512,29 @@ def review(store: Store, task_id: str, command: list, into_branch: bool = False)
     workspace = Workspace.for_task(store, task)
     allowed = recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
     facts = ReviewFacts(denial=permission_denial(task.result), rework_count=task.rework_count)
-    with accept_turn(workspace, task_id):
+    with workspace.accept_turn(task_id):
         task = complete_report(workspace, task, facts, command)
         facts.verify = verify_with_attribution(workspace, task, facts, command)
         clear_output(workspace, task_id)
     boundary_facts(store, task, workspace, facts, allowed)
     verdict = decide(facts)
-    landed: dict = {}
-    if verdict.action == "done" and task.isolation == "worktree":
-        verdict, landed = land_worktree(store, task, workspace, verdict, into_branch)
-    return apply_verdict(store, task_id, verdict, facts, command, landed)
+    landed = workspace.land(task, into_branch) if verdict.action == "done" else {}
+    return apply_verdict(store, task_id, landed_verdict(verdict, landed), facts, command, landed)
+
+
+def landed_verdict(verdict: Verdict, landed: dict) -> Verdict:
+    """A `done` as its changes came home: applied to the working tree, committed as a branch, or
+    (a conflict with the person's edits) not at all."""
+    if "conflicts" in landed:
+        return Verdict("conflict", f"your working tree and the task both changed "
+                                   f"{', '.join(group_paths(landed['conflicts']))} in ways that do not merge: nothing "
+                                   "was written")
+    if "branch" in landed:
+        return Verdict("done", f"{verdict.reason}; committed as branch {landed['branch']} (on its base), the working "
+                               "tree untouched")
+    if "applied" in landed:
+        return Verdict("done", f"{verdict.reason}; applied to your working tree ({len(landed['applied'])} paths)")
+    return verdict
 
 
 def complete_report(workspace: Workspace, task: Task, facts: ReviewFacts, command: list) -> Task:
@@ -4164,12 +4585,17 @@ def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: Review
     facts.changes = task_changes(store, task.id)
     touched = load_json(store.run_file(task.id, "touched.json"), {})
     facts.reported = declared_files(facts.report.get("Files Changed", ""), store.repo)
-    outside = out_of_bounds(facts.changes, allowed)
-    ignored = ignored_paths(workspace.root, outside) if store.git else set(outside)
+    stuck = present_output(store, workspace.root, touched)       # output it could not remove: judged
+    outside = unique([*out_of_bounds(facts.changes, allowed), *stuck])
+    ignored = ignored_paths(workspace.root, outside) if store.git else set()
     links = {item["path"] for item in facts.changes if "link" in item}     # a link's target is never a cache
-    unjudged_outside = [path for path in outside if path not in links and unjudged(path, path in ignored)]
+    unjudged_outside = [path for path in outside if path not in links and path not in stuck and output_path(
+        path, path in ignored, (touched.get(path) or [None])[0] is None, store.git is not None)]
     facts.output = unique([*load_json(store.run_file(task.id, "output.json"), []), *unjudged_outside])
-    facts.outside = [path for path in outside if path not in unjudged_outside]
+    # A folder made and left empty (a test plugin's, a build tool's): git does not see it, it carries nothing.
+    facts.empty = [item["path"] for item in facts.changes if item.get("dir") and item["change"] == "added"
+                   and item["path"] in outside and not touched[item["path"]][1][MODE] & 0o7000]
+    facts.outside = [path for path in outside if path not in unjudged_outside and path not in facts.empty]
     facts.declared = [path for path in facts.outside if path in facts.reported]
     for path in facts.outside:
         if path not in facts.reported:
@@ -4194,86 +4620,11 @@ def write_revert_script(store: Store, task: Task, root: Path, lines: list) -> Pa
     return script
 
 
-def landing_paths(store: Store, task_id: str, shared: list) -> list:
-    """What a worktree task brings back: exactly the files, links and removals review judged (or
-    left unjudged as ignored output, which git does not carry). Not the rest of the worktree: not
-    what its setup command changed, and never the records, which are the person's repository's."""
-    paths = []
-    for rel, (first, now, _) in load_json(store.run_file(task_id, "touched.json"), {}).items():
-        entry = now or first
-        if same_entry(first, now) or entry[KIND] not in ("f", "l") or tool_path(path_parts(rel)) \
-                or rel.split("/")[0] in shared:
-            continue
-        paths.append(rel)
-    ignored = ignored_paths(store.repo, paths) if paths else set()
-    return sorted(path for path in paths if path not in ignored)
-
-
-def land_worktree(store: Store, task: Task, workspace: Workspace, verdict: Verdict, into_branch: bool) -> tuple:
-    """A worktree task that passed review: its changes go into the person's working tree by a three-way
-    merge against its base, all or nothing, while no in-place Codex run writes there; or, asked for,
-    into a new branch `codex-mcp/T-NNN` (the working tree untouched). A conflict writes nothing."""
-    base = store.run_file(task.id, "base").read_text().strip()
-    shared = shared_dependencies(store, repo_settings(store))
-    theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base,
-                         only=landing_paths(store, task.id, shared))
-    if into_branch:
-        branch = f"codex-mcp/{task.id}"
-        try:
-            run_git(store.repo, "update-ref", f"refs/heads/{branch}", theirs, "")
-        except OperationFailed:
-            raise RefusedTransition(f"a branch {branch} exists already: delete it (git branch -D {branch}), or accept "
-                                    "without the branch option to apply the changes to the working tree") from None
-        return Verdict("done", f"{verdict.reason}; committed as branch {branch} (on its base), the working tree "
-                               "untouched"), {"branch": branch}
-    with accept_turn(Workspace.in_place(store), task.id):
-        yours, merged, conflicts = merge_into(store, base, theirs)
-        if conflicts:
-            atomic_write(store.run_file(task.id, "conflict"), json.dumps(conflicts), durable=False)
-            return Verdict("conflict", f"your working tree and the task both changed {', '.join(group_paths(conflicts))} "
-                                       "in ways that do not merge: nothing was written"), {"conflicts": conflicts}
-        applied = apply_tree(store, yours, merged)
-        main = Workspace.in_place(store)
-        if Snapshot(main.root, main.snapshot_folder(), main.name).file.exists():
-            main.changes()        # what was applied is no in-place task's change
-    return Verdict("done", f"{verdict.reason}; applied to your working tree ({len(applied)} paths)"), {}
-
-
-def reopen_on_current_tree(store: Store, task: Task) -> list:
-    """Before a rework of a conflicted worktree task: move its worktree onto the person's current
-    tree, with the task's changes merged in and the conflicts marked (<<<<<<<); the task's changes
-    are counted from there. Returns the conflicted paths."""
-    workspace = Workspace.for_task(store, task)
-    base = store.run_file(task.id, "base").read_text().strip()
-    shared = shared_dependencies(store, repo_settings(store))
-    with workspace.run_lock():
-        theirs = tree_commit(workspace.root, f"codex-mcp {task.id}: before the rework", base,
-                             only=landing_paths(store, task.id, shared))
-        yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
-        run_git(workspace.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
-        run_git(workspace.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
-        with contextlib.suppress(FileNotFoundError):
-            store.run_file(task.id, "touched.json").unlink()      # the task's changes now count from `yours`
-        workspace.changes()
-        run_git(workspace.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1), env=IDENTITY,
-                drivers=True)
-        conflicted = [os.fsdecode(p) for p in run_git(workspace.root, "diff", "--name-only", "-z",
-                                                      "--diff-filter=U").split(b"\0") if p]
-        run_git(workspace.root, "reset", "--quiet")          # keep the marked files, drop the merge state
-        add_changes(store, task.id, workspace.changes(), lambda rel, after: "codex")
-    atomic_write(store.run_file(task.id, "base"), yours, durable=False)
-    with contextlib.suppress(FileNotFoundError):
-        store.run_file(task.id, "conflict").unlink()
-    with store.update(task.id) as record:
-        record.base = yours
-        note(record, f"worktree moved onto your current tree; conflicts marked in {', '.join(conflicted) or 'none'}")
-    return conflicted
-
-
 def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, command: list,
                   landed: dict) -> dict:
     """Record the verdict, send the rework it asks for, and answer."""
     verification = facts.verify
+    verdict.reason = step_calls(verdict.reason, task_id, {})
     with store.update(task_id) as task:
         task.worker = task.child_process = ""
         task.changes = render_changes(facts.changes, tuple(facts.outside))
@@ -4293,8 +4644,6 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
     if verdict.action not in ("boundary_confirmation", "conflict"):
         with contextlib.suppress(FileNotFoundError):
             store.run_file(task_id, "facts.json").unlink()       # reported once: this verdict said it
-    if verdict.action == "done" and task.isolation == "worktree":
-        release_worktree(store, task_id)
     result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason, "status": task.status}
     if verdict.action == "rework":
         started = start_rework(store, task_id, verdict.items, command)
@@ -4303,13 +4652,16 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
         if "threadId" in started:
             result["threadId"] = started["threadId"]
     result.update(accept_answer(facts))
-    result.update(landed)
-    result["next"] = NEXT_STEPS["blocked-by-review" if verdict.action == "blocked" else verdict.action]
+    result.update({key: value for key, value in landed.items() if key != "applied"})
+    asked = facts.declared + facts.uncertain + facts.by_verify
+    result["next"] = next_step(task, "blocked-by-review" if verdict.action == "blocked" else verdict.action,
+                               approvePaths=asked, reviewItems=[f"Put back {', '.join(group_paths(asked))} as they "
+                                                                "were before the task"] if asked else [])
     return fit_result(result)
 
 
 # ====================================================================================================
-# 13. Answers: the shape of every result
+# 14. Answers: the shape of every result
 # ====================================================================================================
 #
 # One table says what each answer holds; the MCP server derives its output schemas from it. A
@@ -4318,7 +4670,7 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
 # much it left out; the task record keeps everything.
 
 PROGRESS_SHAPE = {"note?": "string", "lastEvent?": "string", "commands?": "integer", "tokens?": "integer",
-                  "elapsedSeconds?": "integer"}
+                  "elapsedSeconds?": "integer", "filesChanged?": ["string"]}
 SHAPES = {
     "delegate": {"taskId": "string", "threadId?": "string", "status": "string", "filePath": "string",
                  "reason?": "string", "progress?": "string", "next": "string"},
@@ -4346,9 +4698,11 @@ SHAPES = {
                "next": "string"},
     "retry": {"taskId": "string", "status": "string", "previousReason": "string", "next": "string"},
     "cancel": {"taskId": "string", "status": "string", "reason": "string", "next": "string"},
+    "discard": {"taskId": "string", "status": "string", "reason": "string", "restored?": ["string"],
+                "kept?": ["string"], "next": "string"},
     "list": {"tasks": [{"taskId": "string", "kind?": "string", "status?": "string", "reworkCount?": "integer",
                         "goal?": "string", "updated?": "string", "error?": "string"}],
-             "count": "integer", "total": "integer", "nextCursor?": "string", "prunedWorkspaces?": ["string"]},
+             "count": "integer", "total": "integer", "nextCursor?": "string", "changedSince?": "integer"},
 }
 
 
@@ -4394,6 +4748,22 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
     return view
 
 
+def start_answer(store: Store, task: Task) -> dict:
+    """delegate's and start's answer: the task as queued or running, never a previous run's thread."""
+    return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
+                    "filePath": store.relative(store.path_for_write(task.id)), "reason": task.reason,
+                    "progress": task.progress, "next": next_step(task)})
+
+
+def list_row(task_id: str, row: list | None) -> dict:
+    if row is None:
+        return {"taskId": task_id, "error": "deleted since this listing began"}
+    if row[5] and not row[0]:
+        return {"taskId": task_id, "error": row[5]}
+    return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
+                    "reworkCount": row[2] or None, "goal": clip(row[3], 60), "updated": row[1]})
+
+
 def change_lines(changes: list) -> list:
     """`modified src/app.py`, `added target/ (312 files)`: each kind of change, folders grouped."""
     lines = []
@@ -4410,7 +4780,7 @@ def accept_answer(facts: ReviewFacts) -> dict:
     answer = compact({
         "changedFiles": change_lines(changes), "diffStat": render_changes(changes).split("\n")[0],
         "outOfBounds": group_paths(facts.outside), "uncertain": group_paths(facts.uncertain + facts.by_verify),
-        "unjudged": group_paths(facts.output, 8), "recordsRestored": facts.records,
+        "unjudged": group_paths(facts.output + facts.empty, 8), "recordsRestored": facts.records,
         "missingSections": facts.missing, "filesChangedMismatch": mismatch})
     answer.setdefault("changedFiles", [])
     answer["testsRun"] = facts.tests_run
@@ -4444,7 +4814,7 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
 
 
 # ====================================================================================================
-# 14. Services: one function per tool, shared by the CLI and the MCP server
+# 15. Services: one function per tool, shared by the CLI and the MCP server
 # ====================================================================================================
 #
 # Each takes keywords, returns a JSON-ready dict shaped as SHAPES says and naming the next step, and
@@ -4490,27 +4860,75 @@ def overwritten(store: Store, task_id: str, on_disk: bytes | None = None) -> tup
 
 
 def tools_copy(store: Store, task_id: str) -> Task | None:
-    """A running task whose record file is gone (deleted, or its folder moved, while Codex runs):
-    the tool's copy, which the worker writes back at its next step. None if it is not running."""
-    copy = overwritten(store, task_id) if process_alive(queued_worker(store, task_id)) else None
-    if copy is None:
+    """A running task whose record cannot be read (deleted, its folder moved, or a second file
+    claiming its id, while Codex runs): the tool's copy, which the worker puts right at its next
+    step. None if the task is not running."""
+    try:
+        text = (store.shadow_dir / f"{task_id}.md").read_bytes().decode("utf-8")
+        task = parse_task(text, task_id, f"{TASKS_DIR}/{task_id}.md")
+    except (OSError, UnicodeDecodeError, MalformedRecord):
         return None
-    task = copy[1]
-    task.progress = (f"{store.relative(store.path_for_write(task_id))} is missing while Codex runs (deleted or "
-                     f"moved?): this is the tool's copy, which is written back at the worker's next step")
+    if not (process_alive(queued_worker(store, task_id)) or task.worker and process_alive(task.worker)):
+        return None
+    task.progress = (f"{TASKS_DIR}/{task_id}.md cannot be read while Codex runs (deleted, moved, or another file "
+                     "claims its id): this is the tool's copy, which the worker puts right at its next step")
     return task
 
 
-def refresh(store: Store, task_id: str) -> Task:
-    """Load a task; if the process running Codex for it died, clean up and say so (a todo/doing
-    task becomes blocked with the reason).
+def look(store: Store, task_id: str) -> Task:
+    """A task as it stands, for the tools that only read (check, list): its record; the tool's copy
+    instead where the record may be Codex's word (written while Codex ran, by a worker that has died
+    since); and a task whose worker died shown blocked, saying so. Writes nothing: the next command
+    that writes puts the record right (`recover`)."""
+    try:
+        task = store.load(task_id)
+    except (NotFound, MalformedRecord):       # gone, or a second spelling beside it, while Codex runs?
+        task = tools_copy(store, normalize_task_id(task_id))
+        if task is None:
+            raise
+    runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
+    if runner and process_alive(runner):
+        task.status, task.reason = "doing", "Codex is running (its worker is alive)"
+        return task
+    copy = overwritten(store, task.id)
+    owner = copy[1].worker if copy is not None else task.worker     # a changed file's word could be Codex's
+    if not owner or process_alive(owner):
+        return task
+    if copy is not None and copy[1].child_process:
+        task = copy[1]
+    stop_child(task.child_process)            # no Codex (or verify) outlives its owner; no file changes
+    if task.status in ACTIVE:
+        task.reason = worker_died(task)
+        task.status, task.progress = "blocked", "finished: the worker died"
+    else:
+        task.reason = f"{owner_died(task)}; {task.reason}"
+    task.worker = task.child_process = ""
+    return task
+
+
+def worker_died(task: Task) -> str:
+    pid = parse_identity(task.worker)[0] or task.worker
+    return (f"the worker process ({pid}) died while the task was {task.status} (killed, or the machine "
+            "restarted); Codex was stopped")
+
+
+def owner_died(task: Task) -> str:
+    pid = parse_identity(task.worker)[0] or task.worker
+    return (f"the process ({pid}) running a Codex request or the verify command for this {task.status} task "
+            "died; what it started was stopped")
+
+
+def recover(store: Store, task_id: str) -> Task:
+    """Load a task for a command that writes; if the process running Codex for it died, clean up
+    and say so in the record (a todo/doing task becomes blocked with the reason), and put back what
+    was written to the record since it last wrote it (Codex may have).
 
     While a task's worker is in the repo's run queue, the worker is the truth: Codex can write the
     record, so a finished status there before the worker has ended can only be forged (the worker
     puts the record back)."""
     try:
         task = store.load(task_id)
-    except NotFound:
+    except (NotFound, MalformedRecord):
         task = tools_copy(store, normalize_task_id(task_id))
         if task is None:
             raise
@@ -4530,30 +4948,18 @@ def refresh(store: Store, task_id: str) -> Task:
         guard.last_text = copy[0]
     with store.update(task.id, guard) as task:
         if task.worker and not process_alive(task.worker):
-            pid = parse_identity(task.worker)[0] or task.worker
+            died = worker_died(task) if task.status in ACTIVE else owner_died(task)
             stop_child(task.child_process)
             task.worker, task.child_process = "", ""
             if guard is not None and guard.summary():
                 note(task, guard.summary())
             if task.status in ACTIVE:
                 task.progress = "finished: the worker died"
-                transition(task, "blocked", f"the worker process ({pid}) died while the task was {task.status} "
-                                            "(killed, or the machine restarted); Codex was stopped", "block")
-                if task.isolation == "worktree":
-                    release_worktree(store, task.id, remove=True)
+                transition(task, "blocked", died, "block")
+                Workspace.kind_of(task).release(store, task.id, remove=True)
             else:
-                note(task, f"the process ({pid}) running a Codex request or the verify command for this "
-                           f"{task.status} task died; what it started was stopped")
+                note(task, died)
     return task
-
-
-def repo_holder(store: Store) -> str:
-    """What a new task in this repo would wait for: the queue's head, or "" if the repo is free."""
-    head = queue_head(store)
-    if head:
-        return queue_label(head)
-    with Workspace.in_place(store).run_lock(blocking=False) as free:
-        return "" if free else "the Codex run already in this repo"
 
 
 class LifeWaiter:
@@ -4569,7 +4975,7 @@ class LifeWaiter:
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout`; True if the lock was free (no worker holds it now)."""
         import threading
-        if os.name == "nt":
+        if WINDOWS:                         # no shared flock to block on: the caller polls
             time.sleep(min(timeout, 0.05))
             return False
         if self.thread is None or self.ended.is_set():
@@ -4581,8 +4987,7 @@ class LifeWaiter:
     def block(self) -> None:
         import fcntl
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDONLY)        # made by the worker: a wait creates no file
         except OSError:
             self.ended.set()
             return
@@ -4605,7 +5010,7 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
     (or, with `heartbeat`, anyway). Otherwise the record is looked at every 50 ms."""
     deadline = time.monotonic() + seconds
     waiter = LifeWaiter(store, task_id) if at_end and seconds > 0 else None
-    task = refresh(store, task_id)
+    task = look(store, task_id)
     seen, told = (task.status, task.progress), time.monotonic()
     while not done(task):
         remaining = deadline - time.monotonic()
@@ -4621,7 +5026,7 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
             break                                  # nothing runs it and nothing will: don't wait
         else:
             time.sleep(min(0.05, remaining))
-        task = refresh(store, task_id)
+        task = look(store, task_id)
         if on_change and ((task.status, task.progress) != seen or heartbeat
                           and time.monotonic() - told >= PROGRESS_NOTIFY_EVERY):
             seen, told = (task.status, task.progress), time.monotonic()
@@ -4629,24 +5034,17 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
     return task
 
 
-def start_answer(store: Store, task: Task) -> dict:
-    """delegate's and start's answer: the task as queued or running, never a previous run's thread."""
-    return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
-                    "filePath": store.relative(store.path_for_write(task.id)), "reason": task.reason,
-                    "progress": task.progress, "next": next_step(task)})
-
-
 def launch(store: Store, task_id: str, command: list, inline: bool, on_progress: Callable | None) -> dict:
     """Start the worker (detached, or in this process when the caller waits anyway), then wait a
     moment for Codex to announce its thread."""
-    busy = repo_holder(store) if store.load(task_id).isolation != "worktree" else ""
+    busy = Workspace.kind_of(store.load(task_id)).holder(store)
     if inline:
         with store.update(task_id) as record:
             record.progress = f"queued: waiting for {busy} to finish" if busy else "starting"
         worker = Worker(store, task_id, "start", command)
         worker.on_progress = on_progress
         worker.run()
-        task = refresh(store, task_id)
+        task = look(store, task_id)
         if on_progress:
             on_progress(task)
         return start_answer(store, task)
@@ -4659,31 +5057,63 @@ def launch(store: Store, task_id: str, command: list, inline: bool, on_progress:
     if not busy:
         wait_until(store, task_id, lambda t: t.thread_id or t.status not in ACTIVE or t.progress.startswith("queued"),
                    DELEGATE_WAIT, at_end=False)
-    return start_answer(store, refresh(store, task_id))
+    return start_answer(store, look(store, task_id))
 
 
-def delegate_task(repo: object, *, goal: object, allowed_paths: object, constraints: object = None,
+def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = None, constraints: object = None,
                   criteria: object = None, verify: object = None, verify_sandbox: object = None, model: object = None,
                   reasoning: object = None, timeout: object = None, idle_timeout: object = None,
-                  isolation: object = None, codex_cmd: object = None, inline: bool = False,
+                  isolation: object = None, file: object = None, codex_cmd: object = None, inline: bool = False,
                   on_progress: Callable | None = None) -> dict:
-    """Create a task and start Codex on it in the background.
+    """Create a task and start Codex on it in the background (with `file`, the seed's `delegate
+    --file T-001`: start that existing todo task instead).
 
     Returns {taskId, threadId?, status, filePath, next} as soon as Codex announced its thread, or at
     once with status todo when another task holds the repo."""
+    if file is not None:
+        if goal or allowed_paths:
+            raise BadInput("give either `file` (an existing task) or `goal` and `allowedPaths` (a new one), not both")
+        return start_task(repo, task_id=file, isolation=isolation, codex_cmd=codex_cmd, inline=inline,
+                          on_progress=on_progress)
     store = Store(repo)
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
-    if isolation != "worktree":
-        confine(store.repo, store.state_dir)       # refused before a record is written
-    task = store.create(new_task(
+    task = new_task(
         "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
         text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
         text_arg("model", model), text_arg("reasoning", reasoning),
         int(seconds_arg("timeoutSeconds", timeout, DEFAULT_TIMEOUT)),
         int(seconds_arg("idleTimeoutSeconds", idle_timeout, DEFAULT_IDLE_TIMEOUT)),
-        bool_arg("verifySandbox", verify_sandbox, True), isolation=isolation or "inplace"))
-    return launch(store, task.id, command, inline, on_progress)
+        bool_arg("verifySandbox", verify_sandbox, True), isolation=isolation or "inplace")
+    Workspace.kind_of(task).check_start(store, command)      # refused before a record is written
+    require_codex(store, command)
+    return launch(store, store.create(task).id, command, inline, on_progress)
+
+
+def require_codex(store: Store, command: list) -> None:
+    """Refuse, before a record is written, a Codex command that is not there or does not start.
+    The answer of `--version` is remembered (in the state folder) for that file as it is, so only
+    the first call, or one after Codex was reinstalled, pays for a start of it."""
+    import shutil
+    path = shutil.which(command[0])
+    install = ("install the Codex CLI (`npm install -g @openai/codex`, then `codex login`) or point `codexCmd` at "
+               "it; no task was created")
+    if not path:
+        raise OperationFailed(f"the Codex CLI was not found: {command[0]!r} is not on PATH. {install[0].upper()}"
+                              f"{install[1:]}")
+    info = os.stat(path)
+    key = f"{os.path.realpath(path)} {info.st_size} {info.st_mtime_ns}"
+    known = store.state_dir / "codex-ok"
+    with contextlib.suppress(OSError):
+        if known.read_text() == key:
+            return
+    import tempfile
+    status, out, err = probe([command[0], "--version"], cwd=Path(tempfile.gettempdir()), timeout=60)
+    if status != 0:
+        said = one_line(err or out or ("it did not answer" if status is None else f"exit status {status}"), 300)
+        raise OperationFailed(f"the Codex CLI at {path} does not start (`{command[0]} --version`: {said}): re{install}")
+    with contextlib.suppress(OSError):
+        atomic_write(known, key, durable=False)
 
 
 def isolation_arg(store: Store, value: object) -> str:
@@ -4704,22 +5134,22 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, codex
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
     task_id = normalize_task_id(task_id)
-    task = refresh(store, task_id)
+    task = recover(store, task_id)
     require_status(task, "todo", "start")
     if task.worker:
-        raise RefusedTransition(f"{task.id} is already queued or starting (worker {task.worker}); `check-task` "
-                                "follows it", status=task.status)
+        raise RefusedTransition(step_calls(f"{task.id} is already queued or starting (worker {task.worker}); "
+                                           "`check-task waitSeconds` follows it", task.id, {}), status=task.status)
     where = store.relative(store.path(task_id))
     text_arg(f"{task.id} Goal", task.goal, required=True)
     paths = recheck_allowed_paths(task, store.repo, where)
+    require_codex(store, command)
     with store.update(task_id) as record:
         require_status(record, "todo", "start")
         record.allowed_paths = paths if paths != record.allowed_paths else record.allowed_paths
         record.isolation = isolation or record.isolation
         if record.isolation == "worktree" and store.git is None:
             isolation_arg(store, "worktree")
-        if record.isolation != "worktree":
-            confine(store.repo, store.state_dir)
+        Workspace.kind_of(record).check_start(store, command)
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0
     return launch(store, task_id, command, inline, on_progress)
@@ -4736,7 +5166,8 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
     command = codex_command_from(codex_cmd)
     if store.git is None:
         raise BadInput(f"`cwd` {store.repo} is not a git repository: a review needs git to know what changed")
-    confine(store.repo, store.state_dir)
+    confine(store.repo, store.state_dir, command)
+    require_codex(store, command)
     base = text_arg("base", base)
     if base and (base.startswith("-") or not run_git(store.repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
                                                       f"{base}^{{commit}}", ok=(0, 1)).strip()):
@@ -4751,13 +5182,13 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
         worker = ReviewJob(store, task.id, "review", command)
         worker.on_progress = on_progress
         worker.run()
-        return start_answer(store, refresh(store, task.id))
+        return start_answer(store, look(store, task.id))
     identity = spawn_worker(store, task.id, "review", command)
     with store.update(task.id) as record:
         if record.status == "todo" and not record.worker:
             record.worker = identity
     wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT, at_end=False)
-    return start_answer(store, refresh(store, task.id))
+    return start_answer(store, look(store, task.id))
 
 
 def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detail: object = False,
@@ -4768,7 +5199,30 @@ def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detai
     task_id = normalize_task_id(task_id)
     wait = seconds_arg("waitSeconds", wait_seconds, 0, wait_limit, lower=0)
     task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop, heartbeat)
-    return task_view(store, task, bool_arg("detail", detail, False))
+    view = task_view(store, task, bool_arg("detail", detail, False))
+    if task.status == "doing" and task.kind == "task":
+        changed = changed_so_far(store, task)
+        if changed:
+            view["progress"]["filesChanged"] = changed
+    return view
+
+
+def changed_so_far(store: Store, task: Task) -> list:
+    """The files of a running task's workspace changed since its run began (`find -newercc` against
+    the marker its snapshot took then): a look for the person watching, not review's word."""
+    try:
+        workspace = Workspace.for_task(store, task)
+    except OperationFailed:                 # its worktree is not made yet
+        return []
+    markers = sorted(workspace.snapshot_folder().glob(f"{workspace.name}.*.mark"),
+                     key=lambda path: int(path.name.split(".")[-3]) if path.name.split(".")[-3].isdigit() else 0)
+    if not markers:
+        return []
+    found = NewerFinder(workspace.root, markers[-1]).result() or set()
+    root = os.fsencode(workspace.root)
+    files = [os.fsdecode(rel) for rel in found if rel and not tool_path(path_parts(os.fsdecode(rel)))
+             and (entry_of(os.path.join(root, rel)) or ("d",))[KIND] != "d"]
+    return group_paths(files, 8)
 
 
 def accept_task(repo: object, *, task_id: object, approve_paths: object = None, into_branch: object = None,
@@ -4781,15 +5235,16 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
     task_id = normalize_task_id(task_id)
     approve = list_arg("approvePaths", approve_paths)
     command = codex_command_from(codex_cmd)
-    require_status(refresh(store, task_id), "review", "accept")    # refused before anything is written
+    require_status(recover(store, task_id), "review", "accept")    # refused before anything is written
     with store.lock(f"accept-{task_id}", blocking=False) as free:
         if not free:
-            raise OperationFailed(f"another accept of {task_id} is running; wait for it, then `check-task`")
-        task = refresh(store, task_id)
+            raise OperationFailed(step_calls(f"another accept of {task_id} is running; wait for it, then `check-task`",
+                                             task_id, {}))
+        task = recover(store, task_id)
         require_status(task, "review", "accept")
         recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
         branch = bool_arg("intoBranch", into_branch, False)
-        if branch and task.isolation != "worktree":
+        if branch and not Workspace.kind_of(task).lands:
             raise BadInput(f"`intoBranch` applies to worktree tasks; {task_id} worked in place, in your working tree")
         if approve:
             paths = unique(validate_allowed_path(p, store.repo, "approvePaths") for p in approve)
@@ -4799,7 +5254,7 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
         return review(store, task_id, command, into_branch=branch)
 
 
-def rework_task(repo: object, *, task_id: object, review_items: object, codex_cmd: object = None) -> dict:
+def rework_task(repo: object, *, task_id: object, review_items: object = None, codex_cmd: object = None) -> dict:
     """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
     store = Store(repo)
     items = list_arg("reviewItems", review_items)
@@ -4809,17 +5264,18 @@ def rework_task(repo: object, *, task_id: object, review_items: object, codex_cm
 
 
 def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
-    require_status(refresh(store, task_id), "review", "rework")    # refused before anything is written
+    require_status(recover(store, task_id), "review", "rework")    # refused before anything is written
     with store.update(task_id) as task:
         require_status(task, "review", "rework")
         if task.rework_count >= MAX_REWORKS:
             transition(task, "blocked", f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up", "block")
     if task.status == "blocked":
-        raise RefusedTransition(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now blocked. "
-                                "Review it by hand, then `retry-task` (which resets the budget) if it should go on.",
-                                status="blocked")
-    if task.isolation == "worktree" and store.run_file(task_id, "conflict").exists():
-        conflicted = reopen_on_current_tree(store, task)
+        raise RefusedTransition(step_calls(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now "
+                                           "blocked. Review it by hand, then `retry-task` (which resets the budget) "
+                                           "if it should go on, or `discard-task` to put back what Codex changed.",
+                                           task.id, {}), status="blocked")
+    if Workspace.kind_of(task).conflicted(store, task_id):
+        conflicted = Workspace.for_task(store, task).reopen(task)
         items = [f"Your changes were merged onto the person's current tree, and these files have conflict markers "
                  f"(<<<<<<< ======= >>>>>>>) where both changed the same lines: {', '.join(group_paths(conflicted))}. "
                  "Resolve each keeping both intents, and remove every marker.", *items]
@@ -4833,14 +5289,14 @@ def start_rework(store: Store, task_id: str, items: list, command: list) -> dict
         if task.status == "doing" and not task.worker:
             task.worker = identity
     return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
-                    "reworkCount": task.rework_count, "next": NEXT_STEPS["rework"]})
+                    "reworkCount": task.rework_count, "next": next_step(task, "rework")})
 
 
 def retry_task(repo: object, *, task_id: object) -> dict:
     """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
     store = Store(repo)
     task_id = normalize_task_id(task_id)
-    require_status(refresh(store, task_id), "blocked", "retry")
+    require_status(recover(store, task_id), "blocked", "retry")
     with store.update(task_id) as task:
         require_status(task, "blocked", "retry")
         stop_child(task.child_process)
@@ -4857,7 +5313,7 @@ def cancel_task(repo: object, *, task_id: object) -> dict:
     """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
     import signal
     store = Store(repo)
-    task = refresh(store, normalize_task_id(task_id))
+    task = recover(store, normalize_task_id(task_id))
     if task.status not in ACTIVE:
         raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
                                 f"doing task. Next: {next_step(task)}.", status=task.status)
@@ -4872,12 +5328,80 @@ def cancel_task(repo: object, *, task_id: object) -> dict:
                 task.worker = task.child_process = ""
                 task.progress = "finished: cancelled"
                 transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
-    if task.isolation == "worktree":
-        release_worktree(store, task.id, remove=True)
+    Workspace.kind_of(task).release(store, task.id, remove=True)
     return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
 
 
-# -- list: an index the tool rebuilds from the records, and pages that hold still ------------------
+def discard_task(repo: object, *, task_id: object) -> dict:
+    """Put back what Codex changed for a task in review or blocked, and leave the task blocked
+    ("discarded"). Only what review attributed to Codex (its events named it, or the verify command
+    running its code changed it) and that is still as it left it: a person's edit, made while Codex
+    ran or since, and a path nothing shows who changed, stay, and are listed. A worktree task's
+    worktree is dropped: its changes never reached the working tree."""
+    store = Store(repo)
+    task = recover(store, normalize_task_id(task_id))
+    if "discard" not in JOB_KINDS[task.kind].commands or task.status not in ("review", "blocked"):
+        raise RefusedTransition(f"cannot discard {task.id}: it is {task.status}"
+                                + (" (a review job changes nothing)" if task.kind == "review" else
+                                   "; discard works on a task in review or blocked") +
+                                f". Next: {next_step(task)}.", status=task.status)
+    with store.lock(f"accept-{task.id}", blocking=False) as free:
+        if not free:
+            raise OperationFailed(step_calls(f"an accept of {task.id} is running; wait for it, then `discard-task` "
+                                             "again", task.id, {}))
+        try:
+            workspace = Workspace.for_task(store, task)
+        except OperationFailed:             # a worktree deleted by hand: nothing of it is left to put back
+            restored, kept = [], []
+            Workspace.kind_of(task).release(store, task.id, remove=True)
+        else:
+            with workspace.accept_turn(task.id):
+                restored, kept = workspace.discard(task.id)
+        reason = (f"discarded: put back {len(restored)} paths Codex changed"
+                  + (f" ({', '.join(group_paths(restored, 6))})" if restored else "")
+                  + (f"; left as they are (a person's, or nothing shows whose): {', '.join(group_paths(kept, 6))}"
+                     if kept else ""))
+        with store.update(task.id) as record:
+            if record.status == "review":
+                transition(record, "blocked", reason, "discard")
+            else:
+                record.reason = one_line(step_calls(reason, record.id, {}))
+                note(record, reason)
+            record.changes = render_changes(task_changes(store, task.id))
+    return compact({"taskId": task.id, "status": record.status, "reason": record.reason,
+                    "restored": group_paths(restored), "kept": group_paths(kept), "next": next_step(record)})
+
+
+def restore_codex_changes(workspace: Workspace, task_id: str) -> tuple:
+    """(restored, kept): put back, as they were before the task, the paths Codex (or the verify
+    command) changed and that are still as it left them; the others are kept and named."""
+    store = workspace.store
+    touched = load_json(store.run_file(task_id, "touched.json"), {})
+    ours, kept = set(), []
+    for rel, (first, now, who) in touched.items():
+        if same_entry(first, now):
+            continue
+        if who in ("codex", "verify") and same_entry(now, current_entry(workspace.root, rel, now)):
+            ours.add(rel)
+        elif not same_entry(first, current_entry(workspace.root, rel, first)):
+            kept.append(rel)
+    items = [item for item in change_items(touched) if all(name in ours for name in change_names(item))]
+    kept += sorted(name for item in change_items(touched) for name in change_names(item)
+                   if name in ours and item not in items)
+    lines, lost = revert_commands(items, touched, store.state_dir / "objects", store.git is not None)
+    if lines:
+        import subprocess
+        done = subprocess.run(["/bin/sh", "-c", "set -e\n" + "\n".join(lines)], cwd=workspace.root,
+                              capture_output=True, text=True, env=git_env())
+        if done.returncode:
+            raise OperationFailed(f"putting back {workspace.root} failed: {one_line(done.stderr, 300)}; what was "
+                                  "already put back stays; the rest is as Codex left it")
+    refresh_changes(store, task_id, workspace.changes())
+    restored = sorted(name for item in items for name in change_names(item) if name not in lost)
+    return restored, sorted(set(kept) | set(lost))
+
+
+# -- list: an index the tool rebuilds from the records, and a cursor that holds no state -----------
 
 def index_row(store: Store, task_id: str, name: str) -> list:
     """[status, updated, rework count, goal, kind, worker] of a record, or an error row.
@@ -4905,11 +5429,9 @@ def task_rows(store: Store) -> dict:
     index = load_json(path, {})
     rows, seen, dirty = {}, {}, False
     for entry in os.scandir(store.tasks_dir) if store.tasks_dir.is_dir() else ():
-        name = entry.name
-        if not (name.endswith(".md") and TASK_ID.fullmatch(name[:-3])):
+        name, task_id = entry.name, record_id(entry.name)
+        if not task_id:
             continue
-        canonical = len(name) == 8 or len(name) > 8 and name[2] != "0"     # T-001.md, T-1000.md
-        task_id = name[:-3] if canonical else f"T-{int(name[2:-3]):03d}"
         if task_id in seen:          # T-7.md beside T-007.md: neither is trusted
             names = ", ".join(sorted(f"{TASKS_DIR}/{n}" for n in (seen[task_id], name)))
             rows[task_id] = ["", "", 0, "", "task", f"two files claim {task_id}: {names}; rename or delete one of them"]
@@ -4937,101 +5459,62 @@ def task_rows(store: Store) -> dict:
 
 
 def list_tasks(repo: object, *, status: object = None, limit: object = None, cursor: object = None) -> dict:
-    """A page of the repo's tasks, most recently updated first: {tasks, count, total, nextCursor?}.
+    """A page of the repo's tasks, most recently updated first: {tasks, count, total, nextCursor?,
+    changedSince?}. Writes nothing but its rebuildable index.
 
-    The first page fixes the order of the whole listing (kept in the state folder), so following
-    `nextCursor` reaches every task that matched then exactly once, however tasks change meanwhile;
-    each row shows the task as it is now."""
+    The cursor holds where the page ended and when the listing began, nothing more: following it
+    reaches every task that matched then and has not changed since exactly once; tasks that changed
+    (or were made) since the listing began are counted in `changedSince`, and a new listing shows
+    them first. Each row shows the task as it is now."""
     store = Store(repo)
-    wanted = list_arg("status", status)
+    size = count_arg("limit", limit, LIST_LIMIT, 1000)
+    since, after, wanted = read_cursor(text_arg("cursor", cursor)) if cursor is not None else (
+        int(time.time()), None, list_arg("status", status))
     for value in wanted:
         if value not in STATUSES:
             raise BadInput(f"`status` {value!r} is not a status; give some of: {', '.join(STATUSES)}")
-    size = count_arg("limit", limit, LIST_LIMIT, 1000)
-    listed = read_page_order(store, text_arg("cursor", cursor)) if cursor is not None else None
     rows = task_rows(store)
-    pruned = prune_worktrees(store, rows)
-    for task_id in queue_entries(store):
+    for task_id in queue_entries(store, prune=False):
         if task_id in rows and rows[task_id][0] not in ACTIVE:
             rows[task_id] = ["doing", *rows[task_id][1:]]         # its worker is the truth while it lives
     for task_id, row in rows.items():
         if row[0] in ACTIVE and row[5] and not row[5].startswith("two files") and not process_alive(row[5]):
             with contextlib.suppress(CodexMcpError):
-                task = refresh(store, task_id)                    # a dead worker: say so in the record
+                task = look(store, task_id)                       # a dead worker: shown blocked
                 rows[task_id] = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80),
                                  task.kind, task.worker]
-    if listed is not None:
-        order, offset = listed
-    else:
-        matching = [t for t in rows if not wanted or rows[t][0] in wanted]
-        order, offset = sorted(matching, key=lambda t: (rows[t][1], task_number(t)), reverse=True), 0
-    tasks = [list_row(task_id, rows.get(task_id)) for task_id in order[offset:offset + size]]
-    answer = {"tasks": tasks, "count": len(tasks), "total": len(order)}
-    while len(tasks) > 1 and len(json.dumps(answer, ensure_ascii=False).encode()) > RESULT_BUDGET - 60:
+    key = lambda t: (re.sub(r"\D", "", rows[t][1])[:14], task_number(t))     # noqa: E731
+    matching = [t for t in rows if not wanted or rows[t][0] in wanted]
+    changed = [t for t in matching if after is not None
+               and key(t)[0] > time.strftime("%Y%m%d%H%M%S", time.gmtime(since))]
+    order = sorted((t for t in matching if t not in changed and (after is None or key(t) < after)), key=key,
+                   reverse=True)
+    tasks = [list_row(task_id, rows[task_id]) for task_id in order[:size]]
+    answer = {"tasks": tasks, "count": len(tasks), "total": len(matching)}
+    while len(tasks) > 1 and len(json.dumps(answer, ensure_ascii=False).encode()) > RESULT_BUDGET - 90:
         tasks.pop()                  # long goals: a shorter page, and the cursor goes on from there
         answer["count"] = len(tasks)
-    if offset + len(tasks) < len(order):
-        answer["nextCursor"] = write_page_order(store, order, offset + len(tasks), cursor)
-    if pruned:
-        answer["prunedWorkspaces"] = pruned
+    if len(tasks) < len(order):
+        last = key(order[len(tasks) - 1])
+        mask = sum(1 << STATUSES.index(value) for value in wanted)
+        answer["nextCursor"] = f"{since}.{last[0] or '0'}.{last[1]}.{mask}"
+    if after is not None and changed:
+        answer["changedSince"] = len(changed)
     return answer
 
 
-def prune_worktrees(store: Store, rows: dict) -> list:
-    """Worktrees that outlived their task (done, deleted, cancelled, its worker dead) are released,
-    and git forgets worktrees deleted by hand. Returns what was pruned, for the answer."""
-    folder = store.state_dir / "worktrees"
-    if not folder.is_dir():
-        return []
-    pruned = []
-    for owner in sorted(folder.glob("w*.task")):
-        task_id = owner.read_text().strip() if owner.exists() else ""
-        row = rows.get(task_id)
-        over = row is None or row[0] == "done" or row[0] == "todo" and not row[5] or \
-            not (folder / owner.name[:-5] / ".git").is_file()
-        if over:
-            release_worktree(store, task_id, remove=row is None or row[0] != "done")
-            with contextlib.suppress(FileNotFoundError):
-                owner.unlink()
-            pruned.append(f"{owner.name[:-5]} ({task_id or 'no task'})")
-    with contextlib.suppress(OperationFailed):
-        run_git(store.repo, "worktree", "prune")
-    return pruned
-
-
-def list_row(task_id: str, row: list | None) -> dict:
-    if row is None:
-        return {"taskId": task_id, "error": "deleted since this listing began"}
-    if row[5] and not row[0]:
-        return {"taskId": task_id, "error": row[5]}
-    return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
-                    "reworkCount": row[2] or None, "goal": clip(row[3], 60), "updated": row[1]})
-
-
-def write_page_order(store: Store, order: list, offset: int, cursor: object) -> str:
-    token = str(cursor).partition(":")[0] if cursor is not None else f"{time.time_ns():x}{os.urandom(3).hex()}"
-    folder = store.state_dir / "pages"
-    if cursor is None:
-        with contextlib.suppress(OSError):
-            for old in folder.iterdir():
-                if time.time() - old.stat().st_mtime > 24 * 3600:
-                    old.unlink()
-        atomic_write(folder / token, json.dumps(order), durable=False)
-    return f"{token}:{offset}"
-
-
-def read_page_order(store: Store, cursor: str) -> tuple:
-    token, _, offset = cursor.partition(":")
-    if not re.fullmatch(r"[0-9a-f]{6,40}", token) or not offset.isdigit():
-        raise BadInput(f"`cursor` {cursor!r} is not a cursor this tool gave out")
-    order = load_json(store.state_dir / "pages" / token, None)
-    if order is None:
-        raise BadInput(f"`cursor` {cursor!r} has expired (listings are kept a day): list again from the first page")
-    return order, int(offset)
+def read_cursor(cursor: str) -> tuple:
+    """(when the listing began, the key the last page ended at, the statuses it lists)."""
+    match = re.fullmatch(r"(\d{9,12})\.(\d{1,14})\.(\d{1,9})\.(\d{1,2})", cursor)
+    if not match:
+        raise BadInput(f"`cursor` {cursor!r} is not a cursor this tool gave out: list again from the first page")
+    updated = "" if match.group(2) == "0" else match.group(2)
+    wanted = [value for n, value in enumerate(STATUSES) if int(match.group(4)) & 1 << n]
+    return int(match.group(1)), (updated, int(match.group(3))), wanted
 
 
 # ====================================================================================================
-# 15. Set-up: the server's private environment, doctor, the plugin's Stop hook
+# 16. Set-up: the server's private environment, doctor, the plugin's Stop hook
 # ====================================================================================================
 #
 # Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
@@ -5075,7 +5558,7 @@ def mcp_version() -> str:
 
 
 def env_python(venv: Path) -> Path:
-    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return venv / ("Scripts/python.exe" if WINDOWS else "bin/python")
 
 
 def env_ready(venv: Path) -> bool:
@@ -5213,7 +5696,7 @@ def check_mcp(env_dir: str | None) -> dict:
         how = "uv" if builder == "uv" else "venv and pip (20-30 s)"
         return check("mcp", True, f"this Python has no mcp 2.x; serve builds a private environment in {venv} "
                                   f"on its first start, with {how}; it needs the package index")
-    return check("mcp", False, f"this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
+    return check("mcp", False, "this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
                  f"sudo apt install python3-venv, or install uv, or {fix}")
 
 
@@ -5297,19 +5780,19 @@ def check_sandbox(codex: list) -> dict:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
-def check_confinement(repo: Path) -> dict:
+def check_confinement(repo: Path, codex: list) -> dict:
     """Whether Codex, sandboxed in this folder, is kept from everything run or believed outside its
     sandbox; and which of those lie under /tmp or $TMPDIR (safe: Codex's runs have both closed)."""
     if not repo.is_dir():
         return check("confinement", False, f"{repo} is not a directory", "run doctor from your repository, or --cwd DIR")
     state = state_dir_for(repo, find_git_dir(repo))
-    exposed = exposed_places(repo, state)
+    exposed = exposed_places(repo, state, codex)
     if exposed:
         return check("confinement", False, f"{repo} holds {'; '.join(exposed)}: Codex's sandbox would let it write "
                                            "them, so no task runs here", "run codex-mcp in a project folder that "
                                            "holds none of them")
     temps = [str(Path(t).resolve()) for t in ("/tmp", os.environ.get("TMPDIR") or "/tmp")]
-    under = [f"{what} {path}" for what, path in trusted_places(state)
+    under = [f"{what} {path}" for what, path in trusted_places(state, codex)
              if any(str(path) == t or str(path).startswith(t.rstrip("/") + "/") for t in temps)]
     said = (f"{'; '.join(under)} under /tmp or $TMPDIR, which Codex's runs cannot write (each gets a private "
             "temporary folder instead)") if under else "none of them under /tmp or $TMPDIR"
@@ -5359,8 +5842,9 @@ def check_claude(repo: Path) -> dict:
     # e.g. "plugin:codex-mcp:codex-mcp: /path/bin/codex-mcp serve - ✔ Connected"
     found = [line for line in out.splitlines() if re.match(r"^(plugin:[^:\s]+:)?codex-mcp: ", line)]
     if not found:
-        return project_registration(repo) or check("claude", False, "codex-mcp is not registered with Claude Code "
-                                                                    "here", install)
+        return project_registration(repo) or check(
+            "claude", True, f"codex-mcp is not registered with Claude Code (the CLI works without it); to use it "
+                            f"from Claude Code: {install}")
     line = found[0]
     if "Connected" in line and "✘" not in line:
         return check("claude", True, line)
@@ -5407,7 +5891,7 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     checks = [check_python(), check_mcp(env_dir or os.environ.get("CODEX_MCP_ENV_DIR")), codex_ok]
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
-    checks += [check_git(repo_path), check_confinement(repo_path), check_tasks_dir(repo_path),
+    checks += [check_git(repo_path), check_confinement(repo_path, codex), check_tasks_dir(repo_path),
                check_claude(repo_path)]
     result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
@@ -5446,51 +5930,225 @@ def held_reviews(hook_input: dict) -> dict:
 
 
 # ====================================================================================================
-# 16. CLI
+# 17. The commands: one table for the CLI and the MCP server
+# ====================================================================================================
+#
+# Each command is one row: its MCP tool name, its CLI word, the service that carries it out, the
+# shape of its answer, and its parameters. A parameter is described once, with the name MCP callers
+# use and the flag the CLI keeps from the seed (`allowedPaths` is `--paths`); the MCP schemas, the
+# CLI's options and dispatch, and the rewriting of messages into the CLI's words all come from it.
+
+class Param:
+    """One parameter: its MCP name and JSON type, what it means, the service's keyword, and its CLI
+    spelling: a flag (`--paths`), `TASK_ID` (the positional task id), or "" (not on the CLI: `cwd`
+    is the global --cwd). `mcp=False` makes an option the CLI's alone. `extra` holds JSON-schema
+    bounds (`minimum`, `maximum`, `enum`, `items_enum`) and the CLI's forms: `bare` (the flag may
+    stand alone, meaning that value), `append` (given again for each item), `metavar`, `negated`
+    (the help of a `--no-` flag, which says the opposite of the MCP description)."""
+    __slots__ = ("name", "type", "description", "required", "keyword", "flag", "mcp", "extra")
+
+    def __init__(self, name: str, type: object, description: str, flag: str = "", required: bool = False,
+                 keyword: str | None = None, mcp: bool = True, **extra: object) -> None:
+        self.name, self.type, self.description, self.required = name, type, description, required
+        self.keyword, self.flag, self.mcp, self.extra = keyword or name, flag, mcp, extra
+
+
+class Command:
+    """One command: `tool` is its MCP name ("" for the CLI's own: serve, doctor), `cli` its word on
+    the command line, `summary` its line in the CLI's help, `description` what an MCP client reads."""
+    __slots__ = ("tool", "cli", "summary", "description", "service", "shape", "params", "read_only",
+                 "idempotent", "destructive", "codex")
+
+    def __init__(self, tool: str, cli: str, summary: str, description: str, service: Callable, shape: str,
+                 params: list, read_only: bool = False, idempotent: bool = False, destructive: bool = False,
+                 codex: bool = False) -> None:
+        self.tool, self.cli, self.summary, self.description = tool, cli, summary, description
+        self.service, self.shape, self.params = service, shape, params
+        self.read_only, self.idempotent, self.destructive, self.codex = read_only, idempotent, destructive, codex
+
+
+CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
+TASK = Param("taskId", "string", "task id, like T-001", "TASK_ID", required=True, keyword="task_id")
+ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, one task at a "
+                  "time) or \"worktree\" (its own git worktree made from your current tree; several run at once; "
+                  "accept merges the changes into your working tree)", "--isolation", enum=list(ISOLATIONS))
+WAIT = Param("wait", "number", "wait for the task to leave todo/doing: up to N seconds, or without N until it does",
+             "--wait", mcp=False, bare=float("inf"), metavar="N")
+COMMANDS = [
+    Command(
+        "delegate-task", "delegate", "create a task and start Codex on it (--file T-001 starts an existing todo task)",
+        "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the background "
+        "(workspace-write sandbox); returns {taskId, threadId, status, filePath} within seconds. Status todo means "
+        "another task holds this repo; it starts by itself. Next: check-task with waitSeconds.",
+        delegate_task, "delegate", [
+            Param("goal", "string", "what Codex should do", "--goal", required=True),
+            Param("allowedPaths", ["string"], "paths Codex may change, relative to the repo root (folders admit "
+                  "everything under them; no globs)", "--paths", required=True, keyword="allowed_paths"),
+            Param("constraints", "string", "rules Codex must keep", "--constraints"),
+            Param("acceptanceCriteria", "string", "what done means", "--criteria", keyword="criteria"),
+            CWD,
+            Param("verify", "string", "shell command accept-task runs in the repo, in Codex's sandbox; it must exit 0",
+                  "--verify"),
+            Param("verifySandbox", "boolean", "false runs the verify command outside the sandbox (for a suite that "
+                  "starts local servers); default true", "--no-verify-sandbox", keyword="verify_sandbox",
+                  negated="run the verify command outside the sandbox (a suite that starts local servers)"),
+            Param("model", "string", "Codex model for this task", "--model"),
+            Param("reasoning", "string", "reasoning effort: low, medium, high", "--reasoning"),
+            Param("timeoutSeconds", "integer", f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})",
+                  "--timeout", keyword="timeout"),
+            Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
+                  f"(default {DEFAULT_IDLE_TIMEOUT})", "--idle-timeout", keyword="idle_timeout"),
+            ISOLATION,
+            Param("file", "string", "start this existing todo task instead (as `start`)", "--file", mcp=False,
+                  metavar="T-NNN"),
+            WAIT,
+        ], codex=True),
+    Command(
+        "start-task", "start", "start an existing todo task (written by hand, or after retry)",
+        "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
+        "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
+        start_task, "delegate", [TASK, CWD, ISOLATION, WAIT], codex=True),
+    Command(
+        "check-task", "check", "show a task's status, progress and last result",
+        "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
+        "leave todo/doing, sending progress notifications; this blocks your turn, so use it when you have nothing "
+        "else to do. detail=true adds the full Codex message, commands and changes.",
+        check_task, "check", [
+            TASK, CWD,
+            Param("waitSeconds", "number", "wait up to this many seconds for the task to leave todo/doing (0: answer "
+                  "at once)", "--wait", keyword="wait_seconds", minimum=0, maximum=MAX_WAIT_SECONDS,
+                  bare=float("inf"), metavar="N"),
+            Param("detail", "boolean", "include the full Codex message, commands and changes", "--detail")],
+        read_only=True, idempotent=True),
+    Command(
+        "accept-task", "accept", "review a task in review: report, boundary, verify; then done/rework/blocked",
+        "Review a task in status review: Codex's report must be complete, every real change inside allowedPaths, "
+        "and the verify command must pass in the sandbox. Returns {taskId, action, reason, status}: done; rework "
+        "(already sent back: check-task again); boundary_confirmation (call again with approvePaths, or "
+        "rework-task); blocked. Not idempotent: it can start a rework.",
+        accept_task, "accept", [
+            TASK, CWD,
+            Param("approvePaths", ["string"], "paths outside allowedPaths to allow, after a boundary_confirmation",
+                  "--approve-paths", keyword="approve_paths"),
+            Param("intoBranch", "boolean", "a worktree task: commit its changes as branch codex-mcp/T-NNN instead of "
+                  "applying them to the working tree", "--branch", keyword="into_branch")],
+        codex=True),
+    Command(
+        "rework-task", "rework", f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
+        "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
+        "fourth blocks the task). Returns {taskId, threadId, status, reworkCount}. Next: check-task with "
+        "waitSeconds.",
+        rework_task, "rework", [
+            TASK,
+            Param("reviewItems", ["string"], "the specific things Codex must fix", "--items", required=True,
+                  keyword="review_items", append=True),
+            CWD], codex=True),
+    Command(
+        "retry-task", "retry", "return a blocked task to todo (resets the rework budget)",
+        "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. Next: start-task.",
+        retry_task, "retry", [TASK, CWD]),
+    Command(
+        "cancel-task", "cancel", "stop a queued or running task (it becomes blocked)",
+        "Stop a queued or running task: Codex is killed and the task becomes blocked (retry-task brings it back).",
+        cancel_task, "cancel", [TASK, CWD]),
+    Command(
+        "discard-task", "discard", "put back what Codex changed for a task in review or blocked (it stays blocked)",
+        "Undo a delegated task you do not want: put back every file Codex changed (as review attributed them; "
+        "a person's edit, and a path nothing shows who changed, are kept and listed) and leave the task blocked "
+        "with the reason \"discarded\". A worktree task's worktree is dropped. For a task in review or blocked. "
+        "Returns {taskId, status, reason, restored, kept}.",
+        discard_task, "discard", [TASK, CWD], destructive=True),
+    Command(
+        "review-changes", "review",
+        "ask Codex to review the uncommitted changes (or those since --base); read-only, in the background",
+        "Ask Codex for a second opinion on changes you (or a person) made: the uncommitted ones (staged, unstaged, "
+        "untracked), or those since base. Read-only, in the background, in its own record; returns {taskId, status}. "
+        "check-task with waitSeconds then answers with verdict (correct / needs changes), explanation and findings "
+        "[{priority P0-P3, file, lines, title, body}], most severe first.",
+        review_changes, "delegate", [
+            CWD,
+            Param("base", "string", "a branch, tag or commit: review the changes since it (default: the "
+                  "uncommitted changes)", "--base"),
+            Param("paths", ["string"], "look only at changes under these paths", "--paths"),
+            Param("focus", "string", "what matters most, e.g. 'security of the token refresh'", "--focus"),
+            Param("adversarial", "boolean", "challenge the approach and look for the ways it fails, not polish",
+                  "--adversarial"),
+            WAIT,
+        ], codex=True),
+    Command(
+        "list-tasks", "list", "list the tasks of the repository, most recently updated first",
+        "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
+        "reworkCount, goal, updated}], count, total, nextCursor}. Pass nextCursor back for the next page.",
+        list_tasks, "list", [
+            CWD,
+            Param("status", ["string"], "only tasks in these statuses", "--status", items_enum=list(STATUSES)),
+            Param("limit", "integer", f"tasks per page (default {LIST_LIMIT}, at most 1000)", "--limit", minimum=1,
+                  maximum=1000),
+            Param("cursor", "string", "the nextCursor of the previous page", "--cursor")],
+        read_only=True, idempotent=True),
+    Command("", "serve", "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
+            "", lambda repo, codex_cmd=None: serve(repo, codex_cmd), "", [], codex=True),
+    Command("", "doctor", "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
+            "agents/tasks, Claude Code's registration; exit 1 if a check failed", "", doctor, "", [
+                Param("envDir", "string", "where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)",
+                      "--env-dir", keyword="env_dir", mcp=False, metavar="DIR")], codex=True),
+]
+TOOLS = {command.tool: command for command in COMMANDS if command.tool}
+BY_CLI = {command.cli: command for command in COMMANDS}
+# The CLI's words for the names the services, the messages and the next steps use.
+CLI_WORDS = {"cwd": "--cwd", "codexCmd": "--codex-cmd",
+             **{param.name: param.flag for command in COMMANDS for param in command.params if param.flag},
+             **{tool: f"codex-mcp {command.cli}" for tool, command in TOOLS.items()}}
+
+
+# ====================================================================================================
+# 18. CLI
 # ====================================================================================================
 
 EXIT_CODES = """exit status: 0 success; 1 the operation failed (a refused transition, a malformed record,
 a process that could not run, a full or read-only disk); 2 bad input (unknown task, bad id, bad
 arguments). Output is one JSON object on stdout; errors are {"error": {"code": ..., "message": ...}}."""
-
-# The CLI's words for the names the services and the next-step table use.
-CLI_WORDS = {
-    "cwd": "--cwd", "goal": "--goal", "allowedPaths": "--paths", "constraints": "--constraints",
-    "acceptanceCriteria": "--criteria", "verify": "--verify", "verifySandbox": "--no-verify-sandbox",
-    "model": "--model", "reasoning": "--reasoning", "timeoutSeconds": "--timeout",
-    "idleTimeoutSeconds": "--idle-timeout", "taskId": "TASK_ID", "waitSeconds": "--wait", "detail": "--detail",
-    "approvePaths": "--approve-paths", "reviewItems": "--items", "status": "--status", "limit": "--limit",
-    "cursor": "--cursor", "codexCmd": "--codex-cmd", "isolation": "--isolation", "intoBranch": "--branch",
-    "delegate-task": "codex-mcp delegate", "start-task": "codex-mcp start", "check-task": "codex-mcp check",
-    "accept-task": "codex-mcp accept", "rework-task": "codex-mcp rework", "retry-task": "codex-mcp retry",
-    "cancel-task": "codex-mcp cancel", "list-tasks": "codex-mcp list", "review-changes": "codex-mcp review",
-    "base": "--base", "paths": "--paths", "focus": "--focus", "adversarial": "--adversarial",
-}
+HIDDEN = ("_work", "_build-env", "_hold-review")      # run by the tool itself: the worker, serve, the Stop hook
+STEP_CALL = Pattern(r"`([a-z]+-[a-z]+) (\{.*?\})`")
 
 
 def cli_words(text: str) -> str:
+    """A message in the CLI's words: a call written as `accept-task {"taskId": "T-004"}` becomes
+    `codex-mcp accept T-004`, and a tool's or parameter's name its command or flag."""
+    def call(match: re.Match) -> str:
+        command = TOOLS.get(match.group(1))
+        try:
+            args = json.loads(match.group(2))
+        except ValueError:
+            return match.group(0)
+        return f"`{cli_call(command, args)}`" if command else match.group(0)
+    text = STEP_CALL.sub(call, text)
     return re.sub(r"`([A-Za-z-]+)`", lambda m: f"`{CLI_WORDS.get(m.group(1), m.group(1))}`", text)
 
 
-COMMANDS = {
-    "delegate": "create a task and start Codex on it (--file T-001 starts an existing todo task)",
-    "start": "start an existing todo task (written by hand, or after retry)",
-    "check": "show a task's status, progress and last result",
-    "accept": "review a task in review: report, boundary, verify; then done/rework/blocked",
-    "rework": f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
-    "retry": "return a blocked task to todo (resets the rework budget)",
-    "cancel": "stop a queued or running task (it becomes blocked)",
-    "review": "ask Codex to review the uncommitted changes (or those since --base); read-only, in the background",
-    "list": "list the tasks of the repository, most recently updated first",
-    "serve": "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
-    "doctor": "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
-              "agents/tasks, Claude Code's registration; exit 1 if a check failed",
-}
+def cli_call(command: Command, args: dict) -> str:
+    """The command line that makes the same call as a tool call's arguments."""
+    import shlex
+    words = ["codex-mcp", command.cli]
+    for param in command.params:
+        value = args.get(param.name)
+        if value is None or not param.flag:
+            continue
+        if param.flag == "TASK_ID":
+            words.insert(2, value)
+        elif param.type == "boolean":
+            words += [param.flag] if value != param.flag.startswith("--no-") else []
+        elif isinstance(value, list):
+            words += [part for item in value for part in (param.flag, shlex.quote(item))] if \
+                param.extra.get("append") else [param.flag, shlex.quote(",".join(value))]
+        else:
+            words += [param.flag, shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def build_parser(only: str | None = None) -> object:
-    """The CLI's parser. Only the named command's options are built when `only` is given: the
-    whole parser costs more than answering `check` does."""
+    """The CLI's parser, from the command table. Only the named command's options are built when
+    `only` is given: the whole parser costs more than answering `check` does."""
     import argparse
 
     class CliParser(argparse.ArgumentParser):
@@ -5514,75 +6172,53 @@ def build_parser(only: str | None = None) -> object:
                         help="the repository (default: the current directory)")
     common.add_argument("--codex-cmd", default=argparse.SUPPRESS, metavar="CMD",
                         help="the Codex command, may carry arguments (default: $CODEX_CMD or 'codex')")
-    parser = CliParser(prog="codex-mcp", parents=[common], epilog=EXIT_CODES,
-                       formatter_class=Formatter,
+    parser = CliParser(prog="codex-mcp", parents=[common], epilog=EXIT_CODES, formatter_class=Formatter,
                        description="Hand coding tasks to the Codex CLI and review the result. Tasks live in "
                                    "agents/tasks/T-NNN.md.")
     parser.add_argument("--version", action="version", version=f"codex-mcp {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
-    wait_help = "wait for the task to leave todo/doing: up to N seconds, or without N until it does"
-    for name, help_text in COMMANDS.items():
-        if only and name != only:
+    for command in COMMANDS:
+        if only and command.cli != only:
             continue
-        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common],
+        sub = commands.add_parser(command.cli, help=command.summary, description=command.summary, parents=[common],
                                   epilog=EXIT_CODES, formatter_class=Formatter)
-        if name == "delegate":
-            sub.add_argument("--goal", help="what Codex should do")
-            sub.add_argument("--paths", help="comma-separated paths Codex may change, e.g. src/auth/,src/types.ts")
-            sub.add_argument("--constraints", help="rules Codex must keep")
-            sub.add_argument("--criteria", help="acceptance criteria")
-            sub.add_argument("--verify", help="shell command accept runs (in the sandbox); it must exit 0")
-            sub.add_argument("--no-verify-sandbox", action="store_true",
-                             help="run the verify command outside the sandbox (a suite that starts local servers)")
-            sub.add_argument("--model", help="Codex model for this task")
-            sub.add_argument("--reasoning", help="reasoning effort: low, medium, high")
-            sub.add_argument("--timeout", type=float, metavar="S", help=f"hard limit of one Codex run "
-                                                                        f"(default {DEFAULT_TIMEOUT} s)")
-            sub.add_argument("--idle-timeout", type=float, metavar="S",
-                             help=f"no progress from Codex for this long ends the run (default {DEFAULT_IDLE_TIMEOUT} s)")
-            sub.add_argument("--file", metavar="T-NNN", help="start this existing todo task instead (as `start`)")
-            sub.add_argument("--isolation", choices=ISOLATIONS, help="inplace (default) or worktree: a git worktree "
-                                                                     "of its own; several run at once")
-            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
-        elif name in ("start", "check", "accept", "rework", "retry", "cancel"):
-            sub.add_argument("task_id", metavar="TASK_ID")
-        if name == "start":
-            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
-            sub.add_argument("--isolation", choices=ISOLATIONS, help="inplace or worktree (default: as recorded)")
-        elif name == "check":
-            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
-            sub.add_argument("--detail", action="store_true", help="include the full Codex message, commands, changes")
-        elif name == "accept":
-            sub.add_argument("--approve-paths", metavar="PATHS",
-                             help="comma-separated paths outside the boundary to allow (after boundary_confirmation)")
-            sub.add_argument("--branch", action="store_true",
-                             help="a worktree task: commit its changes as branch codex-mcp/T-NNN instead")
-        elif name == "rework":
-            sub.add_argument("--items", required=True, action="append",
-                             help="comma-separated review items; repeat --items for items that contain commas")
-        elif name == "review":
-            sub.add_argument("--base", help="a branch, tag or commit: review the changes since it")
-            sub.add_argument("--paths", help="comma-separated paths: look only at changes under them")
-            sub.add_argument("--focus", help="what matters most, e.g. 'security of the token refresh'")
-            sub.add_argument("--adversarial", action="store_true",
-                             help="challenge the approach and look for the ways it fails, not polish")
-            sub.add_argument("--wait", nargs="?", type=float, const=float("inf"), metavar="N", help=wait_help)
-        elif name == "doctor":
-            sub.add_argument("--env-dir", metavar="DIR",
-                             help="where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)")
-        elif name == "list":
-            sub.add_argument("--status", help="only tasks in these statuses (comma-separated)")
-            sub.add_argument("--limit", type=int, help=f"tasks per page (default {LIST_LIMIT})")
-            sub.add_argument("--cursor", help="the nextCursor of the previous page")
-    if only == "_work":                                          # the detached worker; not for people
+        for param in command.params:
+            add_option(sub, param)
+    if only == "_work":
         hidden = commands.add_parser("_work", parents=[common])
         hidden.add_argument("--mode", choices=("start", "rework", "review"), required=True)
         hidden.add_argument("task_id")
-    elif only == "_build-env":                                   # serve's detached build of its environment
+    elif only == "_build-env":
         commands.add_parser("_build-env", parents=[common]).add_argument("env_dir")
-    elif only == "_hold-review":                                 # the plugin's Stop hook; JSON on stdin
+    elif only == "_hold-review":
         commands.add_parser("_hold-review", parents=[common])
     return parser
+
+
+def add_option(sub: object, param: Param) -> None:
+    """One parameter as an argparse option, in the CLI's spelling."""
+    if not param.flag:
+        return
+    if param.flag == "TASK_ID":
+        sub.add_argument(param.keyword, metavar="TASK_ID")
+        return
+    help_text = param.description + (" (comma-separated)" if isinstance(param.type, list) and
+                                      not param.extra.get("append") else "")
+    if param.type == "boolean":
+        sub.add_argument(param.flag, dest=param.keyword, action="store_const",
+                         const=not param.flag.startswith("--no-"), help=param.extra.get("negated", help_text))
+        return
+    options: dict = {"dest": param.keyword, "help": help_text,
+                     "metavar": param.extra.get("metavar") or param.flag[2:].upper()}
+    if param.type in ("number", "integer"):
+        options["type"] = float
+    if "bare" in param.extra:
+        options.update(nargs="?", const=param.extra["bare"])
+    if param.extra.get("append"):
+        options["action"] = "append"
+    if param.extra.get("enum"):
+        options["choices"] = param.extra["enum"]
+    sub.add_argument(param.flag, **options)
 
 
 def command_name(argv: list) -> str | None:
@@ -5594,7 +6230,7 @@ def command_name(argv: list) -> str | None:
         elif word in ("--cwd", "--codex-cmd"):
             skip = True
         elif not word.startswith("-"):
-            return word if word in COMMANDS or word in ("_work", "_build-env", "_hold-review") else None
+            return word if word in BY_CLI or word in HIDDEN else None
     return None
 
 
@@ -5602,71 +6238,10 @@ def print_progress(task: Task) -> None:
     print(f"{task.id} {task.status}: {task.progress or task.reason}", file=sys.stderr, flush=True)
 
 
-def cli_rework_items(values: list) -> list:
-    return [item.strip() for value in values for item in (value.split(",") if len(values) == 1 else [value])
-            if item.strip()]
-
-
-def wait_then_view(repo: str, answer: dict, wait: float | None) -> dict:
-    """`--wait N` after a start: follow the task up to N seconds, then answer as check does."""
-    if wait is None:
-        return answer
-    store = Store(repo)
-    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait, print_progress)
-    return {**answer, **task_view(store, task)}
-
-
 def run_command(args: object) -> dict | None:
-    repo, codex_cmd, name = args.cwd, args.codex_cmd, args.command
-    wait = getattr(args, "wait", None)
-    inline = wait == float("inf")                   # `--wait` with no number: until the task leaves doing
-    if wait is not None and not wait >= 0:
-        raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
-    limit = None if wait is None or inline else wait
-    if name == "delegate" and args.file or name == "start":
-        task_id = args.file if name == "delegate" else args.task_id
-        if name == "delegate" and (args.goal or args.paths):
-            raise BadInput("give either --file (an existing task) or --goal and --paths (a new one), not both")
-        answer = start_task(repo, task_id=task_id, isolation=getattr(args, "isolation", None), codex_cmd=codex_cmd,
-                            inline=inline, on_progress=print_progress)
-        return wait_then_view(repo, answer, limit)
-    if name == "delegate":
-        answer = delegate_task(repo, goal=args.goal, allowed_paths=args.paths, constraints=args.constraints,
-                               criteria=args.criteria, verify=args.verify, verify_sandbox=not args.no_verify_sandbox,
-                               model=args.model, reasoning=args.reasoning, timeout=args.timeout,
-                               idle_timeout=args.idle_timeout, isolation=args.isolation, codex_cmd=codex_cmd,
-                               inline=inline, on_progress=print_progress)
-        if inline:
-            store = Store(repo)
-            return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
-        return wait_then_view(repo, answer, limit)
-    if name == "review":
-        answer = review_changes(repo, base=args.base, paths=args.paths, focus=args.focus, adversarial=args.adversarial,
-                                codex_cmd=codex_cmd, inline=inline, on_progress=print_progress)
-        if inline:
-            store = Store(repo)
-            return {**answer, **task_view(store, refresh(store, answer["taskId"]))}
-        return wait_then_view(repo, answer, limit)
-    if name == "check":
-        seconds = 0 if wait is None else wait
-        return check_task(repo, task_id=args.task_id, wait_seconds=seconds, detail=args.detail,
-                          on_change=print_progress if wait is not None else None, wait_limit=float("inf"))
-    if name == "accept":
-        return accept_task(repo, task_id=args.task_id, approve_paths=args.approve_paths, into_branch=args.branch,
-                           codex_cmd=codex_cmd)
-    if name == "rework":
-        return rework_task(repo, task_id=args.task_id, review_items=cli_rework_items(args.items), codex_cmd=codex_cmd)
-    if name == "retry":
-        return retry_task(repo, task_id=args.task_id)
-    if name == "cancel":
-        return cancel_task(repo, task_id=args.task_id)
-    if name == "list":
-        return list_tasks(repo, status=args.status, limit=args.limit, cursor=args.cursor)
-    if name == "serve":
-        serve(repo, codex_cmd)
-        return None
-    if name == "doctor":
-        return doctor(repo, codex_cmd, args.env_dir)
+    """Carry out a parsed command line: the hidden commands, else the command's service called with
+    its options as keywords. `--wait` follows a task the command started, printing progress."""
+    name = args.command
     if name == "_build-env":
         build_environment(Path(args.env_dir))
         return None
@@ -5676,19 +6251,41 @@ def run_command(args: object) -> dict | None:
         except ValueError:
             return {}
     if name == "_work":
-        work(repo, args.task_id, args.mode, codex_command_from(codex_cmd))
+        work(args.cwd, args.task_id, args.mode, codex_command_from(args.codex_cmd))
         return None
-    raise BadInput("no command given: try codex-mcp --help")
+    command = BY_CLI.get(name)
+    if command is None:
+        raise BadInput("no command given: try codex-mcp --help")
+    keywords = {param.keyword: getattr(args, param.keyword) for param in command.params
+                if param.flag and getattr(args, param.keyword, None) is not None}
+    if command.codex:
+        keywords["codex_cmd"] = args.codex_cmd
+    if "review_items" in keywords:          # one --items is a comma list; several are one item each
+        items = keywords["review_items"]
+        keywords["review_items"] = split_list(items[0]) if len(items) == 1 else items
+    if "wait_seconds" in keywords:          # check --wait: no 600 s cap on the command line
+        keywords.update(on_change=print_progress, wait_limit=float("inf"))
+    wait = keywords.pop("wait", None)
+    if wait is not None and not wait >= 0:
+        raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
+    if wait is not None:                    # `--wait` with no number: the worker runs in this process
+        keywords.update(inline=wait == float("inf"), on_progress=print_progress)
+    answer = command.service(args.cwd, **keywords)
+    if wait is None or answer is None:
+        return answer
+    store = Store(args.cwd)
+    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait, print_progress)
+    return {**answer, **task_view(store, task)}
 
 
 # ====================================================================================================
-# 17. MCP server
+# 19. MCP server
 # ====================================================================================================
 #
-# The SDK's low-level server: the tool list below (names, descriptions, JSON schemas derived from
-# SHAPES) is ours, and every call is checked here and answered in the same {error: {code, message}}
-# shape as the CLI's, in the MCP argument names. (Importing `mcp` costs the same either way: the
-# package loads all of it.)
+# The SDK's low-level server: the tool list (names, descriptions, JSON schemas derived from the
+# command table and SHAPES) is ours, and every call is checked here and answered in the same
+# {error: {code, message}} shape as the CLI's, in the MCP argument names. (Importing `mcp` costs the
+# same either way: the package loads all of it.)
 
 SERVER_INSTRUCTIONS = """\
 codex-mcp hands coding tasks to the Codex CLI and reviews the result on ground truth (the files that
@@ -5708,115 +6305,6 @@ really changed, the report, a verify command run in Codex's sandbox), so you nee
 cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is agents/tasks/T-NNN.md."""
 
 
-class Param:
-    __slots__ = ("name", "type", "description", "required", "keyword", "extra")
-
-    def __init__(self, name: str, type: object, description: str, required: bool = False,
-                 keyword: str | None = None, **extra: object) -> None:
-        self.name, self.type, self.description, self.required = name, type, description, required
-        self.keyword = keyword or name
-        self.extra = extra
-
-
-class ToolSpec:
-    __slots__ = ("description", "service", "shape", "params", "read_only", "idempotent", "codex")
-
-    def __init__(self, description: str, service: Callable, shape: str, params: list, read_only: bool = False,
-                 idempotent: bool = False, codex: bool = False) -> None:
-        self.description, self.service, self.shape, self.params = description, service, shape, params
-        self.read_only, self.idempotent, self.codex = read_only, idempotent, codex
-
-
-CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
-TASK = Param("taskId", "string", "task id, like T-001", required=True, keyword="task_id")
-ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, one task at a time) "
-                  "or \"worktree\" (its own git worktree made from your current tree; several run at once; accept "
-                  "merges the changes into your working tree)", enum=list(ISOLATIONS))
-TOOLS = {
-    "delegate-task": ToolSpec(
-        "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the background "
-        "(workspace-write sandbox); returns {taskId, threadId, status, filePath} within seconds. Status todo means "
-        "another task holds this repo; it starts by itself. Next: check-task with waitSeconds.",
-        delegate_task, "delegate", [
-            Param("goal", "string", "what Codex should do", required=True),
-            Param("allowedPaths", ["string"], "paths Codex may change, relative to the repo root (folders admit "
-                  "everything under them; no globs)", required=True, keyword="allowed_paths"),
-            Param("constraints", "string", "rules Codex must keep"),
-            Param("acceptanceCriteria", "string", "what done means", keyword="criteria"),
-            CWD,
-            Param("verify", "string", "shell command accept-task runs in the repo, in Codex's sandbox; it must exit 0"),
-            Param("verifySandbox", "boolean", "false runs the verify command outside the sandbox (for a suite that "
-                  "starts local servers); default true", keyword="verify_sandbox"),
-            Param("model", "string", "Codex model for this task"),
-            Param("reasoning", "string", "reasoning effort: low, medium, high"),
-            Param("timeoutSeconds", "integer", f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})",
-                  keyword="timeout"),
-            Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
-                  f"(default {DEFAULT_IDLE_TIMEOUT})", keyword="idle_timeout"),
-            ISOLATION,
-        ], codex=True),
-    "start-task": ToolSpec(
-        "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
-        "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
-        start_task, "delegate", [TASK, CWD, ISOLATION], codex=True),
-    "check-task": ToolSpec(
-        "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
-        "leave todo/doing, sending progress notifications; this blocks your turn, so use it when you have nothing "
-        "else to do. detail=true adds the full Codex message, commands and changes.",
-        check_task, "check", [TASK, CWD,
-                              Param("waitSeconds", "number", "wait up to this many seconds for the task to leave "
-                                    "todo/doing (0: answer at once)", keyword="wait_seconds", minimum=0,
-                                    maximum=MAX_WAIT_SECONDS),
-                              Param("detail", "boolean", "include the full Codex message, commands and changes")],
-        read_only=True, idempotent=True),
-    "accept-task": ToolSpec(
-        "Review a task in status review: Codex's report must be complete, every real change inside allowedPaths, "
-        "and the verify command must pass in the sandbox. Returns {taskId, action, reason, status}: done; rework "
-        "(already sent back: check-task again); boundary_confirmation (call again with approvePaths, or "
-        "rework-task); blocked. Not idempotent: it can start a rework.",
-        accept_task, "accept", [TASK, CWD, Param("approvePaths", ["string"], "paths outside allowedPaths to allow, "
-                                                 "after a boundary_confirmation", keyword="approve_paths"),
-                                Param("intoBranch", "boolean", "a worktree task: commit its changes as branch "
-                                      "codex-mcp/T-NNN instead of applying them to the working tree",
-                                      keyword="into_branch")],
-        codex=True),
-    "rework-task": ToolSpec(
-        "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
-        "fourth blocks the task). Returns {taskId, threadId, status, reworkCount}. Next: check-task with "
-        "waitSeconds.",
-        rework_task, "rework", [TASK, Param("reviewItems", ["string"], "the specific things Codex must fix",
-                                            required=True, keyword="review_items"), CWD], codex=True),
-    "retry-task": ToolSpec(
-        "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. Next: start-task.",
-        retry_task, "retry", [TASK, CWD]),
-    "cancel-task": ToolSpec(
-        "Stop a queued or running task: Codex is killed and the task becomes blocked (retry-task brings it back).",
-        cancel_task, "cancel", [TASK, CWD]),
-    "review-changes": ToolSpec(
-        "Ask Codex for a second opinion on changes you (or a person) made: the uncommitted ones (staged, unstaged, "
-        "untracked), or those since base. Read-only, in the background, in its own record; returns {taskId, status}. "
-        "check-task with waitSeconds then answers with verdict (correct / needs changes), explanation and findings "
-        "[{priority P0-P3, file, lines, title, body}], most severe first.",
-        review_changes, "delegate", [
-            CWD,
-            Param("base", "string", "a branch, tag or commit: review the changes since it (default: the "
-                  "uncommitted changes)"),
-            Param("paths", ["string"], "look only at changes under these paths"),
-            Param("focus", "string", "what matters most, e.g. 'security of the token refresh'"),
-            Param("adversarial", "boolean", "challenge the approach and look for the ways it fails, not polish"),
-        ], codex=True),
-    "list-tasks": ToolSpec(
-        "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
-        "reworkCount, goal, updated}], count, total, nextCursor}. Pass nextCursor back for the next page.",
-        list_tasks, "list", [CWD,
-                             Param("status", ["string"], "only tasks in these statuses", items_enum=list(STATUSES)),
-                             Param("limit", "integer", f"tasks per page (default {LIST_LIMIT}, at most 1000)",
-                                   minimum=1, maximum=1000),
-                             Param("cursor", "string", "the nextCursor of the previous page")],
-        read_only=True, idempotent=True),
-}
-
-
 def json_schema(shape: object) -> dict:
     """A JSON schema from a SHAPES entry (or a Param's type)."""
     if isinstance(shape, str):
@@ -5828,23 +6316,23 @@ def json_schema(shape: object) -> dict:
             "required": [key for key in shape if not key.endswith("?")]}
 
 
-def input_schema(spec: ToolSpec) -> dict:
+def input_schema(spec: Command) -> dict:
     properties = {}
-    for param in spec.params:
+    for param in (param for param in spec.params if param.mcp):
         schema = json_schema(param.type)
         schema["description"] = param.description
         if "items_enum" in param.extra:
             schema["items"]["enum"] = param.extra["items_enum"]
         schema.update({key: value for key, value in param.extra.items() if key in ("minimum", "maximum", "enum")})
         properties[param.name] = schema
-    return {"type": "object", "properties": properties,
-            "required": [param.name for param in spec.params if param.required], "additionalProperties": False}
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "required": [param.name for param in spec.params if param.required and param.mcp]}
 
 
-def call_arguments(spec: ToolSpec, arguments: dict) -> dict:
+def call_arguments(spec: Command, arguments: dict) -> dict:
     """The service's keywords from a tool call's arguments, each of the declared JSON type; a
     BadInput in the tool's own argument names for anything else."""
-    known = {param.name: param for param in spec.params}
+    known = {param.name: param for param in spec.params if param.mcp}
     unknown = sorted(set(arguments) - set(known))
     if unknown:
         raise BadInput(f"unknown argument{'s' * (len(unknown) > 1)} {', '.join(f'`{n}`' for n in unknown)}; "
@@ -5907,7 +6395,8 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     tools = [types.Tool(name=name, description=spec.description, input_schema=input_schema(spec),
                         output_schema=json_schema(SHAPES[spec.shape]),
                         annotations=types.ToolAnnotations(read_only_hint=spec.read_only,
-                                                          idempotent_hint=spec.idempotent, destructive_hint=False,
+                                                          idempotent_hint=spec.idempotent,
+                                                          destructive_hint=spec.destructive,
                                                           open_world_hint=False))
              for name, spec in TOOLS.items()]
 
@@ -5957,12 +6446,15 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
 
 
 # ====================================================================================================
-# 18. main
+# 20. main
 # ====================================================================================================
 
 def main(argv: list | None = None) -> int:
     """Run the CLI; print one JSON object; return the exit status (0, 1 or 2)."""
     argv = sys.argv[1:] if argv is None else argv
+    # An empty or relative PATH entry would find programs (git, find) in the folder Codex writes.
+    os.environ["PATH"] = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+                                         if os.path.isabs(entry))
     pretty = "--pretty" in argv
     try:
         args = build_parser(command_name(argv)).parse_args(argv)
@@ -5982,8 +6474,9 @@ def main(argv: list | None = None) -> int:
         status = 1 if result.get("ok") is False else 0     # doctor: a check failed
     if "error" in result:
         result["error"]["message"] = cli_words(result["error"]["message"])
-    if isinstance(result.get("next"), str):
-        result["next"] = cli_words(result["next"])
+    for key in ("next", "reason"):
+        if isinstance(result.get(key), str):
+            result[key] = cli_words(result[key])
     try:
         print(json.dumps(result, ensure_ascii=False, indent=2 if pretty else None), flush=True)
     except BrokenPipeError:            # `codex-mcp list | head`: the reader has what it wanted

@@ -124,6 +124,14 @@ class Harness:
         assert out["status"] not in ("todo", "doing"), out
         return out
 
+    def until_running(self, task_id: str, words: str, seconds: float = 60) -> None:
+        """Wait for the event, not for a time: until `check` says Codex is running a command with
+        `words` in it."""
+        deadline = time.monotonic() + seconds
+        while "now `" not in (note := self.ok("check", task_id)["progress"].get("note", "")) or words not in note:
+            assert time.monotonic() < deadline, f"{task_id} never ran {words!r}: {note}"
+            time.sleep(0.1)
+
     def record(self, task_id: str, repo: Path | None = None) -> str:
         return ((repo or self.repo) / "agents" / "tasks" / f"{task_id}.md").read_text()
 
@@ -152,3 +160,13 @@ def harness(tmp_path: Path, repo: Path, codex_bin: str):
 def private_state_home(tmp_path_factory, monkeypatch):
     """Plain folders keep the tool's state under $XDG_STATE_HOME: never the real home in tests."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state-home")))
+
+
+def fake_codex(folder: Path, body: str = "exit 1") -> str:
+    """A stand-in for the Codex CLI that answers `--version` like the real one and runs `body`
+    otherwise: for a Codex that starts and then fails. (The real one cannot be made to fail so.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "codex"
+    script.write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "codex-cli {CODEX_VERSION}"; exit 0; }}\n{body}\n')
+    script.chmod(0o755)
+    return str(script)

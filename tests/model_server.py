@@ -1,8 +1,11 @@
 """A scripted stand-in for the OpenAI Responses API, for driving the real Codex CLI in tests.
 
-Codex sends `POST /v1/responses` and reads a Server-Sent Events stream back (see
-`../shared/codex-exec.md`). Each request takes the next step of the server's script; when the
-script runs out, `default` answers. A step is a dict:
+Codex sends `POST /v1/responses` and reads a Server-Sent Events stream back: `response.created`, an
+`output_item.done` per item (a message, or an `exec_command` function call it then runs and answers
+with the command's output in its next request), `response.completed` (as observed with Codex CLI
+0.169.0 and 0.171.0, configured with a model provider at this server's URL and retries off). Each
+request takes the next step of the server's script; when the script runs out, `default` answers. A
+step is a dict:
 
     {"say": "text"}            a final assistant message
     {"run": "shell command"}   an `exec_command` function call (Codex runs it, then asks again);

@@ -201,7 +201,7 @@ def test_four_reworks_block_and_retry_resets_the_budget(harness):
         assert h.wait("T-001")["status"] == "review"
     status, out = h.cli("rework", "T-001", "--items", "round 4")
     assert status == 1 and out["error"]["code"] == "refused_transition"
-    assert "3 reworks" in out["error"]["message"] and "`codex-mcp retry`" in out["error"]["message"]
+    assert "3 reworks" in out["error"]["message"] and "`codex-mcp retry T-001`" in out["error"]["message"]
     task = h.task("T-001")
     assert task.status == "blocked" and task.rework_count == 3 and len(task.rounds) == 3
     assert history(h)[-1].startswith("review -> blocked: a rework was asked for, but the limit (3) is used up")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import codex_mcp as cm
-from conftest import MODULE, ROOT, run_cli
+from conftest import MODULE, ROOT, fake_codex, run_cli
 
 EXAMPLE = ROOT / "agents" / "tasks" / "T-001.md"
 
@@ -47,7 +47,7 @@ def test_readme_walkthrough_check_list_retry_on_the_example(example_repo):
 
     status, out = run_cli("retry", "T-001", cwd=example_repo)
     assert status == 1 and out["error"]["code"] == "refused_transition"
-    assert "it is todo" in out["error"]["message"] and "`codex-mcp start` starts it" in out["error"]["message"]
+    assert "it is todo" in out["error"]["message"] and "`codex-mcp start T-001` starts it" in out["error"]["message"]
 
 
 def test_pretty_and_options_after_the_command(example_repo):
@@ -93,13 +93,29 @@ def test_missing_cwd_is_bad_input(tmp_path):
     assert status == 2 and "no such directory" in out["error"]["message"]
 
 
-def test_delegate_with_codex_missing_blocks_with_a_clear_reason(tmp_path):
-    status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=tmp_path, codex="no-such-codex-binary")
+def test_delegate_with_codex_missing_or_broken_writes_nothing_and_says_how_to_install(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    broken = fake_codex(tmp_path / "broken", "exit 1")
+    Path(broken).write_text("#!/bin/sh\necho 'node: cannot find module' >&2\nexit 3\n")   # not even --version
+    for codex, said in (("no-such-codex-binary", "is not on PATH"), (broken, "does not start")):
+        status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex=codex)
+        assert status == 1 and out["error"]["code"] == "failed", out
+        message = out["error"]["message"]
+        assert said in message and "npm install -g @openai/codex" in message and "--codex-cmd" in message
+        assert "no task was created" in message and not (repo / "agents").exists()
+
+
+def test_a_codex_that_exits_without_a_word_is_named_with_its_log(tmp_path):
+    codex, repo = fake_codex(tmp_path / "bin", "exit 1"), tmp_path / "repo"
+    repo.mkdir()
+    status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex=codex)
     assert status == 0 and out["taskId"] == "T-001"
-    status, out = run_cli("check", "T-001", "--wait", "20", cwd=tmp_path)
-    assert out["status"] == "blocked"
-    assert "was not found" in out["reason"] and "--codex-cmd" in out["reason"]
-    status, out = run_cli("retry", "T-001", cwd=tmp_path)
+    status, out = run_cli("check", "T-001", "--wait", "20", cwd=repo)
+    assert out["status"] == "blocked" and "Codex exited with status 1 without a word" in out["reason"], out
+    log = out["reason"].split("its output: ", 1)[1].split(" (and ")[0]
+    assert Path(log).name == "T-001.jsonl" and Path(log).exists() and "codex-mcp doctor" in out["reason"]
+    status, out = run_cli("retry", "T-001", cwd=repo)
     assert out["status"] == "todo"
 
 
@@ -130,7 +146,7 @@ def test_help_documents_exit_codes_and_commands():
 def test_the_tools_state_lives_in_the_git_directory_and_nothing_is_left_untracked(tmp_path):
     from conftest import git, make_repo
     repo = make_repo(tmp_path / "repo")
-    status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex="no-such-codex")
+    status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", cwd=repo, codex=fake_codex(tmp_path / "bin"))
     run_cli("check", "T-001", "--wait", "20", cwd=repo)
     assert (repo / ".git/codex-mcp/runs").is_dir() and (repo / ".git/codex-mcp/records/T-001.md").is_file()
     untracked = git(repo, "status", "--porcelain", "--untracked-files=all").strip().split("\n")

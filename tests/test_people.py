@@ -14,15 +14,15 @@ import pytest
 from mcp.client import Client
 
 import codex_mcp as cm
-from conftest import MODULE, ROOT, git, make_repo, run_cli
+from conftest import MODULE, ROOT, fake_codex, git, make_repo, run_cli
 from model_server import report
 
 EXAMPLE = ROOT / "agents" / "tasks" / "T-001.md"
 
 
-def mcp_call(repo: Path, tool: str, arguments: dict):
+def mcp_call(repo: Path, tool: str, arguments: dict, codex: str | None = None):
     async def go():
-        async with Client(cm.build_server(str(repo))) as client:
+        async with Client(cm.build_server(str(repo), codex)) as client:
             return await client.call_tool(tool, arguments)
     return anyio.run(go)
 
@@ -56,12 +56,13 @@ def test_a_full_disk_is_answered_with_json_on_both_interfaces_and_nothing_half_w
                 while True:
                     filler.write(b"x" * 1024)
         before = files_of(tasks)
-        status, out = run_cli("delegate", "--goal", "g " * 2000, "--paths", "src/", cwd=repo, codex="no-codex")
+        codex = fake_codex(tmp_path / "bin")         # a Codex that is there: the disk is what fails
+        status, out = run_cli("delegate", "--goal", "g " * 2000, "--paths", "src/", cwd=repo, codex=codex)
         assert status == 1 and out["error"]["code"] == "failed"
         message = out["error"]["message"]
         assert "No space left on device" in message and "free some disk space" in message
         assert str(tasks / "T-002.md") in message and "nothing was left half-written" in message
-        result = mcp_call(repo, "delegate-task", {"goal": "g " * 2000, "allowedPaths": ["src/"]})
+        result = mcp_call(repo, "delegate-task", {"goal": "g " * 2000, "allowedPaths": ["src/"]}, codex)
         error = json.loads(result.content[0].text)["error"]
         assert result.is_error and error["code"] == "failed" and "No space left on device" in error["message"]
         assert files_of(tasks) == before          # no torn record, no temp file left behind
@@ -77,10 +78,10 @@ def test_a_read_only_records_folder_is_answered_with_json_on_both_interfaces(tmp
         for args, tool, arguments in (
                 (["retry", "T-001"], "retry-task", {"taskId": "T-001"}),
                 (["delegate", "--goal", "g", "--paths", "src/"], "delegate-task", {"goal": "g", "allowedPaths": ["src/"]})):
-            status, out = run_cli(*args, cwd=repo, codex="no-codex")
+            status, out = run_cli(*args, cwd=repo, codex=fake_codex(tmp_path / "bin"))
             assert status == 1 and "Read-only file system" in out["error"]["message"], out
             assert "make it writable" in out["error"]["message"]
-            result = mcp_call(repo, tool, arguments)
+            result = mcp_call(repo, tool, arguments, fake_codex(tmp_path / "bin"))
             assert result.is_error and "Read-only file system" in json.loads(result.content[0].text)["error"]["message"]
         assert run_cli("check", "T-001", cwd=repo)[0] == 0          # reading still works
         assert files_of(tasks) == before
@@ -91,9 +92,9 @@ def test_a_read_only_records_folder_is_answered_with_json_on_both_interfaces(tmp
 @pytest.mark.codex
 def test_an_edit_to_a_running_tasks_record_is_kept_and_named(harness):
     h = harness
-    h.server.push({"run": "sleep 2 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
+    h.server.push({"run": "sleep 3 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    time.sleep(0.8)
+    h.until_running("T-001", "sleep 3")
     path = h.repo / "agents/tasks/T-001.md"
     edited = path.read_text().replace("## Goal\n\nChange x to 2\n",
                                       "## Goal\n\nChange x to 2\n\nAlso: mind the tabs (a person's note).\n", 1)
@@ -113,9 +114,9 @@ def test_an_edit_to_a_running_tasks_record_is_kept_and_named(harness):
 @pytest.mark.codex
 def test_a_running_tasks_record_deleted_by_hand_is_recreated_and_the_task_goes_on(harness):
     h = harness
-    h.server.push({"run": "sleep 2 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
+    h.server.push({"run": "sleep 3 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    time.sleep(0.8)
+    h.until_running("T-001", "sleep 3")
     (h.repo / "agents/tasks/T-001.md").unlink()
     out = h.wait("T-001")
     assert out["status"] == "review"

@@ -453,7 +453,8 @@ def test_a_model_finds_the_tools_by_searching(claude_bin, tmp_path, model):
 
     assert "0 tasks so far." in out.stdout
     names = [f"{TOOL}{name}" for name in ("delegate-task", "start-task", "check-task", "accept-task", "rework-task",
-                                            "retry-task", "cancel-task", "review-changes", "list-tasks")]
+                                            "retry-task", "cancel-task", "discard-task", "review-changes",
+                                            "list-tasks")]
     # Deferred: never offered in full, only named to the model (in the first request, or in a system message
     # once the server has connected: the first request can go out before it has; ToolSearch waits for it).
     assert "ToolSearch" in {tool["name"] for tool in model.turns[0]["tools"]}
@@ -724,10 +725,11 @@ def test_doctor_on_a_healthy_set_up(tmp_path, codex_bin, claude_bin, model):
 # -- the README, as a new user follows it ------------------------------------------------------------
 
 def readme_section(title: str) -> str:
+    """The README's section under a heading (of any level) with this title, to the next heading."""
     text = (ROOT / "README.md").read_text()
-    start = text.index(f"\n## {title}")
-    end = text.find("\n## ", start + 1)
-    return text[start: end if end > 0 else None]
+    start = re.search(rf"\n#+ {re.escape(title)}\n", text).start()
+    end = re.search(r"\n#{2,} ", text[start + 1:])
+    return text[start: start + 1 + end.start() if end else None]
 
 
 @pytest.mark.slow
@@ -777,9 +779,13 @@ def test_every_registration_form_in_the_readme_connects(tmp_path, claude_bin, mo
                 "python3 -m venv .venv && .venv/bin/pip install -e .")
     forms = [line for line in readme_block("Register it with Claude Code", "sh").splitlines()
              if line.startswith("claude mcp add")]
+    assert len(forms) == 1, forms                  # one recommended line, then the other ways
+    forms += [line for line in readme_block("Other ways to run the server", "sh").splitlines()
+              if line.startswith("claude mcp add")]
     assert len(forms) == 6, forms
     claude = Claude(claude_bin, tmp_path / "home", model, **offline_index(wheels))
     registration_env(claude, uv_cache, uv_bin)
+    claude.env["PATH"] = str(ROOT / ".venv" / "bin") + os.pathsep + claude.env["PATH"]   # the install put it there
     project = make_repo(tmp_path / "project")
     # Each under a name of its own, so that one `claude mcp list` connects them all at once.
     for number, form in enumerate(forms):
@@ -937,3 +943,39 @@ def test_doctor_never_starts_a_server_that_codex_wrote_into_the_projects_mcp_jso
     assert not marker.exists(), "doctor started a server Codex wrote"
     assert claude_check["ok"] and "the project's .mcp.json registers codex-mcp (sh -c touch" in claude_check["detail"]
     assert "approved in" in claude_check["detail"] and "not started here" in claude_check["detail"]
+
+
+@pytest.mark.slow
+@pytest.mark.codex
+def test_the_readmes_first_screen_word_for_word_reaches_done(tmp_path, codex_bin, wheels, git_url):
+    """A new user with a fresh HOME, a Python of their own (outside the project) and the Codex CLI,
+    runs the Quick start's lines as they are (the repository's URL filled in), in their repository."""
+    block = re.search(r"```sh\n(.*?)```", readme_section("Quick start"), re.S).group(1)
+    lines = [line.strip() for line in block.splitlines() if line.strip()]
+    assert [line.split()[:2] for line in lines] == [["pip", "install"], ["codex-mcp", "doctor"],
+                                                     ["codex-mcp", "delegate"], ["codex-mcp", "accept"]], lines
+    python = tmp_path / "python"                       # the user's own Python, not the project's
+    subprocess.run([sys.executable, "-m", "venv", str(python)], check=True)
+    project = make_repo(tmp_path / "project")
+    (project / "src" / "greeting.py").write_text("print('Helo, world')\n")
+    subprocess.run(["git", "-C", str(project), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qm", "greet"],
+                   check=True)
+    with ModelServer([{"run": "sed -i 's/Helo/Hello/' src/greeting.py"},
+                      {"say": report(files=["src/greeting.py"])}]) as codex:
+        codex.write_config(tmp_path / "codex-home")
+        env = base_env(HOME=str(tmp_path / "home"), CODEX_HOME=str(tmp_path / "codex-home"), **offline_index(wheels))
+        env["PATH"] = os.pathsep.join([str(python / "bin"), str(Path(codex_bin).parent), *(
+            p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "codex-mcp").exists())])
+        (tmp_path / "home").mkdir()
+        answers = []
+        for line in lines:
+            done = subprocess.run(line.replace("<repo-url>", git_url), shell=True, cwd=project, env=env,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-2000:])
+            answers.append(done.stdout)
+    doctor_answer, delegated, accepted = (json.loads(out) for out in answers[1:])
+    assert doctor_answer["ok"] is True, doctor_answer
+    assert delegated["taskId"] == "T-001" and delegated["status"] == "review", delegated
+    assert accepted["action"] == "done" and accepted["changedFiles"] == ["modified src/greeting.py"], accepted
+    assert (project / "src" / "greeting.py").read_text() == "print('Hello, world')\n"

@@ -298,11 +298,6 @@ def test_every_transition_allowed_or_refused(current, new):
         assert task.status == current and len(task.history) == 1
 
 
-def test_the_table_is_exactly_the_seed_state_machine():
-    table = {(a, b) for a, targets in cm.TRANSITIONS.items() for b in targets}
-    assert table == ALLOWED
-
-
 def test_help_works_from_a_copy_with_no_mcp_importable(tmp_path):
     copy = tmp_path / "codex_mcp.py"
     copy.write_text(Path(MODULE).read_text())
@@ -343,3 +338,46 @@ def test_absurd_state_is_repaired_not_fatal(tmp_path):
     assert cm.queue_head(store) == ""
     assert sorted(p.name for p in store.queue_dir.iterdir()) == ["T-003"]   # a folder is left, and ignored
     assert cm.list_tasks(tmp_path)["total"] == 3
+
+
+class StandInMsvcrt:
+    """Windows' msvcrt.locking, played on Linux by an fcntl byte-range lock: exclusive, per open file,
+    not blocking (LK_NBLCK), raising OSError when another holder has it, as msvcrt does."""
+    LK_NBLCK, LK_UNLCK = 2, 0
+
+    @staticmethod
+    def locking(fd: int, mode: int, nbytes: int) -> None:
+        import fcntl
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if mode else fcntl.LOCK_UN, nbytes)
+
+
+def test_the_windows_locks_work_with_a_stand_in_msvcrt(tmp_path, monkeypatch):
+    """file_lock and atomic_write take their Windows way (msvcrt's lock, no folder fsync); the locks
+    exclude another process, and a non-blocking attempt says so."""
+    import multiprocessing
+    monkeypatch.setattr(cm, "WINDOWS", True)
+    monkeypatch.setitem(sys.modules, "msvcrt", StandInMsvcrt)
+    path = tmp_path / "locks" / "store.lock"
+    held, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=hold_lock, args=(path, held, release))
+    holder.start()
+    try:
+        assert held.wait(20)
+        with cm.file_lock(path, blocking=False) as mine:
+            assert mine is False                          # the other process has it
+        release.set()
+        with cm.file_lock(path) as mine:                  # blocking: waits until it is free
+            assert mine is True
+    finally:
+        release.set()
+        holder.join(20)
+    cm.atomic_write(tmp_path / "record.md", "text\n")
+    assert (tmp_path / "record.md").read_text() == "text\n"
+    assert list(tmp_path.glob(".record.md.*")) == []
+
+
+def hold_lock(path, held, release) -> None:
+    with cm.file_lock(path) as mine:
+        assert mine
+        held.set()
+        release.wait(20)

@@ -104,7 +104,7 @@ def test_allowed_path_through_a_symlink_out_of_the_repo_is_refused(tmp_path):
 # -- snapshots of real folders -------------------------------------------------------------------------
 
 def workspace(repo: Path) -> "cm.Workspace":
-    ws = cm.Workspace.in_place(cm.Store(repo))
+    ws = cm.InPlace(cm.Store(repo))
     assert ws.changes() == {}                     # the first call takes the snapshot
     return ws
 
@@ -383,7 +383,9 @@ def test_attribution_needs_the_command_to_run_when_the_path_changed():
     writing = [(99.5, 100.2, "echo x >> README.md", False)]
     assert cm.attributed("README.md", entry, writing)
     assert cm.attributed("README.md", entry, [(1.0, 2.0, "README.md", True)])   # a file change names it
-    assert cm.attributed("README.md", None, read_only)          # a deletion: naming it is enough
+    assert cm.attributed("README.md", None, [(10.0, 11.0, "rm -f README.md", False)])   # a deletion: no date
+    assert not cm.attributed("README.md", None, read_only)      # reading it cannot have removed it
+    assert not cm.attributed("README.md", entry, [(99.5, 100.2, "grep -n x README.md", False)])   # read meanwhile
     assert not cm.attributed("README.md", entry, [])
 
 
@@ -568,5 +570,5 @@ def test_worktrees_claimed_at_once_get_different_names_before_any_is_made(repo):
     store = cm.Store(repo)
     first, second = cm.claim_worktree(store, "T-001"), cm.claim_worktree(store, "T-002")
     assert first.name != second.name and not first.exists()
-    cm.release_worktree(store, "T-001")
+    cm.Worktree.release(store, "T-001")
     assert cm.claim_worktree(store, "T-003").name != second.name         # still held by T-002

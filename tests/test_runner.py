@@ -65,7 +65,7 @@ def test_model_error_500_blocks_and_says_the_service_failed(harness):
     delegate(h)
     out = h.wait("T-001")
     assert out["status"] == "blocked" and out["reason"].startswith("the network or the model service failed (")
-    assert "high demand" in out["reason"] and "`retry-task`, then `start-task`, runs it again" in out["reason"]
+    assert "high demand" in out["reason"] and "`codex-mcp retry T-001`, then `codex-mcp start T-001`, runs it again" in out["reason"]
     assert "doing -> blocked" in h.task("T-001").history[-1]
 
 
@@ -162,7 +162,7 @@ def test_rework_resumes_the_same_thread_in_the_sandbox(harness):
                   {"say": report(summary="Fixed it.")})
     out = h.ok("rework", "T-001", "--items", "use 3 not 2,add a comment")
     assert out == {"taskId": "T-001", "threadId": thread, "status": "doing", "reworkCount": 1,
-                   "next": cm.cli_words(cm.NEXT_STEPS["rework"])}
+                   "next": "already sent back to Codex: `codex-mcp check T-001 --wait 600` waits for the rework"}
     done = h.wait("T-001")
     assert done["status"] == "review" and done["codexThreadId"] == thread
     assert done["lastCodexResultSummary"] == "Fixed it."

@@ -30,7 +30,7 @@ def many_tasks(repo: Path, count: int) -> list:
     return [f"T-{n:03d}" for n in range(count, 0, -1)]
 
 
-def test_list_pages_newest_first_and_reaches_every_task_once_while_one_changes(tmp_path):
+def test_list_pages_newest_first_and_reaches_every_unchanged_task_once_while_one_changes(tmp_path):
     newest_first = many_tasks(tmp_path, 50)
     first = cm.list_tasks(tmp_path)
     assert [t["taskId"] for t in first["tasks"]] == newest_first[:first["count"]]
@@ -46,11 +46,10 @@ def test_list_pages_newest_first_and_reaches_every_task_once_while_one_changes(t
         pages.append(cm.list_tasks(tmp_path, cursor=pages[-1]["nextCursor"]))
         assert len(json.dumps(pages[-1]).encode()) < cm.RESULT_BUDGET
     seen = [t["taskId"] for page in pages for t in page["tasks"]]
-    assert sorted(seen) == sorted(newest_first) and len(seen) == len(set(seen)) == 50
-    row = next(t for t in pages[-1]["tasks"] if t["taskId"] == moved)
-    assert row["status"] == "blocked"                         # the hand edit is reflected
+    assert sorted(seen) == sorted(t for t in newest_first if t != moved) and len(seen) == len(set(seen)) == 49
+    assert all(page["changedSince"] == 1 for page in pages[1:])     # changed since the listing began: counted
     again = cm.list_tasks(tmp_path, limit=1)
-    assert again["tasks"][0]["taskId"] == moved               # a new listing sees it as the newest
+    assert again["tasks"][0]["taskId"] == moved and again["tasks"][0]["status"] == "blocked"   # newest now
 
 
 def test_list_filters_by_one_or_several_statuses(tmp_path):
@@ -137,7 +136,7 @@ def test_ignored_build_output_is_not_hashed_and_a_new_env_beside_it_is_caught(tm
         (repo / folder).mkdir(parents=True)
         for n in range(count):
             (repo / folder / f"f{n}.bin").write_bytes(os.urandom(2048))
-    ws = cm.Workspace.in_place(cm.Store(repo))
+    ws = cm.InPlace(cm.Store(repo))
     assert ws.changes() == {}
     kept = ws.store.state_dir / "objects"
     assert sum(1 for _ in kept.rglob("*") if _.is_file()) < 5      # 700 ignored files, none hashed

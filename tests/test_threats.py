@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import codex_mcp as cm
-from conftest import Harness, git
+from conftest import Harness, fake_codex, git
 from model_server import report
 
 pytestmark = pytest.mark.codex
@@ -64,7 +64,7 @@ def test_codex_cannot_rewrite_the_change_log_queue_or_id_counter(harness):
 
 def test_another_tasks_record_is_put_back_and_the_edit_kept(harness):
     h = harness
-    h.ok("delegate", "--goal", "other task", "--paths", "docs/", "--codex-cmd", "no-such-codex")
+    h.ok("delegate", "--goal", "other task", "--paths", "docs/", "--codex-cmd", fake_codex(h.tmp_path / "bin"))
     h.wait("T-001")
     other = h.record("T-001")
     assert "- Status: blocked" in other
@@ -217,14 +217,14 @@ def test_a_lie_about_the_tests_is_a_failing_verify_even_beside_a_boundary_proble
 
 def test_a_persons_edit_while_codex_runs_is_neither_reverted_nor_charged(harness):
     h = harness
-    h.server.push({"run": "sleep 2 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
+    h.server.push({"run": "sleep 3 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    time.sleep(1.0)
+    h.until_running("T-001", "sleep 3")
     (h.repo / "README.md").write_text("the person's own edit\n")      # while Codex's command runs
     assert h.wait("T-001")["status"] == "review"
     out = h.ok("accept", "T-001")
     assert out["action"] == "boundary_confirmation" and out["uncertain"] == ["README.md"]
-    assert "nothing Codex did names them" in out["reason"] and "nothing was reverted" in out["reason"]
+    assert "no command of Codex's shows it writing them" in out["reason"] and "nothing was reverted" in out["reason"]
     assert "reviewItems" not in out and h.task("T-001").status == "review"
     assert (h.repo / "README.md").read_text() == "the person's own edit\n"
     out = h.ok("accept", "T-001", "--approve-paths", "README.md")
@@ -380,7 +380,7 @@ def test_an_outage_ends_within_the_idle_timeout_and_names_the_network(harness):
     out = h.wait("T-001", seconds=60)
     assert out["status"] == "blocked" and time.monotonic() - started < 30
     assert out["reason"].startswith("the network or the model service is down") and \
-        "`retry-task`, then `start-task`, runs it again" in out["reason"]
+        "`codex-mcp retry T-001`, then `codex-mcp start T-001`, runs it again" in out["reason"]
 
 
 def test_start_after_retry_answers_for_the_new_run(harness):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import codex_mcp as cm
-from conftest import Harness, git
+from conftest import Harness, fake_codex, git
 from model_server import report
 
 pytestmark = pytest.mark.codex
@@ -152,8 +152,9 @@ def test_cancel_and_a_killed_worker_leave_no_worktree_behind(harness):
     while not h.task(second["taskId"]).child_process and time.monotonic() < deadline + 20:
         time.sleep(0.1)
     os.kill(int(h.task(second["taskId"]).worker.split("@")[0]), signal.SIGKILL)
-    time.sleep(0.5)
     assert h.ok("check", second["taskId"])["status"] == "blocked"
+    assert len(worktrees(h)) == 2                      # check only looks; the next command that writes ...
+    assert h.ok("retry", second["taskId"])["status"] == "todo"
     assert len(worktrees(h)) == 1, "a dead worker's worktree was left behind"
 
 
@@ -246,7 +247,8 @@ def test_only_the_reviewed_changes_land_not_what_setup_changed(harness):
 
 def test_a_worktree_task_cannot_rewrite_a_record_through_the_landing(harness):
     h = harness
-    h.ok("delegate", "--goal", "other task", "--paths", "docs/", "--verify", "exit 1", "--codex-cmd", "no-such-codex")
+    h.ok("delegate", "--goal", "other task", "--paths", "docs/", "--verify", "exit 1", "--codex-cmd",
+         fake_codex(h.tmp_path / "bin"))
     assert h.wait("T-001")["status"] == "blocked"
     before = h.record("T-001")
     forge = ("sed -i -e 's/^- Status: blocked$/- Status: review/' -e 's/^exit 1$/true/' -e 's|^- `docs/`$|- `.`|' "

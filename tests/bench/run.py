@@ -675,7 +675,8 @@ def bench_stream(b: Bench) -> None:
     log(f"stream: writing {b.args.stream_mb:,} MB of events ...")
     lines = write_stream(stream, b.args.stream_mb, report())
     fake = b.tmp / "recorded-codex"
-    fake.write_text(f"#!/bin/sh\ncat > /dev/null\nexec cat '{stream}'\n")
+    fake.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && {{ echo codex-cli; exit 0; }}\ncat > /dev/null\n"
+                    f"exec cat '{stream}'\n")
     fake.chmod(0o755)
     parse = [PY, "-c", "import json, sys\nfor line in open(sys.argv[1], 'rb'):\n    json.loads(line)\n", stream]
     samples: dict = {"ours": [], "floor": [], "peak_mb": [], "record_kb": []}
@@ -754,8 +755,9 @@ def worktree_workspace(repo: Path, task_id: str) -> float:
     started = now()
     base = cm.tree_commit(store.repo, "bench", cm.head_commit(store.repo))
     path = cm.claim_worktree(store, task_id)
-    cm.prepare_worktree(store, path, base, cm.shared_dependencies(store, cm.repo_settings(store)))
-    cm.Workspace(store, path, cm.worktree_name(path)).changes()
+    cm.prepare_worktree(store, path, base)
+    cm.link_shared(store, path, cm.shared_dependencies(store, cm.repo_settings(store)))
+    cm.Worktree(store, path, cm.worktree_name(path)).changes()
     return now() - started
 
 
@@ -806,10 +808,10 @@ def bench_worktrees(b: Bench) -> None:
             cm.run_git(repo, "worktree", "prune")
             costs["status"].append(median([git_status(repo, b.env) for _ in range(3)]))
             costs["first"].append(worktree_workspace(repo, "T-900"))
-            cm.release_worktree(cm.Store(repo), "T-900")                 # back to the pool, as after accept
+            cm.Worktree.release(cm.Store(repo), "T-900")                 # back to the pool, as after accept
             (repo / "src" / f"edit{n}.py").write_text("edited by the person meanwhile\n")
             costs["reused"].append(worktree_workspace(repo, "T-901"))
-            cm.release_worktree(cm.Store(repo), "T-901", remove=True)
+            cm.Worktree.release(cm.Store(repo), "T-901", remove=True)
             (repo / "src" / f"edit{n}.py").unlink()
         status = median(costs["status"])
         for kind, extra in (("first", 0.0), ("reused", 0.05)):
@@ -854,6 +856,7 @@ def table(rows: list) -> str:
 
 
 def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("only", nargs="*", metavar="BENCH", help=f"any of: {', '.join(BENCHES)} (default: all)")
