@@ -857,6 +857,9 @@ def table(rows: list) -> str:
 
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["trust"]:                   # issue 23's trust figure: its own runner and options
+        from tests.bench.trust import main as trust
+        return trust(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("only", nargs="*", metavar="BENCH", help=f"any of: {', '.join(BENCHES)} (default: all)")
