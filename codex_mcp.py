@@ -112,7 +112,7 @@ VERIFY_TIMEOUT = 15 * 60
 PROGRESS_EVERY = 2.0                   # seconds between Progress writes while Codex runs
 PROGRESS_NOTIFY_EVERY = 5.0            # seconds between MCP progress notifications during a wait
 DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to announce its thread
-MAX_WAIT_SECONDS = 600                 # longer synchronous MCP calls trip Claude Code's own timeout
+MAX_WAIT_SECONDS = 600                 # a check-task wait holds the caller's turn: `until` goes further
 RUN_LOCK_WAIT = MAX_WAIT_SECONDS       # how long accept waits for a running Codex to finish
 RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
 LIST_LIMIT = 20                        # tasks per list page by default
@@ -207,6 +207,19 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration(seconds: float) -> str:
+    """`40 s`, `3 min`, `2 h 5 min`: as a person reads a running time."""
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def tail(text: str, limit: int = 2000) -> str:
@@ -3613,7 +3626,10 @@ class Worker:
         return self.cancelled
 
     def on_cancel(self, *_: object) -> None:
-        self.cancelled = "cancelled: the run was stopped by cancel"
+        try:
+            self.cancelled = self.store.run_file(self.task_id, "cancel").read_text()     # who stopped it
+        except OSError:
+            self.cancelled = "cancelled: the run was stopped by cancel"
 
     def run(self) -> None:
         import signal
@@ -3693,7 +3709,7 @@ class Worker:
             waiting = f", reconnecting to the model service ({digest.reconnects} attempts)" \
                 if digest.reconnects and time.monotonic() - digest.progress_at > 5 else ""
             doing = digest.doing()
-            task.progress = (f"Codex running {elapsed} s, {digest.command_count} commands run"
+            task.progress = (f"Codex running {duration(elapsed)}, {plural(digest.command_count, 'command')}"
                              f"{', ' + doing if doing else ''}{waiting}")
             task.run_log = digest.summary()          # the commands so far, for `check-task` with `detail`
         if self.on_progress:
@@ -4706,6 +4722,12 @@ SHAPES = {
 }
 
 
+# A starting call that was asked to wait (`until`) answers with the task as it got there, over the
+# start's answer: check's fields, or accept's, all optional (but the start's own progress note).
+SHAPES["delegate"] = {**{key.rstrip("?") + "?": value for shape in ("check", "accept")
+                         for key, value in SHAPES[shape].items() if key != "progress"}, **SHAPES["delegate"]}
+
+
 def compact(answer: dict) -> dict:
     """Drop the optional fields that do not apply (None, "", empty lists): absent, never null."""
     return {key: value for key, value in answer.items() if value not in (None, "", [], {})}
@@ -4753,6 +4775,26 @@ def start_answer(store: Store, task: Task) -> dict:
     return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
                     "filePath": store.relative(store.path_for_write(task.id)), "reason": task.reason,
                     "progress": task.progress, "next": next_step(task)})
+
+
+def without_progress(answer: dict) -> dict:
+    """An answer without its progress (a start's note, a check's object): at the end of a followed
+    call, the rest says it better."""
+    return {key: value for key, value in answer.items() if key != "progress"}
+
+
+def task_line(task: Task, phase: str = "") -> str:
+    """Where a task stands, in the few words a task list shows: "rework 1 of 3: Codex running
+    3 min, 14 commands, now `pytest -q`", "accept: verify running", "queued: waiting for T-011"."""
+    if phase == "accept":
+        line = "accept: verify running" if task.verify else "accept: reviewing"
+    elif task.status in ACTIVE:
+        line = task.progress or ("starting" if task.status == "doing" else "queued")
+        if task.status == "doing" and task.rework_count:
+            line = f"rework {task.rework_count} of {MAX_REWORKS}: {line}"
+    else:
+        line = task.reason or task.status
+    return clip(line, 70)
 
 
 def list_row(task_id: str, row: list | None) -> dict:
@@ -5063,19 +5105,21 @@ def launch(store: Store, task_id: str, command: list, inline: bool, on_progress:
 def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = None, constraints: object = None,
                   criteria: object = None, verify: object = None, verify_sandbox: object = None, model: object = None,
                   reasoning: object = None, timeout: object = None, idle_timeout: object = None,
-                  isolation: object = None, file: object = None, codex_cmd: object = None, inline: bool = False,
-                  on_progress: Callable | None = None) -> dict:
+                  isolation: object = None, file: object = None, until: object = None, codex_cmd: object = None,
+                  inline: bool = False, on_progress: Callable | None = None, stop: object = None) -> dict:
     """Create a task and start Codex on it in the background (with `file`, the seed's `delegate
     --file T-001`: start that existing todo task instead).
 
     Returns {taskId, threadId?, status, filePath, next} as soon as Codex announced its thread, or at
-    once with status todo when another task holds the repo."""
+    once with status todo when another task holds the repo; with `until`, once the task got there
+    (see `follow`)."""
     if file is not None:
         if goal or allowed_paths:
             raise BadInput("give either `file` (an existing task) or `goal` and `allowedPaths` (a new one), not both")
-        return start_task(repo, task_id=file, isolation=isolation, codex_cmd=codex_cmd, inline=inline,
-                          on_progress=on_progress)
+        return start_task(repo, task_id=file, isolation=isolation, until=until, codex_cmd=codex_cmd, inline=inline,
+                          on_progress=on_progress, stop=stop)
     store = Store(repo)
+    until = until_arg(until)
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
     task = new_task(
@@ -5087,7 +5131,8 @@ def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = 
         bool_arg("verifySandbox", verify_sandbox, True), isolation=isolation or "inplace")
     Workspace.kind_of(task).check_start(store, command)      # refused before a record is written
     require_codex(store, command)
-    return launch(store, store.create(task).id, command, inline, on_progress)
+    answer = launch(store, store.create(task).id, command, inline, on_progress)
+    return carry_to(store, answer, until, command, on_progress, stop)
 
 
 def require_codex(store: Store, command: list) -> None:
@@ -5127,10 +5172,12 @@ def isolation_arg(store: Store, value: object) -> str:
     return value
 
 
-def start_task(repo: object, *, task_id: object, isolation: object = None, codex_cmd: object = None,
-               inline: bool = False, on_progress: Callable | None = None) -> dict:
+def start_task(repo: object, *, task_id: object, isolation: object = None, until: object = None,
+               codex_cmd: object = None, inline: bool = False, on_progress: Callable | None = None,
+               stop: object = None) -> dict:
     """Start an existing todo task (written by hand, or after retry-task)."""
     store = Store(repo)
+    until = until_arg(until)
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
     task_id = normalize_task_id(task_id)
@@ -5152,17 +5199,19 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, codex
         Workspace.kind_of(record).check_start(store, command)
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0
-    return launch(store, task_id, command, inline, on_progress)
+    return carry_to(store, launch(store, task_id, command, inline, on_progress), until, command, on_progress, stop)
 
 
 def review_changes(repo: object, *, base: object = None, paths: object = None, focus: object = None,
-                   adversarial: object = None, codex_cmd: object = None, inline: bool = False,
-                   on_progress: Callable | None = None) -> dict:
+                   adversarial: object = None, until: object = None, codex_cmd: object = None, inline: bool = False,
+                   on_progress: Callable | None = None, stop: object = None) -> dict:
     """Ask Codex for a second opinion on changes: the uncommitted ones, or those since `base`.
 
     It runs as a job with its own record (kind review), in the background, read-only: it waits for
-    no other task and blocks none. Returns like delegate-task; check-task gives the findings."""
+    no other task and blocks none. Returns like delegate-task; check-task gives the findings (and so
+    does this call, with `until` "review" or "verdict")."""
     store = Store(repo)
+    until = until_arg(until)
     command = codex_command_from(codex_cmd)
     if store.git is None:
         raise BadInput(f"`cwd` {store.repo} is not a git repository: a review needs git to know what changed")
@@ -5182,13 +5231,13 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
         worker = ReviewJob(store, task.id, "review", command)
         worker.on_progress = on_progress
         worker.run()
-        return start_answer(store, look(store, task.id))
+        return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress, stop)
     identity = spawn_worker(store, task.id, "review", command)
     with store.update(task.id) as record:
         if record.status == "todo" and not record.worker:
             record.worker = identity
     wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT, at_end=False)
-    return start_answer(store, look(store, task.id))
+    return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress, stop)
 
 
 def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detail: object = False,
@@ -5199,7 +5248,12 @@ def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detai
     task_id = normalize_task_id(task_id)
     wait = seconds_arg("waitSeconds", wait_seconds, 0, wait_limit, lower=0)
     task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop, heartbeat)
-    view = task_view(store, task, bool_arg("detail", detail, False))
+    return check_view(store, task, bool_arg("detail", detail, False))
+
+
+def check_view(store: Store, task: Task, detail: bool = False) -> dict:
+    """check's answer, with the files a running task has changed so far."""
+    view = task_view(store, task, detail)
     if task.status == "doing" and task.kind == "task":
         changed = changed_so_far(store, task)
         if changed:
@@ -5254,13 +5308,16 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
         return review(store, task_id, command, into_branch=branch)
 
 
-def rework_task(repo: object, *, task_id: object, review_items: object = None, codex_cmd: object = None) -> dict:
+def rework_task(repo: object, *, task_id: object, review_items: object = None, until: object = None,
+                codex_cmd: object = None, on_progress: Callable | None = None, stop: object = None) -> dict:
     """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
     store = Store(repo)
     items = list_arg("reviewItems", review_items)
     if not items:
         raise BadInput("`reviewItems` is required: one or more things Codex must fix")
-    return start_rework(store, normalize_task_id(task_id), items, codex_command_from(codex_cmd))
+    until, command = until_arg(until), codex_command_from(codex_cmd)
+    answer = start_rework(store, normalize_task_id(task_id), items, command)
+    return carry_to(store, answer, until, command, on_progress, stop)
 
 
 def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
@@ -5292,6 +5349,47 @@ def start_rework(store: Store, task_id: str, items: list, command: list) -> dict
                     "reworkCount": task.rework_count, "next": next_step(task, "rework")})
 
 
+UNTIL = ("started", "review", "verdict")
+
+
+def until_arg(value: object) -> str:
+    value = text_arg("until", value) or "started"
+    if value not in UNTIL:
+        raise BadInput(f"`until` must be \"started\", \"review\" or \"verdict\", not {value!r}")
+    return value
+
+
+def carry_to(store: Store, answer: dict, until: str, command: list, on_change: Callable | None,
+           stop: object) -> dict:
+    """A starting call's answer; with `until` past "started", the task followed there, its answer
+    laid over the start's."""
+    if until == "started":
+        return answer
+    end = follow(store, answer["taskId"], until, command, on_change, stop)
+    return fit_result({**without_progress(answer), **without_progress(end)})
+
+
+def follow(store: Store, task_id: str, until: str, command: list, on_change: Callable | None = None,
+           stop: object = None) -> dict:
+    """Follow a task to `until`. "review": its Codex run has ended (check-task's answer then).
+    "verdict": then accept-task, and on through every rework accept sends back by itself, to an
+    action that is final or needs the caller: done, blocked, boundary_confirmation, conflict
+    (accept's answer). A review job's verdict is its findings. `stop` (an Event) ends the wait."""
+    while True:
+        task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, float("inf"), on_change, stop)
+        if until != "verdict" or task.status != "review" or task.kind != "task":
+            return check_view(store, task)
+        if stop is not None and stop.is_set():
+            raise OperationFailed("the wait was cancelled by the client")
+        if on_change:
+            on_change(task, "accept")
+        answer = accept_task(store.repo, task_id=task_id, codex_cmd=command)
+        if answer["action"] != "rework":
+            return answer
+        if on_change:
+            on_change(look(store, task_id))
+
+
 def retry_task(repo: object, *, task_id: object) -> dict:
     """blocked -> todo. The rework budget starts again: a person has looked and chosen to go on."""
     store = Store(repo)
@@ -5309,14 +5407,18 @@ def retry_task(repo: object, *, task_id: object) -> dict:
     return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
 
 
-def cancel_task(repo: object, *, task_id: object) -> dict:
-    """Stop a queued or running task: Codex's process group is killed; the task becomes blocked."""
+def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict:
+    """Stop a queued or running task: Codex's process group is killed; the task becomes blocked, the
+    reason saying who stopped it (`by`: "by cancel", or "from Claude Code" for a background task
+    the person stopped there)."""
     import signal
     store = Store(repo)
     task = recover(store, normalize_task_id(task_id))
     if task.status not in ACTIVE:
         raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
                                 f"doing task. Next: {next_step(task)}.", status=task.status)
+    reason = f"cancelled: the run was stopped {by}"
+    atomic_write(store.run_file(task.id, "cancel"), reason, durable=False)     # the worker's words for it
     if task.worker and process_alive(task.worker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(parse_identity(task.worker)[0], signal.SIGTERM)
@@ -5327,7 +5429,7 @@ def cancel_task(repo: object, *, task_id: object) -> dict:
                 stop_child(task.child_process)
                 task.worker = task.child_process = ""
                 task.progress = "finished: cancelled"
-                transition(task, "blocked", "cancelled: the run was stopped by cancel", "cancel")
+                transition(task, "blocked", reason, "cancel")
     Workspace.kind_of(task).release(store, task.id, remove=True)
     return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
 
@@ -5525,7 +5627,7 @@ def read_cursor(cursor: str) -> tuple:
 # leaves nothing a later start would trust: that start clears the leftovers and builds again.
 # Later starts go straight to the environment's Python.
 
-MCP_REQUIREMENT = "mcp>=2,<3"
+MCP_REQUIREMENT = "mcp>=2.3,<3"
 ENV_READY = "codex-mcp-ready"         # written last into a complete environment; bin/codex-mcp looks for it
 ENV_BUILD_TIMEOUT = 600               # seconds for one step of a build (creating the venv, installing mcp)
 DOCTOR_TIMEOUT = 60                   # seconds for one probe command (codex --version, claude mcp list, ...)
@@ -5548,13 +5650,15 @@ def probe(argv: list, cwd: Path | None = None, timeout: float = DOCTOR_TIMEOUT) 
 
 
 def mcp_version() -> str:
-    """The version of the mcp 2.x package this Python can import, or "" if it has none."""
+    """The version of the mcp package this Python can import, if it is 2.3 or a later 2.x (the
+    first that serves background tasks), else ""."""
     import importlib.metadata
     try:
         version = importlib.metadata.version("mcp")
     except importlib.metadata.PackageNotFoundError:
         return ""
-    return version if version.split(".")[0] == "2" else ""
+    major, minor = (version.split(".") + ["0"])[:2]
+    return version if major == "2" and minor.isdigit() and int(minor) >= 3 else ""
 
 
 def env_python(venv: Path) -> Path:
@@ -5687,16 +5791,16 @@ def check_mcp(env_dir: str | None) -> dict:
         return check("mcp", True, f"mcp {version} in this Python: serve runs here")
     fix = f"{sys.executable} -m pip install '{MCP_REQUIREMENT}'"
     if not env_dir:
-        return check("mcp", False, "this Python has no mcp 2.x package, which `serve` needs", fix)
+        return check("mcp", False, "this Python has no mcp 2.3 or later 2.x package, which `serve` needs", fix)
     venv = Path(env_dir) / "venv"
     if env_ready(venv):
         return check("mcp", True, f"serve uses its private environment {venv}")
     builder = env_builder()
     if builder:
         how = "uv" if builder == "uv" else "venv and pip (20-30 s)"
-        return check("mcp", True, f"this Python has no mcp 2.x; serve builds a private environment in {venv} "
+        return check("mcp", True, f"this Python has no mcp 2.3+; serve builds a private environment in {venv} "
                                   f"on its first start, with {how}; it needs the package index")
-    return check("mcp", False, "this Python has no mcp 2.x and cannot build a private environment (no ensurepip)",
+    return check("mcp", False, "this Python has no mcp 2.3+ and cannot build a private environment (no ensurepip)",
                  f"sudo apt install python3-venv, or install uv, or {fix}")
 
 
@@ -5852,6 +5956,36 @@ def check_claude(repo: Path) -> dict:
                                         "above) by hand; then restart Claude Code")
 
 
+def check_claude_tasks() -> dict:
+    """Whether the installed Claude Code runs waiting calls as background tasks. Observed: 2.1.332
+    does in interactive sessions (never with -p); 2.1.197 answers every call synchronously."""
+    import shutil
+    import tempfile
+    claude = shutil.which("claude")
+    if not claude:
+        return {**check("claude-tasks", True, "the claude CLI is not on PATH: not checked"), "skipped": True}
+    with tempfile.TemporaryDirectory(prefix="codex-mcp-doctor-") as neutral:
+        status, out, _ = probe([claude, "--version"], cwd=Path(neutral), timeout=60)
+    found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", out or "")
+    if status != 0 or not found:
+        return check("claude-tasks", True, f"claude --version did not say its version ({one_line(out or '', 80)})")
+    version = tuple(map(int, found.groups()))
+    named = ".".join(map(str, version))
+    if os.environ.get("CLAUDE_CODE_DISABLE_MCP_TASKS"):
+        return check("claude-tasks", True, f"Claude Code {named} with CLAUDE_CODE_DISABLE_MCP_TASKS set: waiting calls "
+                                           "(until: \"verdict\") block the turn until they end")
+    if version >= CLAUDE_TASKS_VERSION:
+        return check("claude-tasks", True, f"Claude Code {named} runs waiting calls (until: \"verdict\") as background "
+                                           "tasks in interactive sessions, the verdict arriving by itself; claude -p "
+                                           "waits for them")
+    return check("claude-tasks", True, f"Claude Code {named} answers waiting calls synchronously (they block the "
+                                       f"turn); {'.'.join(map(str, CLAUDE_TASKS_VERSION))} runs them in the "
+                                       "background: npm install -g @anthropic-ai/claude-code@latest")
+
+
+CLAUDE_TASKS_VERSION = (2, 1, 332)      # the first release seen running MCP tasks (not every one before tried)
+
+
 def project_registration(repo: Path) -> dict | None:
     """doctor's word on a project `.mcp.json` that registers codex-mcp, from the files alone: whether
     Claude Code will start it (someone approved it) and, if not, how to approve it. Not started
@@ -5892,7 +6026,7 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
     checks += [check_git(repo_path), check_confinement(repo_path, codex), check_tasks_dir(repo_path),
-               check_claude(repo_path)]
+               check_claude(repo_path), check_claude_tasks()]
     result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
     if failed:
@@ -5955,16 +6089,20 @@ class Param:
 
 class Command:
     """One command: `tool` is its MCP name ("" for the CLI's own: serve, doctor), `cli` its word on
-    the command line, `summary` its line in the CLI's help, `description` what an MCP client reads."""
+    the command line, `summary` its line in the CLI's help, `description` what an MCP client reads.
+    `waits` says when a call waits, and so may become an MCP background task: "until" (its `until`
+    argument is past "started"), "wait" (a `waitSeconds` above 0), "always" (accept: verify may take
+    minutes)."""
     __slots__ = ("tool", "cli", "summary", "description", "service", "shape", "params", "read_only",
-                 "idempotent", "destructive", "codex")
+                 "idempotent", "destructive", "codex", "waits")
 
     def __init__(self, tool: str, cli: str, summary: str, description: str, service: Callable, shape: str,
                  params: list, read_only: bool = False, idempotent: bool = False, destructive: bool = False,
-                 codex: bool = False) -> None:
+                 codex: bool = False, waits: str = "") -> None:
         self.tool, self.cli, self.summary, self.description = tool, cli, summary, description
         self.service, self.shape, self.params = service, shape, params
         self.read_only, self.idempotent, self.destructive, self.codex = read_only, idempotent, destructive, codex
+        self.waits = waits
 
 
 CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
@@ -5972,6 +6110,12 @@ TASK = Param("taskId", "string", "task id, like T-001", "TASK_ID", required=True
 ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, one task at a "
                   "time) or \"worktree\" (its own git worktree made from your current tree; several run at once; "
                   "accept merges the changes into your working tree)", "--isolation", enum=list(ISOLATIONS))
+UNTIL_PARAM = Param(
+    "until", "string", "how far the call goes before it answers: \"started\" (the default: Codex is running), "
+    "\"review\" (Codex's run has ended: check-task's answer), \"verdict\" (then accept-task, through the reworks it "
+    "sends back by itself, to done, blocked, boundary_confirmation or conflict: accept-task's answer). A client that "
+    "runs MCP background tasks (Claude Code, interactive) gets a task at once, and the answer arrives by itself",
+    "--until", enum=list(UNTIL))
 WAIT = Param("wait", "number", "wait for the task to leave todo/doing: up to N seconds, or without N until it does",
              "--wait", mcp=False, bare=float("inf"), metavar="N")
 COMMANDS = [
@@ -5999,15 +6143,16 @@ COMMANDS = [
             Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
                   f"(default {DEFAULT_IDLE_TIMEOUT})", "--idle-timeout", keyword="idle_timeout"),
             ISOLATION,
+            UNTIL_PARAM,
             Param("file", "string", "start this existing todo task instead (as `start`)", "--file", mcp=False,
                   metavar="T-NNN"),
             WAIT,
-        ], codex=True),
+        ], codex=True, waits="until"),
     Command(
         "start-task", "start", "start an existing todo task (written by hand, or after retry)",
         "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
         "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
-        start_task, "delegate", [TASK, CWD, ISOLATION, WAIT], codex=True),
+        start_task, "delegate", [TASK, CWD, ISOLATION, UNTIL_PARAM, WAIT], codex=True, waits="until"),
     Command(
         "check-task", "check", "show a task's status, progress and last result",
         "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
@@ -6019,7 +6164,7 @@ COMMANDS = [
                   "at once)", "--wait", keyword="wait_seconds", minimum=0, maximum=MAX_WAIT_SECONDS,
                   bare=float("inf"), metavar="N"),
             Param("detail", "boolean", "include the full Codex message, commands and changes", "--detail")],
-        read_only=True, idempotent=True),
+        read_only=True, idempotent=True, waits="wait"),
     Command(
         "accept-task", "accept", "review a task in review: report, boundary, verify; then done/rework/blocked",
         "Review a task in status review: Codex's report must be complete, every real change inside allowedPaths, "
@@ -6032,7 +6177,7 @@ COMMANDS = [
                   "--approve-paths", keyword="approve_paths"),
             Param("intoBranch", "boolean", "a worktree task: commit its changes as branch codex-mcp/T-NNN instead of "
                   "applying them to the working tree", "--branch", keyword="into_branch")],
-        codex=True),
+        codex=True, waits="always"),
     Command(
         "rework-task", "rework", f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
         "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
@@ -6042,7 +6187,7 @@ COMMANDS = [
             TASK,
             Param("reviewItems", ["string"], "the specific things Codex must fix", "--items", required=True,
                   keyword="review_items", append=True),
-            CWD], codex=True),
+            CWD, UNTIL_PARAM], codex=True, waits="until"),
     Command(
         "retry-task", "retry", "return a blocked task to todo (resets the rework budget)",
         "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. Next: start-task.",
@@ -6073,8 +6218,9 @@ COMMANDS = [
             Param("focus", "string", "what matters most, e.g. 'security of the token refresh'", "--focus"),
             Param("adversarial", "boolean", "challenge the approach and look for the ways it fails, not polish",
                   "--adversarial"),
+            UNTIL_PARAM,
             WAIT,
-        ], codex=True),
+        ], codex=True, waits="until"),
     Command(
         "list-tasks", "list", "list the tasks of the repository, most recently updated first",
         "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
@@ -6234,8 +6380,8 @@ def command_name(argv: list) -> str | None:
     return None
 
 
-def print_progress(task: Task) -> None:
-    print(f"{task.id} {task.status}: {task.progress or task.reason}", file=sys.stderr, flush=True)
+def print_progress(task: Task, phase: str = "") -> None:
+    print(f"{task.id} {task.status}: {task_line(task, phase)}", file=sys.stderr, flush=True)
 
 
 def run_command(args: object) -> dict | None:
@@ -6270,8 +6416,11 @@ def run_command(args: object) -> dict | None:
         raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
     if wait is not None:                    # `--wait` with no number: the worker runs in this process
         keywords.update(inline=wait == float("inf"), on_progress=print_progress)
+    followed = keywords.get("until", "started") != "started"
+    if followed:
+        keywords["on_progress"] = print_progress
     answer = command.service(args.cwd, **keywords)
-    if wait is None or answer is None:
+    if wait is None or answer is None or followed:
         return answer
     store = Store(args.cwd)
     task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait, print_progress)
@@ -6290,18 +6439,20 @@ def run_command(args: object) -> dict | None:
 SERVER_INSTRUCTIONS = """\
 codex-mcp hands coding tasks to the Codex CLI and reviews the result on ground truth (the files that
 really changed, the report, a verify command run in Codex's sandbox), so you need not re-read the diff.
-1. delegate-task {goal, allowedPaths, verify?, ...} starts Codex in the background and returns a taskId.
-2. Wait: check-task {taskId, waitSeconds: 600} blocks this turn until Codex finishes (Claude Code does not
-   move a synchronous MCP call to the background); when you have other work, run `codex-mcp check <id>
-   --wait 600` as a background shell command instead and read its output when notified.
-3. When status is review, accept-task. action: done = finished; rework = already sent back to Codex (wait
-   again); boundary_confirmation = paths outside allowedPaths changed (Codex declared them, or nothing shows
-   who did): accept-task with approvePaths to allow them, or rework-task to have them reverted;
-   blocked = read reason.
-4. rework-task {taskId, reviewItems} sends your own review items back (at most 3 rounds).
-5. retry-task returns a blocked task to todo; start-task runs it again.
-6. review-changes {focus?, base?, paths?, adversarial?} asks Codex for a read-only second opinion on changes you
-   made; check-task then gives verdict, explanation and findings (P0 first).
+1. delegate-task {goal, allowedPaths, verify?, until: "verdict"} starts Codex and answers with the verdict.
+   Where the client runs background tasks (Claude Code, interactive) it answers at once with a task: go on
+   with other work or end your turn; the verdict arrives by itself as a task notification. Do not poll.
+   Elsewhere (claude -p) the call blocks until the verdict. Without until, it answers as soon as Codex runs;
+   check-task {taskId, waitSeconds: 600} then waits for the run to end, and accept-task reviews it.
+2. The verdict's action: done = finished; boundary_confirmation = paths outside allowedPaths changed (Codex
+   declared them, or nothing shows who did): accept-task with approvePaths to allow them, or rework-task to
+   have them reverted; conflict = a worktree task's changes do not merge with yours; blocked = read reason.
+   (rework = sent back to Codex by accept itself; until: "verdict" waits through those.)
+3. rework-task {taskId, reviewItems, until?} sends your own review items back (at most 3 rounds).
+4. retry-task returns a blocked task to todo; start-task runs it again; discard-task puts back what Codex
+   changed.
+5. review-changes {focus?, base?, paths?, adversarial?, until: "verdict"} asks Codex for a read-only second
+   opinion on changes you made: verdict, explanation and findings (P0 first).
 cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is agents/tasks/T-NNN.md."""
 
 
@@ -6364,6 +6515,8 @@ def serve(cwd: str | None = None, codex_cmd: str | None = None) -> None:
     try:
         import anyio
         from mcp.server.stdio import stdio_server
+        if not mcp_version():
+            raise ImportError(f"its mcp is older than {MCP_REQUIREMENT}")
     except ImportError as error:
         python = serve_elsewhere(error)
         say(f"serving with {python}")
@@ -6380,8 +6533,19 @@ def serve(cwd: str | None = None, codex_cmd: str | None = None) -> None:
     anyio.run(run)
 
 
+def tool_result(result: dict, error: bool = False) -> dict:
+    """A tools/call answer (a CallToolResult, as JSON): the text for any client, the same object as
+    structured content (what Claude Code hands the model), and the error flag."""
+    text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    answer = {"content": [{"type": "text", "text": text}], "isError": error}
+    if not error:
+        answer["structuredContent"] = result
+    return answer
+
+
 def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object:
-    """The MCP server object: one table of tools, thin async wrappers that run the services in threads."""
+    """The MCP server object: one table of tools, thin async wrappers that run the services in
+    threads, and the background-task layer for the clients that ask for it."""
     import functools
     import threading
 
@@ -6390,8 +6554,14 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     import anyio.to_thread
     import mcp.types as types
     from mcp.server.lowlevel import Server
+    from mcp.shared.exceptions import MCPError
+
+    class TaskParams(types.RequestParams):      # tasks/get, tasks/cancel, tasks/update; `_meta` as any request's
+        taskId: str
+        inputResponses: dict | None = None
 
     default_repo = cwd or os.getcwd()
+    background = BackgroundTasks(codex_cmd)
     tools = [types.Tool(name=name, description=spec.description, input_schema=input_schema(spec),
                         output_schema=json_schema(SHAPES[spec.shape]),
                         annotations=types.ToolAnnotations(read_only_hint=spec.read_only,
@@ -6404,9 +6574,7 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
         return types.ListToolsResult(tools=tools)
 
     def answer(result: dict, error: bool = False) -> object:
-        text = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
-                                    structured_content=None if error else result, is_error=error)
+        return types.CallToolResult.model_validate(tool_result(result, error))
 
     async def call_tool(ctx: object, params: object) -> object:
         spec = TOOLS.get(params.name)
@@ -6418,7 +6586,14 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
             repo = keywords.pop("cwd", None) or default_repo
             if spec.codex:
                 keywords["codex_cmd"] = codex_cmd
-            if params.name == "check-task":
+            goal = waiting_goal(spec, keywords)
+            if goal and wants_task(ctx):
+                begun = await anyio.to_thread.run_sync(functools.partial(
+                    background.begin, spec, repo, keywords, goal, client_label(ctx)))
+                return begun if "resultType" in begun else answer(begun["answer"], begun["isError"])
+            if spec.waits == "until" and goal:
+                keywords.update(stop=stop, on_progress=progress_reporter(ctx, keywords))
+            elif spec.waits == "wait":
                 keywords.update(stop=stop, heartbeat=True, on_change=progress_reporter(ctx, keywords))
             result = await anyio.to_thread.run_sync(functools.partial(spec.service, repo, **keywords),
                                                     abandon_on_cancel=True)
@@ -6434,15 +6609,305 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
         """Progress notifications for a wait (the session drops them when the client sent no token)."""
         started, total = time.monotonic(), float(keywords.get("wait_seconds") or 0) or None
 
-        def report(task: Task) -> None:
+        def report(task: Task, phase: str = "") -> None:
             with contextlib.suppress(Exception):
                 anyio.from_thread.run(functools.partial(
                     ctx.session.report_progress, round(time.monotonic() - started, 1), total,
-                    f"{task.status}: {task.progress or task.reason}"))
+                    f"{task.status}: {task_line(task, phase)}"))
         return report
 
-    return Server("codex-mcp", version=VERSION, instructions=SERVER_INSTRUCTIONS, on_list_tools=list_tools,
-                  on_call_tool=call_tool)
+    async def tasks_get(ctx: object, params: TaskParams) -> dict:
+        found = await anyio.to_thread.run_sync(background.get, params.taskId)
+        if found is None:
+            raise MCPError(code=-32602, message=f"no background task {params.taskId[:200]} here now: not one this "
+                                                "server gave, or its repository is out of reach")
+        return found
+
+    async def tasks_cancel(ctx: object, params: TaskParams) -> dict:
+        await anyio.to_thread.run_sync(background.cancel, params.taskId, client_label(ctx))
+        return {}
+
+    async def tasks_update(ctx: object, params: TaskParams) -> dict:
+        return {}                   # nothing here asks the person a question (input_required)
+
+    server = Server("codex-mcp", version=VERSION, instructions=SERVER_INSTRUCTIONS, on_list_tools=list_tools,
+                    on_call_tool=call_tool)
+    server.extensions[TASKS_EXTENSION] = {}
+    server.add_request_handler("tasks/get", TaskParams, tasks_get)
+    server.add_request_handler("tasks/cancel", TaskParams, tasks_cancel)
+    server.add_request_handler("tasks/update", TaskParams, tasks_update)
+    return server
+
+
+def wants_task(ctx: object) -> bool:
+    """Did this request declare the tasks extension? Only a 2026-07-28 request can carry a task (the
+    older era's answers must be CallToolResults), and it declares it per request (Claude Code
+    2.1.332 does in interactive sessions, never with -p): checked on every call."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return False
+    capabilities = ctx.session.client_capabilities
+    return bool(capabilities is not None and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions)
+
+
+def client_label(ctx: object) -> str:
+    params = ctx.session.client_params
+    name = params.client_info.name if params is not None else ""
+    return "Claude Code" if name == "claude-code" else name or "the MCP client"
+
+
+def waiting_goal(spec: Command, keywords: dict) -> str:
+    """What a call waits for ("" if it answers at once): `until`'s word, "wait" (a check with
+    waitSeconds), "accept"."""
+    if spec.waits == "until":
+        return until_arg(keywords.get("until")) if until_arg(keywords.get("until")) != "started" else ""
+    if spec.waits == "wait":
+        return "wait" if float(keywords.get("wait_seconds") or 0) > 0 else ""
+    return "accept" if spec.waits == "always" else ""
+
+
+# -- background tasks (MCP revision 2026-07-28, extension io.modelcontextprotocol/tasks) -------------
+#
+# Observed with Claude Code 2.1.332 (interactive): a tools/call declaring the extension may be
+# answered with a task handle; Claude Code then polls tasks/get at the pollIntervalMs we give
+# (clamped to 250..30000 ms), and when a poll says completed it starts a model turn by itself with
+# the result (its structured content). A person stopping the task sends tasks/cancel, twice. A
+# -32602 answer is asked again for up to five minutes (an id not known here yet: a server restarting,
+# a disk not mounted), a failed task ends at once. It shows statusMessage in its task list (the first
+# 8 characters of the id in the row; keep the message short) and the id to the person and the model.
+
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+TASK_POLL_MS = 1000                     # the verdict reaches the model within about a second of existing
+TASK_GRACE = 1.0                        # a waiting call done this soon is answered as a plain result
+TASK_KEEP = 7 * 86400                   # seconds a background task's answer is kept past its work's limits
+
+
+def task_handle(repo: Path, task_id: str, goal: str, serial: int) -> str:
+    """A background task's id: `T-012.verdict.1@/home/me/proj`. It names the record and the wait, so
+    a restarted server finds both, and reads well where Claude Code shows it. Printable ASCII without
+    spaces: the repository's path is percent-encoded outside that."""
+    from urllib.parse import quote
+    return f"{task_id}.{goal}.{serial}@{quote(str(repo), safe=SAFE_IN_HANDLE)}"
+
+
+SAFE_IN_HANDLE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%")
+
+
+def parse_handle(handle: object) -> tuple | None:
+    """(repo, task id, goal, serial) of a handle this server could have given, else None."""
+    from urllib.parse import unquote
+    if not isinstance(handle, str) or "@" not in handle:
+        return None
+    name, _, where = handle.partition("@")
+    parts = name.split(".")
+    repo = unquote(where, errors="strict") if where else ""
+    if len(parts) != 3 or not TASK_ID.fullmatch(parts[0]) or parts[1] not in ("review", "verdict", "wait", "accept") \
+            or not parts[2].isdigit() or not os.path.isabs(repo):
+        return None
+    return Path(repo), parts[0], parts[1], int(parts[2])
+
+
+def mcp_task(handle: str, state: dict, status: str, message: str) -> dict:
+    """The task as tasks/get (and a tools/call that became one) answers it."""
+    stamp = lambda seconds: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))    # noqa: E731
+    task = {"taskId": handle, "status": status, "statusMessage": message, "createdAt": stamp(state["created"]),
+            "lastUpdatedAt": stamp(state.get("ended") or time.time()),
+            "ttlMs": int((state["keepUntil"] - state["created"]) * 1000), "pollIntervalMs": TASK_POLL_MS}
+    if status == "completed":
+        task["result"] = tool_result(state["answer"], state["isError"])
+    elif status == "failed":
+        task["error"] = {"code": -32602, "message": message}
+    return task
+
+
+class Follower:
+    """This process's thread following one background task."""
+    __slots__ = ("thread", "stop", "done", "phase")
+
+    def __init__(self) -> None:
+        import threading
+        self.stop, self.done, self.phase, self.thread = threading.Event(), threading.Event(), "", None
+
+    def note(self, task: Task, phase: str = "") -> None:
+        self.phase = phase
+
+
+class BackgroundTasks:
+    """The waiting calls of a client that runs background tasks. The call answers at once with a
+    handle; a thread here follows the codex-mcp task as the synchronous call would (the same
+    service, the same answer) and writes the answer to the handle's file in the repository's state
+    folder (`mcp-tasks/T-012.1.json`); tasks/get reads it. Nothing else is kept in memory, so a
+    restarted server answers from the files and the records, and follows on where a thread died."""
+
+    def __init__(self, codex_cmd: str | None) -> None:
+        import threading
+        self.codex_cmd = codex_cmd
+        self.guard = threading.Lock()
+        self.followers: dict = {}
+
+    def begin(self, spec: Command, repo: str, keywords: dict, goal: str, client: str) -> dict:
+        """Start a waiting call in the background: the task, or {answer, isError} when it was done
+        within TASK_GRACE. A call that starts a run answers its refusal here, before any handle."""
+        arguments = {key: value for key, value in keywords.items() if key in ("wait_seconds", "detail",
+                                                                                "approve_paths", "into_branch")}
+        state = {"goal": goal, "created": time.time(), "arguments": arguments, "client": client}
+        if spec.waits == "until":
+            state["start"] = spec.service(repo, **{**keywords, "until": "started"})
+        store = Store(repo)
+        task_id = state["start"]["taskId"] if "start" in state else normalize_task_id(keywords["task_id"])
+        store.load(task_id)                     # an unknown task is refused now, not in the background
+        state["keepUntil"] = state["created"] + self.keep_for(store, task_id, goal, arguments)
+        handle, path = self.claim(store, task_id, goal, state)
+        follower = self.follow(handle, store, path)
+        if follower.done.wait(TASK_GRACE):
+            finished = load_json(path, {})
+            if "answer" in finished:
+                return {"answer": finished["answer"], "isError": finished["isError"]}
+        return {"resultType": "task", **self.get(handle)}
+
+    @staticmethod
+    def keep_for(store: Store, task_id: str, goal: str, arguments: dict) -> float:
+        """ttlMs: the longest the work can take by the task's own limits (every run a verdict may
+        need; a wait's seconds), and a week to read the answer after."""
+        if goal == "wait":
+            return float(arguments["wait_seconds"]) + TASK_KEEP
+        task = store.load(task_id)
+        runs = MAX_REWORKS + 1 if goal == "verdict" else 1
+        return runs * (task.timeout or DEFAULT_TIMEOUT) + TASK_KEEP
+
+    @staticmethod
+    def claim(store: Store, task_id: str, goal: str, state: dict) -> tuple:
+        folder = store.state_dir / "mcp-tasks"
+        folder.mkdir(parents=True, exist_ok=True)
+        BackgroundTasks.prune(folder)
+        for serial in itertools.count(1):
+            path = folder / f"{task_id}.{serial}.json"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            atomic_write(path, json.dumps(state), durable=False)
+            return task_handle(store.repo, task_id, goal, serial), path
+
+    @staticmethod
+    def prune(folder: Path) -> None:
+        """Forget the background tasks whose time is up, with their locks."""
+        now = time.time()
+        for path in folder.glob("T-*.json"):
+            if load_json(path, {}).get("keepUntil", now + 1) < now:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                with contextlib.suppress(OSError):
+                    (folder.parent / "locks" / f"mcp-{path.stem}.lock").unlink()
+
+    def locate(self, handle: str) -> tuple | None:
+        """(store, the handle's file) when the handle is well formed and its repository is there."""
+        parsed = parse_handle(handle)
+        if parsed is None or not parsed[0].is_dir():
+            return None
+        try:
+            store = Store(parsed[0])
+        except CodexMcpError:
+            return None
+        return store, store.state_dir / "mcp-tasks" / f"{parsed[1]}.{parsed[3]}.json"
+
+    def get(self, handle: str) -> dict | None:
+        """The task as it stands (None: not known here, perhaps for now). A thread follows it on
+        when none does: after a restart, the first tasks/get takes over."""
+        found = self.locate(handle)
+        if found is None:
+            return None
+        store, path = found
+        state = load_json(path, None)
+        if not isinstance(state, dict) or "goal" not in state:
+            return mcp_task(handle, {"created": time.time(), "keepUntil": time.time()}, "failed",
+                            f"codex-mcp keeps no background task {handle.partition('@')[0]} (expired or deleted); "
+                            "check-task says where the task stands")
+        if state.get("cancelled"):
+            return mcp_task(handle, state, "cancelled", "stopped")
+        if "answer" in state:
+            return mcp_task(handle, state, "completed", "finished")
+        if time.time() > state["keepUntil"]:
+            return mcp_task(handle, state, "failed", "expired: the task took longer than its limits allow")
+        follower = self.follow(handle, store, path)
+        task_id = parse_handle(handle)[1]
+        try:
+            line = task_line(look(store, task_id), follower.phase)
+        except CodexMcpError as error:
+            line = one_line(error.message, 70)
+        return mcp_task(handle, state, "working", line)
+
+    def follow(self, handle: str, store: Store, path: Path) -> Follower:
+        """This process's follower of the handle, started if none runs."""
+        import threading
+        with self.guard:
+            follower = self.followers.get(handle)
+            if follower is None or follower.done.is_set() and "answer" not in load_json(path, {}):
+                follower = self.followers[handle] = Follower()
+                follower.thread = threading.Thread(target=self.carry_out, args=(handle, store, path, follower),
+                                                   daemon=True, name=f"follow {handle[:40]}")
+                follower.thread.start()
+        return follower
+
+    def carry_out(self, handle: str, store: Store, path: Path, follower: Follower) -> None:
+        """The waiting call's own work, to its answer; one process at a time does it (its lock)."""
+        try:
+            with store.lock(f"mcp-{path.stem}", blocking=False) as free:
+                state = load_json(path, {})
+                if not free or "answer" in state or state.get("cancelled"):
+                    return
+                try:
+                    result, error = self.answer(store, parse_handle(handle)[1], path, state, follower), False
+                except CodexMcpError as failure:
+                    result, error = failure.to_json(), True
+                except OSError as failure:
+                    result, error = os_error(failure, "follow the task").to_json(), True
+                with store.lock("store"):           # against a cancel said meanwhile
+                    state = load_json(path, state)
+                    if not state.get("cancelled"):
+                        state.update(answer=result, isError=error, ended=time.time())
+                        atomic_write(path, json.dumps(state), durable=False)
+        finally:
+            follower.done.set()
+
+    def answer(self, store: Store, task_id: str, path: Path, state: dict, follower: Follower) -> dict:
+        goal, arguments, command = state["goal"], state["arguments"], codex_command_from(self.codex_cmd)
+        if goal == "wait":
+            left = max(0.0, state["created"] + float(arguments["wait_seconds"]) - time.time())
+            return check_task(store.repo, task_id=task_id, wait_seconds=left, detail=arguments.get("detail"),
+                              stop=follower.stop, on_change=follower.note, wait_limit=float("inf"))
+        if goal == "accept":
+            task = look(store, task_id)
+            if task.status != "review" and state.get("tried"):   # it ran before a restart: its outcome
+                return check_view(store, task)
+            atomic_write(path, json.dumps({**state, "tried": True}), durable=False)
+            follower.phase = "accept"
+            return accept_task(store.repo, task_id=task_id, approve_paths=arguments.get("approve_paths"),
+                               into_branch=arguments.get("into_branch"), codex_cmd=command)
+        return carry_to(store, state["start"], goal, command, follower.note, follower.stop)
+
+    def cancel(self, handle: str, client: str) -> None:
+        """The person (or the model) stopped the background task: stop following it, and stop the
+        Codex run it started, the record saying who stopped it. Stopping a wait (check-task) or an
+        accept stops only the watching: an accept under way finishes. Said twice, done once."""
+        found = self.locate(handle)
+        parsed = parse_handle(handle)
+        if found is None:
+            return
+        store, path = found
+        with store.lock("store"):
+            state = load_json(path, None)
+            if not isinstance(state, dict) or "answer" in state or state.get("cancelled"):
+                return
+            state["cancelled"] = time.time()
+            atomic_write(path, json.dumps(state), durable=False)
+        with self.guard:
+            follower = self.followers.get(handle)
+        if follower is not None:
+            follower.stop.set()
+        if parsed[2] in ("review", "verdict"):
+            with contextlib.suppress(CodexMcpError):
+                cancel_task(store.repo, task_id=parsed[1], by=f"from {client} (its background task was stopped)")
 
 
 # ====================================================================================================

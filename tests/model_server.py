@@ -16,6 +16,9 @@ step is a dict:
                                (a network blip: Codex reconnects if the config allows stream retries)
     "delay": seconds           may be added to any step: wait that long before answering
 
+Tasks that run at once share one server: `route(marker, *steps)` gives the requests whose body
+holds `marker` (a word of the task's goal) a script of their own.
+
 Every request is recorded with its arrival and end times and its JSON body, so tests can prove
 ordering (two tasks in one repo never overlap) and read what Codex sent (prompt, instructions).
 """
@@ -44,6 +47,7 @@ def report(summary: str = "Did the work.", tests: str = "Ran the tests: 3 passed
 class ModelServer:
     def __init__(self, steps: list[dict] | None = None, default: dict | None = None):
         self.steps = list(steps or [])
+        self.routes: dict[str, list] = {}
         self.default = default or {"say": REPORT}
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -68,6 +72,11 @@ class ModelServer:
         with self._lock:
             self.steps.extend(steps)
 
+    def route(self, marker: str, *steps: dict) -> None:
+        """The requests whose body holds `marker` take these steps (then `default`)."""
+        with self._lock:
+            self.routes.setdefault(marker, []).extend(steps)
+
     def write_config(self, codex_home: Path, retries: int = 0, url: str | None = None) -> None:
         """Point a private CODEX_HOME at this server (or at `url`), with `retries` stream retries."""
         codex_home.mkdir(parents=True, exist_ok=True)
@@ -80,9 +89,12 @@ class ModelServer:
 
     # -- request handling ------------------------------------------------------------------
 
-    def _next_step(self) -> tuple[int, dict]:
+    def _next_step(self, raw: bytes) -> tuple[int, dict]:
         with self._lock:
             self._counter += 1
+            for marker, steps in self.routes.items():
+                if marker.encode() in raw:
+                    return self._counter, steps.pop(0) if steps else self.default
             step = self.steps.pop(0) if self.steps else self.default
             return self._counter, step
 
@@ -103,7 +115,7 @@ class ModelServer:
                     record["body"] = {}
                 with server._lock:
                     server.requests.append(record)
-                n, step = server._next_step()
+                n, step = server._next_step(raw)
                 record["step"] = step
                 if step.get("delay"):
                     server._stop.wait(step["delay"])

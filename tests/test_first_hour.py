@@ -109,7 +109,7 @@ def test_check_names_what_codex_is_doing_and_the_files_changed_so_far(harness):
                 break
             assert time.monotonic() < deadline, out
             time.sleep(0.3)
-        assert re.match(r"Codex running \d+ s, 0 commands run, now `printf ", progress["note"]), progress
+        assert re.match(r"Codex running \d+ s, 0 commands, now `printf ", progress["note"]), progress
         assert progress["filesChanged"] == ["src/app.py", "src/extra.py"] and progress["elapsedSeconds"] >= 0
         assert "sleep 30" in out["codexRun"]                     # --detail: the commands so far
     finally:

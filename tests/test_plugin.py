@@ -74,8 +74,8 @@ def any_claude(request) -> str:
 def wheels() -> str:
     path = os.environ.get("CODEX_MCP_WHEELS", "")
     if not path or not list(Path(path).glob("mcp-2*.whl")):
-        missing("set CODEX_MCP_WHEELS to a folder of wheels for 'mcp>=2,<3' and 'setuptools>=68' "
-                "(pip download -d DIR 'mcp>=2,<3' 'setuptools>=68'; .ci/run does it)")
+        missing("set CODEX_MCP_WHEELS to a folder of wheels for 'mcp>=2.3,<3' and 'setuptools>=68' "
+                "(pip download -d DIR 'mcp>=2.3,<3' 'setuptools>=68'; .ci/run does it)")
     return path
 
 
@@ -370,56 +370,40 @@ def answer(body: dict) -> dict:
 
 
 @pytest.mark.codex
-def test_delegate_command_waits_in_the_background_and_accepts_to_done(tmp_path, any_claude, codex_bin, model):
-    """/codex-mcp:delegate as the skill teaches: delegate-task, then `codex-mcp check --wait` as a
-    background Bash command while the model goes on with other work (reading files); when Claude Code
-    says the command finished, read its output file, then accept-task, all in the command's turn."""
+def test_delegate_command_gets_the_verdict_in_one_synchronous_call_with_claude_p(tmp_path, any_claude, codex_bin,
+                                                                                  model):
+    """/codex-mcp:delegate as the command says: delegate-task with until "verdict". `claude -p` runs no
+    background tasks (2.1.332 declares no tasks extension there; 2.1.197 speaks the old handshake), so
+    the call itself answers with the verdict, after Codex's run and the accept, in the command's turn.
+    (Interactive, the same call is a background task: tests/test_claude_tasks.py.)"""
     with ModelServer([{"run": "sed -i 's/x = 1/x = 2/' src/app.py", "delay": 1.0},
                       {"say": report(files=["src/app.py"])}]) as codex:
         session = Session(tmp_path, any_claude, codex_bin, model, codex)
-        seen: dict = {"other work": 0}
-
-        def wait_in_background(body: dict) -> dict:
-            seen["delegated"] = answer(body)
-            return {"tool": "Bash", "input": {"command": f"codex-mcp check {seen['delegated']['taskId']} --wait 600",
-                                              "description": "wait for Codex", "run_in_background": True}}
-
-        def other_work_until_notified(body: dict) -> dict:
-            text = json.dumps(since_last_answer(body))
-            if "task-notification" not in text:
-                assert seen["other work"] < 20, "no notification after 40 s of other work"
-                seen["other work"] += 1
-                model.steps.insert(0, other_work_until_notified)
-                return {"tool": "Read", "input": {"file_path": str(session.repo / "README.md")}, "delay": 2}
-            path = re.search(r"<output-file>([^<]+)</output-file>", text)
-            return {"tool": "Read", "input": {"file_path": path.group(1)}}
-
-        def accept(body: dict) -> dict:
-            [result] = tool_results(body)
-            seen["checked"] = json.loads(re.findall(r"\{.*\}", result["text"])[-1])
-            return {"tool": f"{TOOL}accept-task", "input": {"taskId": seen["delegated"]["taskId"]}}
+        seen: dict = {}
 
         def finish(body: dict) -> dict:
-            seen["accepted"] = answer(body)
-            return {"say": f"{seen['accepted']['taskId']} is {seen['accepted']['action']}."}
+            [result] = tool_results(body)
+            seen["text"] = result["text"]
+            seen["verdict"] = answer(body)
+            return {"say": f"{seen['verdict']['taskId']} is {seen['verdict']['action']}."}
 
         model.steps = [
             {"tool": f"{TOOL}delegate-task", "input": {
                 "goal": "Set x to 2 in src/app.py", "allowedPaths": ["src/app.py"],
-                "verify": "grep -qx 'x = 2' src/app.py"}},
-            wait_in_background, other_work_until_notified, accept, finish]
+                "verify": "grep -qx 'x = 2' src/app.py", "until": "verdict"}},
+            finish]
         out = session.prompt("/codex-mcp:delegate Set x to 2 in src/app.py")
 
     assert "T-001 is done." in out
-    assert seen["other work"] >= 1
-    assert seen["checked"]["status"] == "review" and seen["accepted"]["action"] == "done"
+    assert seen["verdict"]["action"] == "done" and seen["verdict"]["verify"]["passed"] is True
+    assert "background" not in seen["text"]               # the answer itself, not a task handle
     assert "- Status: done" in session.record("T-001")
     assert (session.repo / "src" / "app.py").read_text() == "x = 2\n"
 
     first = next(turn for turn in model.turns if f"{TOOL}delegate-task" in {t["name"] for t in turn["tools"]})
     text = json.dumps(first)
     assert "<command-name>/codex-mcp:delegate</command-name>" in text
-    assert "Set x to 2 in src/app.py" in text and "allowedPaths" in text      # the command's body and arguments
+    assert "Set x to 2 in src/app.py" in text and 'until: \\"verdict\\"' in text   # the command's body and arguments
     assert "codex-mcp:delegating-to-codex:" in text                          # the skill is listed to the model
     assert {f"{TOOL}{name}" for name in ("delegate-task", "check-task", "accept-task")} <= {
         tool["name"] for tool in first["tools"]}
@@ -575,7 +559,7 @@ def test_serve_without_mcp_and_without_an_environment_directory_says_what_to_ins
                           capture_output=True, text=True, timeout=60, env=base_env(), stdin=subprocess.DEVNULL)
     error = json.loads(done.stdout)["error"]
     assert done.returncode == 1 and error["code"] == "failed"
-    assert "pip install 'mcp>=2,<3'" in error["message"] and "CODEX_MCP_ENV_DIR" in error["message"]
+    assert "pip install 'mcp>=2.3,<3'" in error["message"] and "CODEX_MCP_ENV_DIR" in error["message"]
     assert not (tmp_path / "venv").exists()
 
 
@@ -667,7 +651,7 @@ def test_doctor_with_codex_missing(tmp_path):
     assert "not on PATH" in found["codex"]["detail"] and "npm install -g @openai/codex" in found["codex"]["fix"]
     assert "sandbox" not in found                     # nothing to run it with
     assert found["python"]["ok"] and found["git"]["ok"] and found["agents/tasks"]["ok"]
-    assert found["claude"].get("skipped") is True
+    assert found["claude"].get("skipped") is True and found["claude-tasks"].get("skipped") is True
 
 
 FAKE_CODEX = """#!/bin/sh
@@ -714,12 +698,26 @@ def test_doctor_on_a_healthy_set_up(tmp_path, codex_bin, claude_bin, model):
     assert status == 0 and result["ok"] is True and "failed" not in result, result
     found = checks(result)
     assert set(found) == {"python", "mcp", "codex", "codex-login", "sandbox", "git", "confinement", "agents/tasks",
-                          "claude"}
+                          "claude", "claude-tasks"}
+    assert found["claude-tasks"]["detail"].startswith(f"Claude Code {CLAUDE_VERSION} runs waiting calls")
     assert found["confinement"]["ok"] and "a temporary folder of its own" in found["confinement"]["detail"]
     assert "model provider 'fake' is configured" in found["codex-login"]["detail"]
     assert "refused under :read-only" in found["sandbox"]["detail"]
     assert "✔ Connected" in found["claude"]["detail"]
     assert not any("fix" in c for c in result["checks"])
+
+
+def test_doctor_says_an_older_claude_code_answers_synchronously(tmp_path, claude_old_bin):
+    repo = make_repo(tmp_path / "repo")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "claude").symlink_to(claude_old_bin)
+    path = os.pathsep.join([str(bin_dir)] + [p for p in os.environ["PATH"].split(os.pathsep)
+                                             if not (Path(p) / "claude").exists()])
+    _, result = doctor(repo, base_env(PATH=path, HOME=str(tmp_path), CODEX_MCP_PYTHON=sys.executable))
+    tasks = checks(result)["claude-tasks"]
+    assert tasks["ok"] and f"Claude Code {CLAUDE_OLD_VERSION} answers waiting calls synchronously" in tasks["detail"]
+    assert "@anthropic-ai/claude-code@latest" in tasks["detail"]
 
 
 # -- the README, as a new user follows it ------------------------------------------------------------

@@ -45,10 +45,12 @@ STATUS_LINE = re.compile(rb"^- Status: *(\w+)", re.M)
 
 class StatusWatcher:
     """Reads a task record every ~5 ms (from before it exists) and notes the moment its Status
-    first says something other than todo or doing: the moment a waiter should be woken."""
+    first says something other than todo or doing (or, with `final`, one of those): the moment a
+    waiter should be woken."""
 
-    def __init__(self, path: Path, every: float = 0.005) -> None:
+    def __init__(self, path: Path, every: float = 0.005, final: tuple = ()) -> None:
         self.path, self.every = path, every
+        self.final = tuple(status.encode() for status in final)
         self.at: float | None = None
         self.status = ""
         self.stopped = threading.Event()
@@ -61,7 +63,7 @@ class StatusWatcher:
                 match = STATUS_LINE.search(self.path.read_bytes())
             except OSError:
                 match = None
-            if match and match.group(1) not in (b"todo", b"doing"):
+            if match and (match.group(1) in self.final if self.final else match.group(1) not in (b"todo", b"doing")):
                 self.at, self.status = now(), match.group(1).decode()
                 return
             time.sleep(self.every)
@@ -120,6 +122,9 @@ class McpClient:
             raise BenchError(f"{tool}: {text}")
         return result.get("structuredContent") or json.loads(text)
 
+    def tasks(self) -> "TasksClient":
+        return TasksClient(self)
+
     def close(self) -> None:
         try:
             self.process.stdin.close()
@@ -127,3 +132,34 @@ class McpClient:
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
             self.process.wait()
+
+
+class TasksClient:
+    """The same server spoken to as Claude Code 2.1.332 does in an interactive session: revision
+    2026-07-28 (no handshake; each request says who it is) declaring the tasks extension, so that
+    a waiting call answers with a task, polled with tasks/get at the interval the server asks for."""
+
+    META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "codex-mcp-bench", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}
+
+    def __init__(self, client: McpClient) -> None:
+        self.client = client
+        self.polls = 0
+
+    def request(self, method: str, params: dict) -> dict:
+        return self.client.request(method, {**params, "_meta": self.META})
+
+    def call(self, tool: str, arguments: dict) -> dict:
+        return self.request("tools/call", {"name": tool, "arguments": arguments})
+
+    def until_done(self, handle: dict, first: float = 0.09) -> tuple:
+        """(the moment the answer carrying the result arrived, the result): the first poll soon
+        after the handle, then one every pollIntervalMs, as Claude Code does."""
+        time.sleep(first)
+        while True:
+            self.polls += 1
+            task = self.request("tasks/get", {"taskId": handle["taskId"]})
+            if task["status"] != "working":
+                return now(), task
+            time.sleep(task["pollIntervalMs"] / 1000)

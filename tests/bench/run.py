@@ -40,6 +40,12 @@ The benchmarks, in the order of issue 12's table (the name selects one):
                     reads it every 5 ms) to the moment the call returns, at 10 files and at 100,000.
                     The worst sample is the figure. Samples taken by `task` and `orchestration` count;
                     `wait` adds tasks until each form has --rounds samples.
+  tasks          4b. The verdict as an MCP background task (issue 21): MCP `delegate-task` with until
+                    "verdict", from a client of revision 2026-07-28 declaring the tasks extension, which
+                    polls tasks/get as Claude Code 2.1.332 does (first 90 ms after the handle, then every
+                    pollIntervalMs the server asks for); from the moment the record says done to the
+                    answer of the tasks/get that carries the verdict, median of --rounds tasks, with the
+                    polls per second of a running task.
   orchestration  5. MCP `delegate-task` + `check-task waitSeconds` (a `codex-mcp serve` started once,
                     spoken to over stdio as Claude Code does) and CLI `delegate --wait` (no number: the
                     worker runs in the CLI's own process), each until review, vs a bare `codex exec
@@ -101,6 +107,7 @@ from tests.bench.harness import BenchError, McpClient, StatusWatcher, median, no
 PY = sys.executable
 CONSOLE = Path(PY).parent / "codex-mcp"
 GOAL = "Change x in src/app.py"
+BACKGROUND_GOAL = "Change y in src/app.py, in the background"
 PEAK = re.compile(r"peak memory ([\d.]+) MB")
 
 FULL = dict(files=100_000, ignored_mb=1000, records=10_000, stream_mb=1000, rounds=5, runs=20, server_runs=8,
@@ -515,6 +522,46 @@ def bench_wait(b: Bench) -> None:
             order += 0.01
 
 
+def bench_tasks(b: Bench) -> None:
+    """The verdict as an MCP background task: from the record's final write (done) to the answer of
+    the tasks/get that carries it, polled as Claude Code 2.1.332 polls; and how often it polls."""
+    b.need_codex()
+    repo = b.repo("orchestration")
+    server = McpClient([CONSOLE, "--codex-cmd", b.codex, "serve"], b.env, b.tmp)   # one era per connection
+    client = server.tasks()
+    samples, busy = [], 0.0
+    try:
+        for _ in range(b.args.rounds):
+            # A turn of 2 s: one that ends sooner is answered directly (cm.TASK_GRACE), not as a task.
+            b.server.route(BACKGROUND_GOAL, {"say": report(), "delay": 2.0})
+            started, (arrived, task, written) = now(), background_verdict(client, repo)
+            expect(task.get("result", {}).get("structuredContent") or {}, "action", "done", "the verdict")
+            busy += arrived - started
+            samples.append(arrived - written)
+    finally:
+        server.close()
+    b.add(4.5, "Verdict as an MCP background task: the record says done -> the tasks/get that carries it "
+          f"(polled every {cm.TASK_POLL_MS} ms, as the server asks)", median(samples), None, "<= 2 s (median)", 2.0,
+          absolute=True, notes=f"worst {fmt_time(max(samples))} of {len(samples)}; {client.polls / busy:.2f} polls/s "
+          "per running task", data={"samples": samples, "polls": client.polls, "seconds": busy})
+
+
+def background_verdict(client: object, repo: Path) -> tuple:
+    """delegate-task until "verdict" as a background task, polled to its end: (when the answer came,
+    the task, when the record said done)."""
+    task_id = next_id(repo)
+    watcher = StatusWatcher(record(repo, task_id), final=("done", "blocked"))
+    try:
+        handle = client.call("delegate-task", {"goal": BACKGROUND_GOAL, "allowedPaths": ["src/"], "verify": "true",
+                                               "until": "verdict", "cwd": str(repo)})
+        if handle.get("resultType") != "task":
+            raise BenchError(f"delegate-task until verdict answered without a task: {json.dumps(handle)[:300]}")
+        arrived, task = client.until_done(handle)
+    finally:
+        watcher.stop()
+    return arrived, task, watcher.at
+
+
 # ====================================================================================================
 # 6. CLI start-up
 # ====================================================================================================
@@ -826,6 +873,7 @@ def bench_worktrees(b: Bench) -> None:
 
 
 BENCHES = {"task": bench_task, "ignored": bench_ignored, "orchestration": bench_orchestration, "wait": bench_wait,
+           "tasks": bench_tasks,
            "startup": bench_startup, "list": bench_list, "server": bench_server, "stream": bench_stream,
            "parallel": bench_parallel, "worktrees": bench_worktrees}
 
