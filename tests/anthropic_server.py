@@ -26,6 +26,7 @@ recorded in `errors`, which the tests' `model` fixture fails on.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +80,37 @@ def callable_tools(body: dict) -> set[str]:
             if not tool.get("defer_loading") or tool.get("name") in loaded}
 
 
+TASK_NOTIFICATION = re.compile(r"<task-notification>(.*?)</task-notification>", re.S)
+
+
+def notifications(body: dict) -> list[dict]:
+    """The `<task-notification>` blocks Claude Code sent since the model's last answer (a background task
+    that ended: an MCP task, a background Bash command), each as {"task-id", "status", "summary",
+    "result", ...: the text of each tag}, in order. Its text may stand in a user message of its own or in
+    a system reminder added to the tool results."""
+    found = []
+    for match in TASK_NOTIFICATION.finditer("\n".join(texts(since_last_answer(body)))):
+        found.append({tag: value.strip() for tag, value in re.findall(r"<([\w-]+)>(.*?)</\1>", match.group(1), re.S)})
+    return found
+
+
+def texts(messages: list[dict]) -> list[str]:
+    """Every text in these messages: plain contents, text blocks, tool results' text."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append(content)
+            continue
+        for block in content or []:
+            inner = block.get("content") if block.get("type") == "tool_result" else [block]
+            if isinstance(inner, str):
+                out.append(inner)
+                continue
+            out += [part.get("text", "") for part in inner or [] if isinstance(part, dict)]
+    return out
+
+
 def all_text(body: dict) -> str:
     """Every piece of text in a request (system, messages, tool descriptions), for searching."""
     return json.dumps(body, ensure_ascii=False)
@@ -93,6 +125,7 @@ class AnthropicServer:
         self.errors: list[str] = []         # exceptions raised by step functions
         self.waited = 0                     # calls of WaitForMcpServers made for a step
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._counter = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -118,6 +151,19 @@ class AnthropicServer:
             "DISABLE_ERROR_REPORTING": "1",
         }
 
+    def wait_for(self, check: Callable[[dict], object], timeout: float, what: str = "") -> dict:
+        """Wait for a conversation request for which `check(body)` is true (one already received
+        counts): a test waits for what Claude Code sends, not for a time. Returns its body."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                for body in self.turns:
+                    if check(body):
+                        return body
+                left = deadline - time.monotonic()
+                assert left > 0, f"no request {what or check} in {timeout} s ({len(self.turns)} turns)"
+                self._arrived.wait(min(left, 1.0))
+
     # -- answering ---------------------------------------------------------------------------
 
     def _answer(self, body: dict) -> dict:
@@ -126,6 +172,7 @@ class AnthropicServer:
             if not body.get("tools"):
                 return {"say": "ok"}
             self.turns.append(body)
+            self._arrived.notify_all()
             step = self.steps.pop(0) if self.steps else self.default
         if callable(step):
             try:

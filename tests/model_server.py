@@ -15,6 +15,8 @@ step is a dict:
     {"drop": True}             start the stream, then close the connection before it completes
                                (a network blip: Codex reconnects if the config allows stream retries)
     "delay": seconds           may be added to any step: wait that long before answering
+    "wait": threading.Event    may be added to any step: answer once the test sets it (or the server
+                               stops; `release()` sets them all), so a test waits for its own events
 
 Tasks that run at once share one server: `route(marker, *steps)` gives the requests whose body
 holds `marker` (a word of the task's goal) a script of their own.
@@ -48,6 +50,7 @@ class ModelServer:
     def __init__(self, steps: list[dict] | None = None, default: dict | None = None):
         self.steps = list(steps or [])
         self.routes: dict[str, list] = {}
+        self.waiting: list[threading.Event] = []
         self.default = default or {"say": REPORT}
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -71,6 +74,11 @@ class ModelServer:
     def push(self, *steps: dict) -> None:
         with self._lock:
             self.steps.extend(steps)
+
+    def release(self) -> None:
+        """Answer every step that waits for an event of the test."""
+        for event in list(self.waiting):
+            event.set()
 
     def route(self, marker: str, *steps: dict) -> None:
         """The requests whose body holds `marker` take these steps (then `default`)."""
@@ -119,6 +127,10 @@ class ModelServer:
                 record["step"] = step
                 if step.get("delay"):
                     server._stop.wait(step["delay"])
+                if step.get("wait") is not None:
+                    server.waiting.append(step["wait"])
+                    while not step["wait"].wait(0.2) and not server._stop.is_set():
+                        pass
                 if step.get("hang"):
                     server._stop.wait(3600)
                     return
