@@ -1,11 +1,12 @@
-"""codex-mcp: hand coding tasks from Claude Code to the OpenAI Codex CLI, and review what comes back.
+"""codex-mcp: hand coding tasks from Claude Code to the OpenAI Codex CLI, and review what comes
+back.
 
 Claude Code plans and reviews; Codex writes code in its sandbox. This module keeps each task as a
 Markdown file a person can read and edit (`agents/tasks/T-001.md`), runs `codex exec --json` in a
 detached worker process (one task at a time in the repository itself, or several side by side, each
-in a git worktree of its own), and reviews the result on ground truth: the files that really changed,
-the report Codex wrote, and a verify command that really ran, under the same sandbox as Codex. A
-review job runs the other way round: Codex, read-only, reviews changes Claude Code made.
+in a git worktree of its own), and reviews the result on ground truth: the files that really
+changed, the report Codex wrote, and a verify command that really ran, under the same sandbox as
+Codex. A review job runs the other way round: Codex, read-only, reviews changes Claude Code made.
 
 Two ways in, one service layer, the same JSON out:
 
@@ -74,20 +75,21 @@ from pathlib import Path, PurePosixPath
 # `codex-mcp check` must start fast (tests/bench measures it against a bare `python -c pass`).
 
 __all__ = [
-    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition", "OperationFailed",
-    "Busy", "Task", "parse_task", "render_task", "new_task", "TRANSITIONS", "NEXT_STEPS", "transition",
-    "next_step", "file_lock", "atomic_write", "Store", "Snapshot", "take_snapshot", "update_snapshot",
-    "Workspace", "InPlace", "Worktree", "build_codex_command", "EventDigest", "run_codex", "work",
-    "inside_boundary", "parse_report", "decide", "delegate_task", "start_task", "review_changes",
-    "check_task", "accept_task", "rework_task", "retry_task", "cancel_task", "discard_task", "list_tasks",
-    "server_environment", "doctor", "COMMANDS", "main", "main_exit",
+    "CodexMcpError", "BadInput", "NotFound", "MalformedRecord", "RefusedTransition",
+    "OperationFailed", "Busy", "Task", "parse_task", "render_task", "new_task", "TRANSITIONS",
+    "NEXT_STEPS", "transition", "next_step", "file_lock", "atomic_write", "Store", "Snapshot",
+    "take_snapshot", "update_snapshot", "Workspace", "InPlace", "Worktree", "build_codex_command",
+    "EventDigest", "run_codex", "work", "inside_boundary", "parse_report", "decide",
+    "delegate_task", "start_task", "review_changes", "check_task", "accept_task", "rework_task",
+    "retry_task", "cancel_task", "discard_task", "list_tasks", "server_environment", "doctor",
+    "COMMANDS", "main", "main_exit",
 ]
 
 VERSION = "0.2.0"
 
-# ====================================================================================================
+# ==================================================================================================
 # 1. Constants, errors and text helpers
-# ====================================================================================================
+# ==================================================================================================
 
 class Pattern:
     """A regular expression compiled when first used. Compiling all of this module's at import
@@ -112,11 +114,13 @@ VERIFY_TIMEOUT = 15 * 60
 PROGRESS_EVERY = 2.0                   # seconds between Progress writes while Codex runs
 PROGRESS_NOTIFY_EVERY = 5.0            # seconds between MCP progress notifications during a wait
 DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to announce its thread
-MAX_WAIT_SECONDS = 600                 # a check-task wait holds the caller's turn: `until` goes further
+# a check-task wait holds the caller's turn: `until` goes further
+MAX_WAIT_SECONDS = 600
 RUN_LOCK_WAIT = MAX_WAIT_SECONDS       # how long accept waits for a running Codex to finish
 RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
 LIST_LIMIT = 20                        # tasks per list page by default
-PATH_LINES = 12                        # paths named in one review item or result list before grouping
+# paths named in one review item or result list before grouping
+PATH_LINES = 12
 ATTRIBUTION_SLACK = 2.0                # seconds around a Codex command inside which its writes land
 TASKS_DIR = "agents/tasks"
 TASKS_PARTS = tuple(TASKS_DIR.split("/"))
@@ -174,7 +178,8 @@ class Busy(OperationFailed):
 
 
 def os_error(error: OSError, doing: str) -> OperationFailed:
-    """An operating-system error as a sentence: what we were doing, the path, the cause, the cure."""
+    """An operating-system error as a sentence: what we were doing, the path, the cause, the
+    cure."""
     import errno
     where = f" {error.filename}" if error.filename else ""
     cure = {errno.ENOSPC: "free some disk space, then try again",
@@ -183,8 +188,8 @@ def os_error(error: OSError, doing: str) -> OperationFailed:
             errno.EACCES: "make it readable and writable for this user, then try again",
             errno.EPERM: "make it readable and writable for this user, then try again"}.get(
         error.errno, "fix that, then try again")
-    return OperationFailed(f"could not {doing}:{where}: {error.strerror or error} ({cure}); nothing was "
-                           "left half-written")
+    return OperationFailed(f"could not {doing}:{where}: {error.strerror or error} ({cure}); "
+                           "nothing was left half-written")
 
 
 def now_iso() -> str:
@@ -235,7 +240,7 @@ def unique(items: object) -> list:
     return list(dict.fromkeys(items))
 
 
-# -- arguments: checked once, at the edge, the same way for the CLI and the MCP server --------------
+# -- arguments: checked once, at the edge, the same way for the CLI and the MCP server -------------
 
 def text_arg(name: str, value: object, required: bool = False) -> str:
     """A caller's text: a string, real text (not bytes that failed to decode), of sane length."""
@@ -246,12 +251,13 @@ def text_arg(name: str, value: object, required: bool = False) -> str:
     if "\x00" in value:
         raise BadInput(f"`{name}` contains a NUL character")
     if "\ufffd" in value:
-        raise BadInput(f"`{name}` contains U+FFFD, the mark of bytes that were not UTF-8 text: check the "
-                       "encoding of the terminal or file it came from")
+        raise BadInput(f"`{name}` contains U+FFFD, the mark of bytes that were not UTF-8 text: "
+                       "check the encoding of the terminal or file it came from")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise BadInput(f"`{name}` is not valid UTF-8 text (check the terminal's or file's encoding)") from None
+        raise BadInput(f"`{name}` is not valid UTF-8 text "
+                       "(check the terminal's or file's encoding)") from None
     if len(value) > TEXT_LIMIT:
         raise BadInput(f"`{name}` is {len(value)} characters; at most {TEXT_LIMIT} are accepted "
                        f"(put long material in a file in the repo and name it)")
@@ -265,11 +271,14 @@ def json_type(value: object) -> str:
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def seconds_arg(name: str, value: object, default: float, upper: float = 7 * 24 * 3600, lower: float = 1) -> float:
+def seconds_arg(name: str, value: object, default: float, upper: float = 7 * 24 * 3600,
+                lower: float = 1) -> float:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lower <= value <= upper:
-        raise BadInput(f"`{name}` must be a number of seconds from {lower:g} to {upper:g}, not {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not lower <= value <= upper):
+        raise BadInput(f"`{name}` must be a number of seconds "
+                       f"from {lower:g} to {upper:g}, not {value!r}")
     return value
 
 
@@ -286,7 +295,8 @@ def list_arg(name: str, value: object) -> list:
 def count_arg(name: str, value: object, default: int, upper: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or not 1 <= value <= upper:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value)
+            or not 1 <= value <= upper):
         raise BadInput(f"`{name}` must be a whole number from 1 to {upper}, not {value!r}")
     return int(value)
 
@@ -299,9 +309,9 @@ def bool_arg(name: str, value: object, default: bool) -> bool:
     return value
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 2. Task records and their Markdown form
-# ====================================================================================================
+# ==================================================================================================
 #
 # A record is a title line, then `## ` sections. The tool owns the sections in SECTIONS; any other
 # section, and any wording a person gives an owned section that parses to the same value, is kept
@@ -314,9 +324,9 @@ STRUCTURE_STARTS = ("#", "`", "~", " ")   # the first characters a fence or head
 HEADING = Pattern(r"^## +(.+?)\s*#*\s*$")
 BULLET = Pattern(r"^\s*[-*+]\s+(.*)$")
 META_LINE = Pattern(r"^\s*[-*+]\s+([A-Za-z][A-Za-z ]*?)\s*:\s?(.*)$")
-HINT = ("<!-- codex-mcp task record. Edit Goal, Allowed Paths, Constraints, Acceptance Criteria, Verify "
-        "or Status in any editor while the task is not running; the tool honours the edit on its next "
-        "read. -->")
+HINT = ("<!-- codex-mcp task record. Edit Goal, Allowed Paths, Constraints, Acceptance Criteria, "
+        "Verify or Status in any editor while the task is not running; the tool honours the edit "
+        "on its next read. -->")
 
 
 class Section:
@@ -351,7 +361,8 @@ def split_sections(text: str, where: str) -> Document:
     body = preamble
     fence: tuple | None = None
     for number, line in enumerate(text.split("\n"), 1):
-        if line[:1] not in STRUCTURE_STARTS:     # most lines: no regex needed (list of 10,000 tasks)
+        # most lines: no regex needed (list of 10,000 tasks)
+        if line[:1] not in STRUCTURE_STARTS:
             body.append(line)
             continue
         if fence is not None:
@@ -370,7 +381,8 @@ def split_sections(text: str, where: str) -> Document:
         body.append(line)
     if fence is not None:
         raise MalformedRecord(f"{where}:{fence[1]}: this code fence ({fence[0]}) is never closed; "
-                              f"expected a closing line of at least {len(fence[0])} '{fence[0][0]}'")
+                              "expected a closing line of at least "
+                              f"{len(fence[0])} '{fence[0][0]}'")
     return Document(preamble, sections, eol, bom, tuple(fences))
 
 
@@ -420,7 +432,8 @@ def parse_bullets(lines: list, where: str, line_no: int) -> list:
             continue
         match = BULLET.match(line)
         if not match:
-            raise MalformedRecord(f"{where}:{line_no + offset}: expected a list item ('- ...'), found {line.strip()!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: expected a list item "
+                                  f"('- ...'), found {line.strip()!r}")
         items.append(match.group(1).strip())
     return items
 
@@ -448,7 +461,8 @@ def parse_rounds(lines: list, where: str, line_no: int) -> list:
         elif current is not None:
             current.append(line)
         elif line.strip():
-            raise MalformedRecord(f"{where}:{line_no + offset}: expected '### Round N' before {line.strip()!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: "
+                                  f"expected '### Round N' before {line.strip()!r}")
     return [parse_text(body, where, line_no) for body in rounds]
 
 
@@ -474,11 +488,12 @@ META = (
     ("Progress", "progress", str), ("Last Event", "last_event", str), ("Commands", "commands", int),
     ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
     # A review job (`review-changes`): what it looks at, and what it found.
-    ("Review Base", "review_base", str), ("Review Paths", "review_paths", str), ("Adversarial", "adversarial", str),
-    ("Verdict", "verdict", str),
+    ("Review Base", "review_base", str), ("Review Paths", "review_paths", str),
+    ("Adversarial", "adversarial", str), ("Verdict", "verdict", str),
 )
 META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
-META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on", "isolation": "inplace"}   # not written while they hold
+# not written while they hold
+META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on", "isolation": "inplace"}
 
 
 class Task:
@@ -552,23 +567,24 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
             continue
         match = META_LINE.match(line)
         if not match:
-            raise MalformedRecord(f"{where}:{line_no + offset}: expected a '- Label: value' line in Status, "
-                                  f"found {line.strip()!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: expected a '- Label: value' line "
+                                  f"in Status, found {line.strip()!r}")
         label, value = match.group(1).strip(), match.group(2).strip()
         attr, kind, label = META_BY_LABEL.get(label.lower(), (None, str, label))
         if kind is int:
             if value and not re.fullmatch(r"\d{1,12}", value):
-                raise MalformedRecord(f"{where}:{line_no + offset}: '{label}' must be a whole number, found {value!r}")
+                raise MalformedRecord(f"{where}:{line_no + offset}: "
+                                      f"'{label}' must be a whole number, found {value!r}")
             value = int(value or 0)
         if attr == "status" and value not in STATUSES:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of {', '.join(STATUSES)}, "
-                                  f"found {value!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of "
+                                  f"{', '.join(STATUSES)}, found {value!r}")
         if attr == "isolation" and value not in ISOLATIONS:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Isolation must be one of {', '.join(ISOLATIONS)}, "
-                                  f"found {value!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: Isolation must be one of "
+                                  f"{', '.join(ISOLATIONS)}, found {value!r}")
         if attr == "kind" and value not in KIND_SECTIONS:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Kind must be one of {', '.join(KIND_SECTIONS)}, "
-                                  f"found {value!r}")
+            raise MalformedRecord(f"{where}:{line_no + offset}: Kind must be one of "
+                                  f"{', '.join(KIND_SECTIONS)}, found {value!r}")
         values[label] = value
     return values
 
@@ -600,19 +616,23 @@ SECTIONS = (
     ("Constraints", "constraints", parse_text, render_text),
     ("Acceptance Criteria", "criteria", parse_text, render_text),
     ("Verify", "verify", parse_text, lambda v: render_text(v, always_fence=True, info="sh")),
-    ("Codex Result", "result", parse_text, lambda v: render_text(v, always_fence=True, info="markdown")),
+    ("Codex Result", "result", parse_text,
+     lambda v: render_text(v, always_fence=True, info="markdown")),
     ("Codex Run", "run_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Changes", "changes", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
-    ("Verification", "verification", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
+    ("Verification", "verification", parse_text,
+     lambda v: render_text(v, always_fence=True, info="text")),
     ("Review Rounds", "rounds", parse_rounds, render_rounds),
     ("Focus", "focus", parse_text, render_text),
     ("Setup", "setup_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
-    ("Findings", "findings", parse_text, lambda v: render_text(v, always_fence=True, info="markdown")),
+    ("Findings", "findings", parse_text,
+     lambda v: render_text(v, always_fence=True, info="markdown")),
     ("History", "history", parse_bullets, render_bullets),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
 ISOLATIONS = ("inplace", "worktree")
-KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths"), "review": ("Status", "Goal")}   # what each kind needs
+# what each kind needs
+KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths"), "review": ("Status", "Goal")}
 
 
 def parse_task(text: str, task_id: str, where: str) -> Task:
@@ -641,29 +661,34 @@ def parse_task(text: str, task_id: str, where: str) -> Task:
             setattr(task, attr, value)
     for heading in KIND_SECTIONS[task.kind]:
         if heading not in seen:
-            raise MalformedRecord(missing_section_message(text, doc, heading, where, task.kind, task_id))
+            raise MalformedRecord(missing_section_message(text, doc, heading, where, task.kind,
+                                                          task_id))
     return task
 
 
 def missing_section_message(text: str, doc: Document, heading: str, where: str, kind: str = "task",
                             task_id: str = "T-NNN") -> str:
-    """Why a required section is missing: most often a code fence left open above it swallowed it."""
+    """Why a required section is missing: most often a code fence left open above it swallowed
+    it."""
     lines = text.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
     for number, line in enumerate(lines, 1):
         match = HEADING.match(line)
         if match and match.group(1).lower() == heading.lower():
             fence = next((f for f in doc.fences if f[0] < number < f[1]), None)
             if fence:
-                return (f"{where}:{fence[0]}: the code fence opened here is closed only at line {fence[1]}, so "
-                        f"it swallows the '## {heading}' heading at line {number}: close the fence before it")
-    return (f"{where}: expected a '## {heading}' section; none was found. The least a record needs, ready to copy "
-            f"(add Constraints, Acceptance Criteria, Verify as you like):\n\n{MINIMAL_RECORD[kind].format(id=task_id)}")
+                return (f"{where}:{fence[0]}: the code fence opened here is closed only at line "
+                        f"{fence[1]}, so it swallows the '## {heading}' heading at line {number}: "
+                        "close the fence before it")
+    return (f"{where}: expected a '## {heading}' section; none was found. The least a record "
+            "needs, ready to copy (add Constraints, Acceptance Criteria, Verify as you like):\n\n"
+            f"{MINIMAL_RECORD[kind].format(id=task_id)}")
 
 
 MINIMAL_RECORD = {
     "task": "# {id}: a title\n\n## Status\n\n- Status: todo\n\n## Goal\n\nWhat Codex should do.\n\n"
             "## Allowed Paths\n\n- `src/`\n",
-    "review": "# {id}: a title\n\n## Status\n\n- Status: todo\n- Kind: review\n\n## Goal\n\nWhat to review.\n",
+    "review": "# {id}: a title\n\n## Status\n\n- Status: todo\n"
+              "- Kind: review\n\n## Goal\n\nWhat to review.\n",
 }
 
 
@@ -674,7 +699,8 @@ def render_task(task: Task) -> str:
     sections = list(doc.sections)
     for index, (heading, attr, parse, render) in enumerate(SECTIONS):
         value = task.meta() if attr is None else getattr(task, attr)
-        position = next((i for i, s in enumerate(sections) if s.heading.lower() == heading.lower()), None)
+        position = next((i for i, s in enumerate(sections) if s.heading.lower() == heading.lower()),
+                        None)
         if position is not None:
             current = sections[position]
             try:
@@ -682,9 +708,11 @@ def render_task(task: Task) -> str:
             except MalformedRecord:
                 unchanged = False
             if not unchanged:
-                sections[position] = Section(current.heading, ["", *render(value), ""], current.line_no)
+                sections[position] = Section(current.heading, ["", *render(value), ""],
+                                             current.line_no)
         elif value or heading in required:
-            later = [i for i, s in enumerate(sections) if SECTION_INDEX.get(s.heading.lower(), -1) > index]
+            later = [i for i, s in enumerate(sections)
+                     if SECTION_INDEX.get(s.heading.lower(), -1) > index]
             owned = [i for i, s in enumerate(sections) if s.heading.lower() in SECTION_INDEX]
             at = later[0] if later else (owned[-1] + 1 if owned else len(sections))
             sections.insert(at, Section(heading, ["", *render(value), ""], 0))
@@ -697,28 +725,31 @@ def render_task(task: Task) -> str:
     return doc.bom + (text.replace("\n", "\r\n") if doc.eol == "\r\n" else text)
 
 
-def new_task(task_id: str, goal: str, allowed_paths: list, constraints: str = "", criteria: str = "",
-             verify: str = "", model: str = "", reasoning: str = "", timeout: int = DEFAULT_TIMEOUT,
-             idle_timeout: int = DEFAULT_IDLE_TIMEOUT, verify_sandbox: bool = True, kind: str = "task",
-             isolation: str = "inplace") -> Task:
+def new_task(task_id: str, goal: str, allowed_paths: list, constraints: str = "",
+             criteria: str = "", verify: str = "", model: str = "", reasoning: str = "",
+             timeout: int = DEFAULT_TIMEOUT, idle_timeout: int = DEFAULT_IDLE_TIMEOUT,
+             verify_sandbox: bool = True, kind: str = "task", isolation: str = "inplace") -> Task:
     stamp = now_iso()
-    return Task(id=task_id, kind=kind, isolation=isolation, goal=goal, allowed_paths=list(allowed_paths),
-                constraints=constraints, criteria=criteria, verify=verify, model=model, reasoning=reasoning,
-                timeout=timeout, idle_timeout=idle_timeout, verify_sandbox="on" if verify_sandbox else "off",
+    return Task(id=task_id, kind=kind, isolation=isolation, goal=goal,
+                allowed_paths=list(allowed_paths), constraints=constraints, criteria=criteria,
+                verify=verify, model=model, reasoning=reasoning, timeout=timeout,
+                idle_timeout=idle_timeout, verify_sandbox="on" if verify_sandbox else "off",
                 created=stamp, updated=stamp, history=[f"{stamp} created (todo)"])
 
 
 def record_values(task: Task) -> dict:
     """Every owned value of a record, by section heading: what an edit is compared on."""
-    return {heading: task.meta() if attr is None else getattr(task, attr) for heading, attr, *_ in SECTIONS}
+    return {heading: task.meta() if attr is None else getattr(task, attr)
+            for heading, attr, *_ in SECTIONS}
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 3. The state machine and the one table of next steps
-# ====================================================================================================
+# ==================================================================================================
 
 TRANSITIONS = {
-    "todo": {"doing": "delegate starts Codex", "blocked": "Codex cannot start, or the task is cancelled"},
+    "todo": {"doing": "delegate starts Codex",
+             "blocked": "Codex cannot start, or the task is cancelled"},
     "doing": {"review": "Codex finished its turn",
               "blocked": "Codex failed, timed out, died or was cancelled"},
     "review": {"done": "accept passes", "doing": f"rework (at most {MAX_REWORKS})",
@@ -740,32 +771,36 @@ class JobKind:
 KIND_COMMANDS = ("start", "accept", "rework", "retry", "discard")
 JOB_KINDS = {
     "task": JobKind("task", SANDBOX, KIND_COMMANDS),
-    "review": JobKind("review", "read-only", ()),        # delivered when done; a new review is a new job
+    # delivered when done; a new review is a new job
+    "review": JobKind("review", "read-only", ()),
 }
 
 # What to do next. A tool in backticks, with the names of the arguments it needs, becomes a call the
-# caller can make as written, naming the task: `accept-task` -> `accept-task {"taskId": "T-004"}`; the
-# CLI prints it as `codex-mcp accept T-004`. One table for results and refusals alike.
+# caller can make as written, naming the task: `accept-task` -> `accept-task {"taskId": "T-004"}`;
+# the CLI prints it as `codex-mcp accept T-004`. One table for results and refusals alike.
 NEXT_STEPS = {
-    "todo": "`check-task waitSeconds` waits for it to start; it runs when the repo's current task ends",
+    "todo": "`check-task waitSeconds` waits for it to start; "
+            "it runs when the repo's current task ends",
     "todo-unstarted": "`start-task` starts it",
-    "doing": "`check-task waitSeconds` (up to 600) waits for Codex to finish; `cancel-task` stops it",
-    "review": "`accept-task` reviews the result; `rework-task reviewItems` sends it back with your own review items",
+    "doing": "`check-task waitSeconds` (up to 600) waits for Codex to finish; "
+             "`cancel-task` stops it",
+    "review": "`accept-task` reviews the result; "
+              "`rework-task reviewItems` sends it back with your own review items",
     "blocked": "read reason; fix what it says, then `retry-task` and `start-task`",
     "done": "nothing: the task is finished",
     "rework": "already sent back to Codex: `check-task waitSeconds` waits for the rework",
-    "boundary_confirmation": "`accept-task approvePaths` allows these paths; `rework-task reviewItems` has them "
-                             "reverted",
-    "conflict": "`rework-task reviewItems` moves the task's worktree onto your current tree with the conflicts marked "
-                "and asks Codex to resolve them; then `accept-task` again",
+    "boundary_confirmation": "`accept-task approvePaths` allows these paths; "
+                             "`rework-task reviewItems` has them reverted",
+    "conflict": "`rework-task reviewItems` moves the task's worktree onto your current tree with "
+                "the conflicts marked and asks Codex to resolve them; then `accept-task` again",
     "blocked-by-review": "read reason; fix it by hand, or `retry-task` then `start-task`",
-    "review-done": "read verdict and findings (`check-task detail` gives every finding); turn them into edits or a "
-                   "`delegate-task`",
+    "review-done": "read verdict and findings (`check-task detail` gives every finding); turn them "
+                   "into edits or a `delegate-task`",
     "review-blocked": "read reason; `review-changes` again starts a new review",
 }
 STEP = Pattern(r"`([a-z]+-[a-z]+)((?: [A-Za-z]+)*)`")
-STEP_VALUES = {"waitSeconds": 600, "reviewItems": ["what Codex must change"], "approvePaths": ["the paths"],
-               "detail": True}
+STEP_VALUES = {"waitSeconds": 600, "reviewItems": ["what Codex must change"],
+               "approvePaths": ["the paths"], "detail": True}
 
 
 def next_step(task: Task, key: str = "", **values: object) -> str:
@@ -781,8 +816,10 @@ def next_step(task: Task, key: str = "", **values: object) -> str:
 def step_calls(text: str, task_id: str, values: dict) -> str:
     def call(match: re.Match) -> str:
         command, names = TOOLS.get(match.group(1)), match.group(2).split()
-        if command is None or any(p.required and p.name not in ("taskId", *names) for p in command.params):
-            return match.group(0)             # a tool named, not a call to make as it is (a delegate needs a goal)
+        if (command is None
+                or any(p.required and p.name not in ("taskId", *names) for p in command.params)):
+            # a tool named, not a call to make as it is (a delegate needs a goal)
+            return match.group(0)
         args = {"taskId": task_id} if any(p.name == "taskId" for p in command.params) else {}
         args.update((name, values.get(name, STEP_VALUES[name])) for name in names)
         return f"`{match.group(1)} {json.dumps(args, ensure_ascii=False)}`"
@@ -793,20 +830,23 @@ def check_transition(task: Task, new: str, doing: str) -> None:
     """Raise RefusedTransition naming the current status and what may be done from it."""
     if new in TRANSITIONS.get(task.status, {}):
         return
-    allowed = "; ".join(f"{target} ({why})" for target, why in TRANSITIONS.get(task.status, {}).items())
-    raise RefusedTransition(f"cannot {doing} {task.id}: it is {task.status}, and from {task.status} it can go "
-                            f"to: {allowed or 'nowhere'}. Next: {next_step(task)}.", status=task.status)
+    allowed = "; ".join(f"{target} ({why})"
+                        for target, why in TRANSITIONS.get(task.status, {}).items())
+    raise RefusedTransition(f"cannot {doing} {task.id}: it is {task.status}, and from "
+                            f"{task.status} it can go to: {allowed or 'nowhere'}. "
+                            f"Next: {next_step(task)}.", status=task.status)
 
 
 def require_status(task: Task, expected: str, action: str) -> None:
     """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
     if action in KIND_COMMANDS and action not in JOB_KINDS[task.kind].commands:
-        raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job (Codex's review of changes), "
-                                f"and {action} applies only to delegated tasks. Next: {next_step(task)}.",
-                                status=task.status)
+        raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job (Codex's "
+                                f"review of changes), and {action} applies only to delegated "
+                                f"tasks. Next: {next_step(task)}.", status=task.status)
     if task.status != expected:
-        raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} needs a {expected} "
-                                f"task. Next: {next_step(task)}.", status=task.status)
+        raise RefusedTransition(f"cannot {action} {task.id}: it is {task.status}, and {action} "
+                                f"needs a {expected} task. Next: {next_step(task)}.",
+                                status=task.status)
 
 
 def transition(task: Task, new: str, reason: str, doing: str = "change") -> None:
@@ -823,17 +863,19 @@ def note(task: Task, text: str) -> None:
     task.history = [*task.history, f"{now_iso()} {one_line(text)}"]
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 4. Disk: locks, atomic writes, where state lives, the task store and its guard
-# ====================================================================================================
+# ==================================================================================================
 #
 # Records live in the repository, where people (and Codex) can edit them. Everything else the tool
 # keeps (locks, the run queue, the id counter, run logs, the changes of each task, a copy of every
 # record as the tool last wrote it, edits it had to undo) lives in a state folder Codex cannot
 # write: `.git/codex-mcp/` in a git repository (its sandbox keeps `.git` read-only), or
-# `~/.local/state/codex-mcp/<folder>-<hash>/` for a plain folder (its sandbox keeps $HOME read-only).
+# `~/.local/state/codex-mcp/<folder>-<hash>/` for a plain folder (its sandbox keeps $HOME
+# read-only).
 
-WINDOWS = os.name == "nt"       # locks, the durable rename and the waits have a Windows way; tested on Linux
+# locks, the durable rename and the waits have a Windows way; tested on Linux
+WINDOWS = os.name == "nt"
 
 
 @contextlib.contextmanager
@@ -851,7 +893,8 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
 
 def lock_fd(fd: int, blocking: bool) -> bool:
     """Lock an open file: flock where there is one, else msvcrt's byte lock (Windows), whose
-    blocking form gives up after ten seconds, so it is asked for without blocking, again and again."""
+    blocking form gives up after ten seconds, so it is asked for without blocking, again and
+    again."""
     if WINDOWS:
         import msvcrt
         while True:
@@ -880,7 +923,8 @@ def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
             if isinstance(data, (str, bytes)):
-                handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+                handle.write(data.encode("utf-8", "surrogateescape")
+                             if isinstance(data, str) else data)
             else:
                 handle.writelines(data)
             if durable:
@@ -912,14 +956,16 @@ def normalize_task_id(task_id: object, arg: str = "taskId") -> str:
     """`T-` and digits, nothing else, so that no id names a path outside agents/tasks/."""
     match = TASK_ID.fullmatch(task_id.strip()) if isinstance(task_id, str) else None
     if not match:
-        raise BadInput(f"`{arg}` {task_id!r} is not a task id: expected 'T-' followed by digits, like T-001")
+        raise BadInput(f"`{arg}` {task_id!r} is not a task id: "
+                       "expected 'T-' followed by digits, like T-001")
     return f"T-{int(match.group(1)):03d}"
 
 
 def record_id(name: str) -> str:
     """The task a record's file name claims (`T-7.md` and `T-007.md` both claim T-007); "" for any
     other name. The one rule for spellings: the store, the list index and the guard all use it."""
-    return f"T-{int(name[2:-3]):03d}" if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) else ""
+    return (f"T-{int(name[2:-3]):03d}"
+            if name.endswith(".md") and TASK_ID.fullmatch(name[:-3]) else "")
 
 
 def task_number(task_id: str) -> int:
@@ -932,7 +978,8 @@ def find_git_dir(root: Path) -> tuple | None:
     for folder in (root, *root.parents):
         dotgit = folder / ".git"
         try:
-            if dotgit.is_dir() and (dotgit / "HEAD").is_file():     # a stray folder named .git is no repository
+            # a stray folder named .git is no repository
+            if dotgit.is_dir() and (dotgit / "HEAD").is_file():
                 return dotgit, folder
             if dotgit.is_file():
                 line = dotgit.read_text(encoding="utf-8", errors="replace").strip()
@@ -947,7 +994,8 @@ def find_git_dir(root: Path) -> tuple | None:
 
 
 def looks_bare(folder: Path) -> bool:
-    return (folder / "HEAD").is_file() and (folder / "objects").is_dir() and (folder / "refs").is_dir()
+    return ((folder / "HEAD").is_file() and (folder / "objects").is_dir()
+            and (folder / "refs").is_dir())
 
 
 def resolve_repo(repo: object, arg: str = "cwd") -> Path:
@@ -958,16 +1006,19 @@ def resolve_repo(repo: object, arg: str = "cwd") -> Path:
         raise BadInput(f"`{arg}` must be the path of a folder, not {repo!r}")
     path = Path(repo)
     if not path.is_absolute():
-        raise BadInput(f"`{arg}` {repo!r} is relative; give an absolute path (relative to what would be a guess)")
+        raise BadInput(f"`{arg}` {repo!r} is relative; "
+                       "give an absolute path (relative to what would be a guess)")
     try:
         root = path.resolve()
         if not root.exists():
             raise BadInput(f"`{arg}` {repo}: no such directory")
         if not root.is_dir():
-            raise BadInput(f"`{arg}` {repo} is a file, not a directory: give the repository's folder")
+            raise BadInput(f"`{arg}` {repo} is a file, not a directory: "
+                           "give the repository's folder")
         if ".git" in root.parts or looks_bare(root) and not (root / ".git").exists():
-            raise BadInput(f"`{arg}` {repo} is a git directory or a bare repository, which has no working tree "
-                           "for Codex to work in: give the folder of a clone with a working tree")
+            raise BadInput(f"`{arg}` {repo} is a git directory or a bare repository, which has no "
+                           "working tree for Codex to work in: "
+                           "give the folder of a clone with a working tree")
     except OSError as error:
         raise BadInput(f"`{arg}` {repo}: {error.strerror or error}") from None
     return root
@@ -1001,7 +1052,8 @@ class RecordGuard:
         self.last_stat: tuple | None = None
         self.changed: dict = {}      # what was edited, each part once however often it happened
         self.saved: list = []        # where the changed texts were saved
-        self.when: list = []         # the ctime of each foreign write (None: deleted), for attribution
+        # the ctime of each foreign write (None: deleted), for attribution
+        self.when: list = []
 
     def changed_on_disk(self, path: Path) -> bool:
         """A stat, cheap enough for every event: has anyone written the record since we did?"""
@@ -1082,8 +1134,9 @@ class Store:
         self.state_dir = state_dir_for(self.repo, self.git)
         if self.state_dir == self.repo or self.repo in self.state_dir.parents and \
                 not (self.git and self.state_dir.is_relative_to(self.repo / ".git")):
-            raise BadInput(f"`{arg}` {repo}: the tool's state would live inside the folder Codex may write "
-                           f"({self.state_dir}); use a project folder, not one that holds your home")
+            raise BadInput(f"`{arg}` {repo}: the tool's state would live inside the folder Codex "
+                           f"may write ({self.state_dir}); "
+                           "use a project folder, not one that holds your home")
         self.runs_dir = self.state_dir / "runs"
         self.queue_dir = self.state_dir / "queue"
         self.shadow_dir = self.state_dir / "records"
@@ -1108,10 +1161,12 @@ class Store:
         Two files claiming one id are reported, never guessed between."""
         task_id = normalize_task_id(task_id)
         number = task_number(task_id)
-        names = [name for name in unique([f"{task_id}.md", f"T-{number}.md", f"T-0{task_id[2:]}.md"])
+        names = [name
+                 for name in unique([f"{task_id}.md", f"T-{number}.md", f"T-0{task_id[2:]}.md"])
                  if (self.tasks_dir / name).exists()]
         if len(names) > 1:
-            raise MalformedRecord(f"two files claim {task_id}: {', '.join(f'{TASKS_DIR}/{n}' for n in names)}; "
+            raise MalformedRecord(f"two files claim {task_id}: "
+                                  f"{', '.join(f'{TASKS_DIR}/{n}' for n in names)}; "
                                   "rename or delete one of them")
         return self.tasks_dir / (names[0] if names else f"{task_id}.md")
 
@@ -1140,8 +1195,8 @@ class Store:
             for shadow in self.shadow_dir.glob("T-*.md") if self.shadow_dir.is_dir() else ():
                 atomic_write(self.tasks_dir / shadow.name, shadow.read_bytes())
             notes = load_json(self.state_dir / "repairs.json", [])
-            notes.append(f"{self.relative(path)} was replaced by {what}; made a folder again, with every record "
-                         f"as the tool last wrote it (what was there is at {aside})")
+            notes.append(f"{self.relative(path)} was replaced by {what}; made a folder again, with "
+                         f"every record as the tool last wrote it (what was there is at {aside})")
             atomic_write(self.state_dir / "repairs.json", json.dumps(notes), durable=False)
             return notes
         return []
@@ -1166,11 +1221,12 @@ class Store:
         try:
             return path.read_bytes().decode("utf-8")
         except FileNotFoundError:
-            raise NotFound(f"no task {normalize_task_id(task_id)} in {self.tasks_dir} (`list-tasks` shows the "
-                           f"tasks of this repo; `cwd` picks another repo)") from None
+            raise NotFound(f"no task {normalize_task_id(task_id)} in {self.tasks_dir} "
+                           "(`list-tasks` shows the tasks of this repo; "
+                           "`cwd` picks another repo)") from None
         except UnicodeDecodeError as error:
-            raise MalformedRecord(f"{self.relative(path)}: not UTF-8 text ({error.reason} at byte {error.start}); "
-                                  f"fix the file in an editor") from None
+            raise MalformedRecord(f"{self.relative(path)}: not UTF-8 text ({error.reason} at byte "
+                                  f"{error.start}); fix the file in an editor") from None
         except OSError as error:
             raise os_error(error, f"read {self.relative(path)}") from None
 
@@ -1235,7 +1291,8 @@ class Store:
                     on_disk = None
                 text = guard.check(self, on_disk)
                 if text is None:
-                    text = on_disk = self.read_text(task_id, guard.path)  # raises NotFound: nothing to put back
+                    # raises NotFound: nothing to put back
+                    text = on_disk = self.read_text(task_id, guard.path)
             else:
                 text = on_disk = self.read_text(task_id)
             path = guard.path if guard is not None else self.path_for_write(task_id)
@@ -1245,14 +1302,16 @@ class Store:
             if rendered != text:                 # the caller changed the task
                 task.updated = now_iso()
                 rendered = render_task(task)
-            if rendered != on_disk:              # ... or the file is not what the guard goes on from
+            # ... or the file is not what the guard goes on from
+            if rendered != on_disk:
                 self.write_record(task_id, rendered, path)
             if guard is not None:
                 guard.last_text, guard.last_stat = rendered, stat_key(path.stat())
 
     def save_edit(self, task_id: str, text: str) -> str:
         """Keep a changed text of a record that had to be put back; returns where it is."""
-        path = self.state_dir / "edits" / f"{task_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(2).hex()}.md"
+        path = (self.state_dir / "edits"
+                / f"{task_id}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(2).hex()}.md")
         atomic_write(path, text)
         return str(path)
 
@@ -1262,9 +1321,9 @@ class Store:
         return file_lock(self.state_dir / "locks" / f"{name}.lock", blocking)
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 5. Processes: identities, groups, kill, spawn
-# ====================================================================================================
+# ==================================================================================================
 #
 # A pid alone may be reused by another program after the first one dies, so a process is named by
 # `pid@start`: its start time in clock ticks from /proc (`t…`, Linux), or in seconds from `ps`
@@ -1286,11 +1345,14 @@ def proc_stat(pid: object) -> list | None:
 
 
 def ps_table(*pids: int) -> list:
-    """[(pid, pgid, state, start in epoch seconds)] from `ps`, for all processes or the given ones."""
+    """[(pid, pgid, state, start in epoch seconds)] from `ps`, for all processes or the given
+    ones."""
     import subprocess
-    argv = ["ps", "-o", "pid=,pgid=,stat=,lstart="] + (["-p", ",".join(map(str, pids))] if pids else ["-A"])
+    argv = (["ps", "-o", "pid=,pgid=,stat=,lstart="]
+            + (["-p", ",".join(map(str, pids))] if pids else ["-A"]))
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+        out = subprocess.run(argv, capture_output=True, text=True,
+                             env={**os.environ, "LC_ALL": "C"}).stdout
     except OSError:
         return []
     rows = []
@@ -1298,7 +1360,8 @@ def ps_table(*pids: int) -> list:
         parts = line.split(None, 3)
         if len(parts) == 4 and parts[0].isdigit():
             with contextlib.suppress(ValueError):
-                started = time.mktime(time.strptime(" ".join(parts[3].split()), "%a %b %d %H:%M:%S %Y"))
+                started = time.mktime(time.strptime(" ".join(parts[3].split()),
+                                                    "%a %b %d %H:%M:%S %Y"))
                 rows.append((int(parts[0]), int(parts[1]), parts[2][:1], int(started)))
     return rows
 
@@ -1381,7 +1444,8 @@ def kill_group(pgid: int, grace: float = 3.0) -> None:
 
 
 def stop_child(identity: str) -> None:
-    """Kill what is left of a child whose owner died: Codex or a verify command, and what it started."""
+    """Kill what is left of a child whose owner died: Codex or a verify command, and what it
+    started."""
     import signal
     pid, start = parse_identity(identity)
     for member in group_members(pid, start) if pid else ():
@@ -1391,8 +1455,8 @@ def stop_child(identity: str) -> None:
 
 def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn under which the child gets SIGKILL when the process that started it dies (Linux
-    only), so a worker or accept killed with -9 leaves no Codex and no verify command behind. prctl is
-    looked up here, in the parent: the MCP server forks from threads, and an import in the forked
+    only), so a worker or accept killed with -9 leaves no Codex and no verify command behind. prctl
+    is looked up here, in the parent: the MCP server forks from threads, and an import in the forked
     child could wait forever for a lock another thread held at the fork."""
     if not sys.platform.startswith("linux"):
         return None
@@ -1411,7 +1475,8 @@ def self_command(*args: str) -> list:
     takes the place of the working directory in sys.path (under -c it comes first): a `json.py`
     Codex left in the repository must not be what the next worker imports."""
     folder = str(Path(__file__).resolve().parent)
-    return [sys.executable, "-c", "import sys; sys.dont_write_bytecode = False; sys.path[0] = sys.argv.pop(1); "
+    return [sys.executable, "-c",
+            "import sys; sys.dont_write_bytecode = False; sys.path[0] = sys.argv.pop(1); "
             "import codex_mcp; sys.exit(codex_mcp.main(sys.argv[1:]))", folder, *args]
 
 
@@ -1421,16 +1486,16 @@ def spawn_detached(argv: list, log: Path, cwd: Path) -> str:
     import threading
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as handle:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=handle,
-                                   start_new_session=True, cwd=cwd)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=handle, start_new_session=True, cwd=cwd)
     # Reap it when it ends, so a long-lived parent (the MCP server) leaves no zombie behind.
     threading.Thread(target=process.wait, daemon=True).start()
     return process_identity(process.pid)
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 6. Git, run so that nothing configured inside the workspace executes
-# ====================================================================================================
+# ==================================================================================================
 #
 # Codex can write any file of the workspace: a nested repository's `.git/config`, a submodule's
 # `.git`, `.gitattributes`, a config file an `include.path` of the person's config points at. So
@@ -1441,8 +1506,9 @@ def spawn_detached(argv: list, log: Path, cwd: Path) -> str:
 
 GIT_SAFETY = (
     "--no-optional-locks",
-    "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.untrackedCache=false",
-    "-c", "submodule.recurse=false", "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
+    "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null",
+    "-c", "core.untrackedCache=false", "-c", "submodule.recurse=false",
+    "-c", "diff.ignoreSubmodules=all", "-c", "status.submoduleSummary=false",
     "-c", "core.trustctime=true", "-c", "core.checkStat=default", "-c", "core.quotePath=false",
     "-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "commit.gpgSign=false",
     "-c", "core.sshCommand=false", "-c", "protocol.allow=never", "-c", "core.pager=cat",
@@ -1456,7 +1522,8 @@ def git_env(extra: dict | None = None) -> dict:
 
 
 def git_argv(root: Path, args: tuple, drivers: bool = False) -> list:
-    return ["git", "-C", str(root), *GIT_SAFETY, *(driver_overrides(root) if drivers else ()), *args]
+    return ["git", "-C", str(root), *GIT_SAFETY, *(driver_overrides(root) if drivers else ()),
+            *args]
 
 
 def driver_overrides(root: Path) -> list:
@@ -1466,8 +1533,9 @@ def driver_overrides(root: Path) -> list:
     becomes `false`, which makes its files conflict instead of running anything."""
     import subprocess
     try:
-        out = subprocess.run(["git", "-C", str(root), *GIT_SAFETY, "config", "-z", "--name-only", "--get-regexp",
-                              r"^(filter|merge)\."], capture_output=True, env=git_env()).stdout
+        out = subprocess.run(["git", "-C", str(root), *GIT_SAFETY, "config", "-z", "--name-only",
+                              "--get-regexp", r"^(filter|merge)\."], capture_output=True,
+                             env=git_env()).stdout
     except OSError:
         return []
     overrides: list = []
@@ -1476,7 +1544,8 @@ def driver_overrides(root: Path) -> list:
         driver = rest.rpartition(".")[0]
         if section == "filter" and driver:
             overrides += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
-                          "-c", f"filter.{driver}.process=", "-c", f"filter.{driver}.required=false"]
+                          "-c", f"filter.{driver}.process=", "-c",
+                          f"filter.{driver}.required=false"]
         elif section == "merge" and driver:
             overrides += ["-c", f"merge.{driver}.driver=false"]
     return unique_pairs(overrides)
@@ -1492,11 +1561,14 @@ def run_git(root: Path, *args: str, input: bytes | None = None, drivers: bool = 
     """Run git and return its stdout; OperationFailed (with git's own words) on another status."""
     import subprocess
     try:
-        done = subprocess.run(git_argv(root, args, drivers), input=input, capture_output=True, env=git_env(env))
+        done = subprocess.run(git_argv(root, args, drivers), input=input, capture_output=True,
+                              env=git_env(env))
     except OSError as error:
-        raise OperationFailed(f"could not run git ({error.strerror or error}): install git") from None
+        raise OperationFailed("could not run git "
+                              f"({error.strerror or error}): install git") from None
     if done.returncode not in ok:
-        words = one_line(done.stderr.decode("utf-8", "replace") or done.stdout.decode("utf-8", "replace"), 400)
+        words = one_line(done.stderr.decode("utf-8", "replace")
+                         or done.stdout.decode("utf-8", "replace"), 400)
         raise OperationFailed(f"git {args[0]} failed in {root}: {words}")
     return done.stdout
 
@@ -1528,32 +1600,36 @@ IDENTITY = {"GIT_AUTHOR_NAME": "codex-mcp", "GIT_AUTHOR_EMAIL": "codex-mcp@local
 
 def head_commit(root: Path) -> str:
     """HEAD's commit id, or "" in a repository with no commit yet."""
-    return run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", ok=(0, 1)).decode().strip()
+    return run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}",
+                   ok=(0, 1)).decode().strip()
 
 
-def tree_commit(root: Path, message: str, parent: str, exclude: tuple = (), only: list | None = None) -> str:
+def tree_commit(root: Path, message: str, parent: str, exclude: tuple = (),
+                only: list | None = None) -> str:
     """A commit of the working tree at `root` as it is now (tracked files as they are on disk,
     untracked ones, not ignored ones), built in a temporary index seeded from the real one: the
     person's index, HEAD, branches, stash and `git status` stay as they are. With `only`, the
     commit is `parent` with just those paths taken from the working tree (or removed, if gone)."""
     import shutil
     import tempfile
-    seed = Path(run_git(root, "rev-parse", "--path-format=absolute", "--git-path", "index").decode().strip())
+    seed = Path(run_git(root, "rev-parse", "--path-format=absolute", "--git-path",
+                        "index").decode().strip())
     folder = tempfile.mkdtemp(prefix="codex-mcp-index-")
     index = Path(folder) / "index"
     try:
         env = {"GIT_INDEX_FILE": str(index)}
         if only is not None:
             run_git(root, "read-tree", parent, env=env)
-            run_git(root, "update-index", "--add", "--remove", "-z", "--stdin", env=env, drivers=True,
-                    input=b"".join(os.fsencode(path) + b"\0" for path in only))
+            run_git(root, "update-index", "--add", "--remove", "-z", "--stdin", env=env,
+                    drivers=True, input=b"".join(os.fsencode(path) + b"\0" for path in only))
         else:
             if seed.exists():
                 shutil.copyfile(seed, index)
-            run_git(root, "add", "-A", "--", ".", *(f":(exclude,top){path}" for path in exclude), env=env,
-                    drivers=True)
+            run_git(root, "add", "-A", "--", ".", *(f":(exclude,top){path}" for path in exclude),
+                    env=env, drivers=True)
         tree = run_git(root, "write-tree", env=env).decode().strip()
-        return run_git(root, "commit-tree", tree, "-m", message, *(("-p", parent) if parent else ()),
+        return run_git(root, "commit-tree", tree, "-m", message,
+                       *(("-p", parent) if parent else ()),
                        env={**env, **IDENTITY}).decode().strip()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -1568,9 +1644,9 @@ def ignored_paths(root: Path, paths: list) -> set:
     return {os.fsdecode(part) for part in out.split(b"\0") if part}
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 7. Snapshots, and the changes between them (with whose they are)
-# ====================================================================================================
+# ==================================================================================================
 #
 # What Codex says it changed is a claim; what changed on disk is the fact. A snapshot maps every
 # entry of a workspace but its own `.git` (files, symlinks, directories and anything else; nested
@@ -1590,7 +1666,8 @@ def ignored_paths(root: Path, paths: list) -> set:
 
 HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by their metadata alone
 HASH_BUDGET = 256 * 1024 * 1024        # bytes hashed per update beyond what git already knows
-ORIGINAL_LIMIT = 1024 * 1024           # files up to this size are kept, so that a revert can restore them
+# files up to this size are kept, so that a revert can restore them
+ORIGINAL_LIMIT = 1024 * 1024
 KIND, MODE, SIZE, MTIME, CTIME, INO, CID = range(7)   # the fields of an entry
 SNAPSHOT_HEADER = b"codex-mcp-snapshot 2"
 MARKER_KEY = b"/marker"                # no relative path starts with a slash
@@ -1651,11 +1728,13 @@ def entry_of(path: bytes) -> tuple | None:
     try:
         info = os.lstat(path)
         mode = info.st_mode
-        kind = "d" if stat.S_ISDIR(mode) else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(mode) else "o"
+        kind = ("d" if stat.S_ISDIR(mode)
+                else "f" if stat.S_ISREG(mode) else "l" if stat.S_ISLNK(mode) else "o")
         target = os.fsdecode(os.readlink(path)) if kind == "l" else "-"
     except OSError:
         return None
-    return (kind, stat.S_IMODE(mode), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, target)
+    return (kind, stat.S_IMODE(mode), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino,
+            target)
 
 
 def same_entry(a: tuple | None, b: tuple | None) -> bool:
@@ -1742,7 +1821,8 @@ class Snapshot:
         self.entries: dict = {}
         self.blobs: dict | None = None
         self.marker: Path | None = None
-        self.finder: NewerFinder | None = None      # started by `load`, with the marker after this one
+        # started by `load`, with the marker after this one
+        self.finder: NewerFinder | None = None
         self.next_marker: Path | None = None
         self.records = 0                   # records in the file, for deciding when to fold the log
 
@@ -1755,7 +1835,8 @@ class Snapshot:
                 last = handle.read().split(b"\0")       # the file ends with the marker's record
                 if len(last) >= 3 and last[-3] == MARKER_KEY:
                     self.marker = self.folder / os.fsdecode(last[-2])
-                    if self.fast():     # the next marker first: a change after it is the next update's
+                    # the next marker first: a change after it is the next update's
+                    if self.fast():
                         self.next_marker = self.new_marker()
                         self.finder = NewerFinder(self.root, self.marker)
                 handle.seek(0)
@@ -1809,10 +1890,12 @@ class Snapshot:
             marker, root = self.marker.stat(), self.root.stat()
         except OSError:
             return False
-        return bool(shutil.which("find")) and marker.st_dev == root.st_dev and marker.st_ctime_ns % 10**9 != 0
+        return (bool(shutil.which("find")) and marker.st_dev == root.st_dev
+                and marker.st_ctime_ns % 10**9 != 0)
 
     def new_marker(self) -> Path:
-        """A fresh file, never renamed, whose ctime is now: what the next update compares against."""
+        """A fresh file, never renamed, whose ctime is now: what the next update compares
+        against."""
         self.folder.mkdir(parents=True, exist_ok=True)
         marker = self.folder / f"{self.name}.{time.time_ns()}.{os.urandom(3).hex()}.mark"
         marker.write_bytes(b"")
@@ -1826,11 +1909,13 @@ class Snapshot:
         body = (rel + b"\0" + value + b"\0" for rel, value in records.items())
         tail = MARKER_KEY + b"\0" + os.fsencode(marker.name) + b"\0"
         if fold:
-            atomic_write(self.file, itertools.chain((SNAPSHOT_HEADER + b"\0",), body, (tail,)), durable=False)
+            atomic_write(self.file, itertools.chain((SNAPSHOT_HEADER + b"\0",), body, (tail,)),
+                         durable=False)
             self.records = len(records) + 1
         else:
             with open(self.file, "ab") as handle:
-                handle.write(b"".join(body) + tail)     # one write: a partial append cannot be read as whole
+                # one write: a partial append cannot be read as whole
+                handle.write(b"".join(body) + tail)
             self.records += len(records) + 1
         for old in self.folder.glob(f"{self.name}.*.mark"):
             if old != marker:
@@ -1866,14 +1951,16 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
         snapshot.blobs_file.unlink()
     if git:
         with open(snapshot.blobs_file, "wb") as blobs:
-            staged = start_git(root, "ls-files", "-z", "--format=%(stage)%(path)%x00%(objectname)", out=blobs)
-        dirty = start_git(root, "diff-files", "--name-only", "--relative", "-z", "--ignore-submodules=all",
-                          drivers=True)
+            staged = start_git(root, "ls-files", "-z", "--format=%(stage)%(path)%x00%(objectname)",
+                               out=blobs)
+        dirty = start_git(root, "diff-files", "--name-only", "--relative", "-z",
+                          "--ignore-submodules=all", drivers=True)
         untracked = start_git(root, "ls-files", "-o", "-z", "--directory", "--exclude-standard")
     entries = list_everything(root, folder)
     hashing: list = []
     if not git or git_parts(staged) is None:
-        hashing = [rel for rel, value in entries.items() if value[:1] == b"f"]   # not git: hash what we can
+        # not git: hash what we can
+        hashing = [rel for rel, value in entries.items() if value[:1] == b"f"]
         for rel in hashing:
             entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
     else:
@@ -1890,7 +1977,8 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
     for rel in unique(hashing):
         entry = decode_entry(entries[rel])
         if entry[KIND] == "f":
-            entries[rel] = encode_entry(entry[:CID] + (hasher.blob_id(os.path.join(base, rel), entry[SIZE]),))
+            entries[rel] = encode_entry(entry[:CID]
+                                        + (hasher.blob_id(os.path.join(base, rel), entry[SIZE]),))
     snapshot.entries = entries
     snapshot.save(marker, None)
     return snapshot
@@ -1910,13 +1998,15 @@ def start_finds(root: Path, expression: list, spool: Path) -> list:
         folders = []
     shares = max(1, min(os.cpu_count() or 1, 4, len(folders)))
     commands = [["find", ".", "-maxdepth", "1", "-path", "./.git", "-prune", "-o", *expression]]
-    commands += [["find", *(f"./{name}" for name in folders[k::shares]), "-mindepth", "1", *expression]
+    commands += [["find", *(f"./{name}" for name in folders[k::shares]), "-mindepth", "1",
+                  *expression]
                  for k in range(shares) if folders[k::shares]]
     started: list = []
     try:
         for command in commands:
             out = tempfile.TemporaryFile(dir=spool)
-            started.append((subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.DEVNULL), out))
+            started.append((subprocess.Popen(command, cwd=root, stdout=out,
+                                             stderr=subprocess.DEVNULL), out))
     except OSError:
         stop_finds(started)
         return []
@@ -1927,7 +2017,8 @@ def finds_output(started: list) -> Iterator[bytes] | None:
     """The NUL-separated parts the finds printed, or None if one of them failed outright."""
     outputs = []
     for process, out in started:
-        if process.wait() not in (0, 1) or out.seek(0, os.SEEK_END) == 0 and process.returncode != 0:
+        if (process.wait() not in (0, 1)
+                or out.seek(0, os.SEEK_END) == 0 and process.returncode != 0):
             stop_finds(started)
             return None
         out.seek(0)
@@ -1973,7 +2064,8 @@ class NewerFinder:
     def result(self) -> set | None:
         """The paths, or None if `find` could not say."""
         parts = finds_output(self.started) if self.started else None
-        found = None if parts is None else {path[2:] if path != b"." else b"" for path in parts if path}
+        found = (None if parts is None
+                 else {path[2:] if path != b"." else b"" for path in parts if path})
         self.cancel()
         return found
 
@@ -2030,8 +2122,10 @@ class SnapshotUpdate:
         before, root = self.snapshot.entry(rel), self.root
         now = entry_of(os.path.join(root, rel)) if rel else None
         if now is not None and now[KIND] == "f":
-            same_meta = before is not None and before[KIND] == "f" and before[SIZE:INO + 1] == now[SIZE:INO + 1]
-            now = now[:CID] + (before[CID] if same_meta else self.hasher.blob_id(os.path.join(root, rel), now[SIZE]),)
+            same_meta = (before is not None and before[KIND] == "f"
+                         and before[SIZE:INO + 1] == now[SIZE:INO + 1])
+            now = now[:CID] + (before[CID] if same_meta
+                               else self.hasher.blob_id(os.path.join(root, rel), now[SIZE]),)
         if now is None and before is None:
             return None
         if not same_entry(before, now):
@@ -2047,7 +2141,8 @@ class SnapshotUpdate:
         if not self.ordered:
             self.ordered.extend(sorted(self.entries))
         ordered = self.ordered
-        return ordered[bisect.bisect_left(ordered, prefix):bisect.bisect_left(ordered, prefix[:-1] + b"0")]
+        return ordered[bisect.bisect_left(ordered, prefix):
+                       bisect.bisect_left(ordered, prefix[:-1] + b"0")]
 
     def children(self, folder: bytes) -> set:
         """What the snapshot had directly in a folder."""
@@ -2129,7 +2224,8 @@ def tool_path(parts: tuple) -> bool:
 # Config that agents load from the folder they start in and the folders above it, and run outside
 # any sandbox: Codex 0.171.0 reads `.codex/config.toml` up to the project's root (its `mcp_servers`
 # start unsandboxed), Claude Code reads `.claude/settings*.json` (hooks) and `.mcp.json`. Codex may
-# change none of it, wherever it lies: it is never inside the boundary, and no allowed path admits it.
+# change none of it, wherever it lies: it is never inside the boundary, and no allowed path admits
+# it.
 AGENT_CONFIG = frozenset((".codex", ".agents", ".claude", ".mcp.json"))
 
 
@@ -2150,8 +2246,9 @@ def names_path(text: str, rel: str) -> bool:
             token = token[2:]
         if token in ("", ".", "..", "/", "-"):
             continue
-        if token == rel or token.endswith("/" + rel) or rel.endswith("/" + token) or rel.startswith(token + "/") \
-                or token.startswith(rel + "/") or ("/" + rel + "/") in token:
+        if (token == rel or token.endswith("/" + rel) or rel.endswith("/" + token)
+                or rel.startswith(token + "/")
+                or token.startswith(rel + "/") or ("/" + rel + "/") in token):
             return True
     return False
 
@@ -2159,12 +2256,14 @@ def names_path(text: str, rel: str) -> bool:
 # Programs that read the files they name: a command that only reads a path is no evidence that
 # Codex changed it (a person may have edited README.md while Codex grepped it).
 READERS = frozenset((
-    "cat", "grep", "egrep", "fgrep", "rg", "ag", "head", "tail", "less", "more", "wc", "diff", "cmp", "ls", "stat",
-    "file", "nl", "cut", "jq", "md5sum", "sha1sum", "sha256sum", "realpath", "readlink", "basename", "dirname",
-    "du", "tree", "xxd", "hexdump", "od", "strings", "test", "[", "git", "sed", "find", "awk"))
+    "cat", "grep", "egrep", "fgrep", "rg", "ag", "head", "tail", "less", "more", "wc", "diff",
+    "cmp", "ls", "stat", "file", "nl", "cut", "jq", "md5sum", "sha1sum", "sha256sum", "realpath",
+    "readlink", "basename", "dirname", "du", "tree", "xxd", "hexdump", "od", "strings", "test", "[",
+    "git", "sed", "find", "awk"))
 SEGMENTS = Pattern(r"&&|\|\||[;|\n]")
-WRITING_FLAGS = Pattern(r"(^|\s)(-i\S*|--in-place|-delete|-exec\S*|-fprint\S*|-o)(\s|$)|>|\b(checkout|restore|apply|"
-                        r"mv|rm|reset|clean|stash|am|merge|pull|switch)\b")
+WRITING_FLAGS = Pattern(r"(^|\s)(-i\S*|--in-place|-delete|-exec\S*|-fprint\S*|-o)(\s|$)|>|"
+                        r"\b(checkout|restore|apply|mv|rm|reset|"
+                        r"clean|stash|am|merge|pull|switch)\b")
 
 
 def unwrap_shell(command: str) -> str:
@@ -2195,7 +2294,8 @@ def attributed(rel: str, after: object, evidence: list) -> bool:
         if exact:
             if text.lstrip("./") == rel or text.endswith("/" + rel):
                 return True
-        elif (when is None or began - ATTRIBUTION_SLACK <= when <= ended + ATTRIBUTION_SLACK) and writes_path(text, rel):
+        elif ((when is None or began - ATTRIBUTION_SLACK <= when <= ended + ATTRIBUTION_SLACK)
+                and writes_path(text, rel)):
             return True
     return False
 
@@ -2213,7 +2313,8 @@ def change_items(touched: dict) -> list:
         old, new, who = changes[rel]
         item: dict = {"path": rel, "who": who}
         kind = (new or old)[KIND]
-        if kind == "d" and (old is None or new is None) and any(other.startswith(rel + "/") for other in changes):
+        if (kind == "d" and (old is None or new is None)
+                and any(other.startswith(rel + "/") for other in changes)):
             continue
         if rel in added and new[KIND] == "f" and new[CID] in by_content:
             item.update(change="renamed", **{"from": by_content.pop(new[CID])})
@@ -2223,7 +2324,8 @@ def change_items(touched: dict) -> list:
             item["change"] = "deleted"
         elif old[KIND] != new[KIND]:
             item["change"] = "type"
-        elif old[MODE] != new[MODE] and (kind == "d" or old[CID] == new[CID] and old[CID] not in ("", "-")):
+        elif (old[MODE] != new[MODE]
+                and (kind == "d" or old[CID] == new[CID] and old[CID] not in ("", "-"))):
             item["change"] = "mode"
         else:
             item["change"] = "modified"
@@ -2233,7 +2335,8 @@ def change_items(touched: dict) -> list:
             item["link"] = new[CID]
         out.append(item)
     renamed_from = {item["from"] for item in out if "from" in item}
-    return [item for item in out if not (item["change"] == "deleted" and item["path"] in renamed_from)]
+    return [item for item in out
+            if not (item["change"] == "deleted" and item["path"] in renamed_from)]
 
 
 def change_names(item: dict) -> list:
@@ -2266,7 +2369,8 @@ def group_paths(paths: list, limit: int = PATH_LINES, show: dict | None = None) 
     shown: dict = {}
     for path in paths:
         parts = path.rstrip("/").split("/")
-        folder = next((f for f in ("/".join(parts[:d]) + "/" for d in range(1, len(parts))) if f in folded), None)
+        folder = next((f for f in ("/".join(parts[:d]) + "/" for d in range(1, len(parts)))
+                       if f in folded), None)
         if folder is None:
             shown[path] = (show or {}).get(path, path)
         else:
@@ -2291,10 +2395,12 @@ def render_changes(items: list, outside: tuple = ()) -> str:
     lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
     for kind in sorted(counts):
         mine = [item for item in items if item["change"] == kind]
-        pinned = [change_label(item, outside) for item in mine if item["path"] in outside or item.get("from") in outside]
+        pinned = [change_label(item, outside)
+                  for item in mine if item["path"] in outside or item.get("from") in outside]
         rest = {change_path(item): change_label(item, outside) for item in mine
                 if not (item["path"] in outside or item.get("from") in outside)}
-        lines += [f"{kind:<9} {name}" for name in pinned + group_paths(list(rest), max(40 - len(pinned), 8), rest)]
+        lines += [f"{kind:<9} {name}"
+                  for name in pinned + group_paths(list(rest), max(40 - len(pinned), 8), rest)]
     return "\n".join(lines)
 
 
@@ -2304,7 +2410,8 @@ def change_path(item: dict) -> str:
 
 def change_label(item: dict, outside: tuple = ()) -> str:
     name = json.dumps(item["path"]) if re.search(r"[\x00-\x1f]", item["path"]) else item["path"]
-    label = (item["from"] + " -> " if "from" in item else "") + name + ("/" if item.get("dir") else "")
+    label = ((item["from"] + " -> " if "from" in item else "") + name
+             + ("/" if item.get("dir") else ""))
     if "link" in item:
         label += f" (symlink to {item['link']})"
     if item["path"] in outside or item.get("from") in outside:
@@ -2312,9 +2419,9 @@ def change_label(item: dict, outside: tuple = ()) -> str:
     return label
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 8. Workspaces: where Codex works, in place or in a worktree, behind one interface
-# ====================================================================================================
+# ==================================================================================================
 #
 # A task's Codex works in the repository itself (in place: one run at a time, in the run queue) or
 # in a git worktree of its own (several side by side, up to a limit). Both kinds offer the same
@@ -2355,7 +2462,8 @@ def trusted_places(state_dir: Path, codex_cmd: list | None = None) -> list:
               ("codex-mcp's state", state_dir), ("codex-mcp itself", Path(__file__)),
               ("the Python environment running codex-mcp", Path(sys.prefix))]
     places += [(f"codex-mcp's environment (${name})", Path(os.environ[name]))
-               for name in ("CODEX_MCP_ENV_DIR", "CLAUDE_PLUGIN_DATA", "CLAUDE_PLUGIN_ROOT") if os.environ.get(name)]
+               for name in ("CODEX_MCP_ENV_DIR", "CLAUDE_PLUGIN_DATA", "CLAUDE_PLUGIN_ROOT")
+               if os.environ.get(name)]
     found = shutil.which(codex_cmd[0]) if codex_cmd else None
     for where in (Path(os.path.abspath(found)), Path(os.path.realpath(found))) if found else ():
         modules = [folder for folder in where.parents if folder.name == "node_modules"]
@@ -2369,24 +2477,26 @@ def exposed_places(root: Path, state_dir: Path, codex_cmd: list | None = None) -
     root, git = Path(os.path.realpath(root)), Path(os.path.realpath(root)) / ".git"
     exposed = []
     for what, path in trusted_places(state_dir, codex_cmd):
-        # Both the path and where it leads: a link in the workspace can be replaced, a target there rewritten.
+        # Both the path and where it leads: a link in the workspace can be replaced, a target there
+        # rewritten.
         for where in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
-            if (where == root or root in where.parents) and not (where == git or git in where.parents):
+            if ((where == root or root in where.parents)
+                    and not (where == git or git in where.parents)):
                 exposed.append(f"{what} {path}")
                 break
     return unique(exposed)
 
 def codex_config_not_committed(root: Path) -> list:
-    """`.codex` folders in `root` or above it, up to the repository's top, that are not as committed:
-    Codex 0.171.0 loads `.codex/config.toml` from there when it starts, before any sandbox (its
-    `mcp_servers` run unsandboxed), and a task's Codex may have written one (the sandbox guards
-    only the folder it starts in)."""
+    """`.codex` folders in `root` or above it, up to the repository's top, that are not as
+    committed: Codex 0.171.0 loads `.codex/config.toml` from there when it starts, before any
+    sandbox (its `mcp_servers` run unsandboxed), and a task's Codex may have written one (the
+    sandbox guards only the folder it starts in)."""
     git = find_git_dir(root)
     if git is None:
         return []
     top = git[1]
-    found = [folder / ".codex" for folder in (root, *root.parents) if (folder == top or top in folder.parents)
-             and os.path.lexists(folder / ".codex")]
+    found = [folder / ".codex" for folder in (root, *root.parents)
+             if (folder == top or top in folder.parents) and os.path.lexists(folder / ".codex")]
     if not found:
         return []
     out = run_git(top, "status", "--porcelain", "-z", "-uall", "--ignored", "--",
@@ -2399,15 +2509,16 @@ def confine(root: Path, state_dir: Path, codex_cmd: list | None = None) -> None:
     so none starts."""
     unvetted = codex_config_not_committed(root)
     if unvetted:
-        raise OperationFailed(f"Codex would load {', '.join(group_paths(unvetted, 6))} when it starts, outside its "
-                              "sandbox, and nobody committed it (a task's Codex may have written it): commit it if "
-                              "it is yours, or remove it")
+        raise OperationFailed(f"Codex would load {', '.join(group_paths(unvetted, 6))} when it "
+                              "starts, outside its sandbox, and nobody committed it (a task's "
+                              "Codex may have written it): commit it if it is yours, or remove it")
     exposed = exposed_places(root, state_dir, codex_cmd)
     if exposed:
-        raise OperationFailed(f"Codex would work in {root}, which holds {'; '.join(exposed)}: its sandbox lets it "
-                              "write everything there, and these are run or believed outside the sandbox. Give a "
-                              "project folder that holds none of them (`cwd`), or move them out of it (install "
-                              "codex-mcp and the Codex CLI outside the project: `pipx install`, `uv tool install`, "
+        raise OperationFailed(f"Codex would work in {root}, which holds {'; '.join(exposed)}: its "
+                              "sandbox lets it write everything there, and these are run or "
+                              "believed outside the sandbox. Give a project folder that holds none "
+                              "of them (`cwd`), or move them out of it (install codex-mcp and the "
+                              "Codex CLI outside the project: `pipx install`, `uv tool install`, "
                               "`npm install -g @openai/codex`)")
 
 
@@ -2416,7 +2527,8 @@ class Workspace:
     workspace a task works in; `kind_of` the kind a task asks for (its Isolation), whose class
     methods get it started."""
 
-    lands = False                       # whether accept brings its changes home (and may branch them)
+    # whether accept brings its changes home (and may branch them)
+    lands = False
 
     def __init__(self, store: Store, root: Path, name: str) -> None:
         self.store, self.root, self.name = store, root, name
@@ -2469,7 +2581,8 @@ class Workspace:
         import shutil
         import tempfile
         confine(self.root, self.store.state_dir, codex_cmd)
-        mount_points = [name for name in SANDBOX_MOUNT_POINTS if not os.path.lexists(self.root / name)]
+        mount_points = [name for name in SANDBOX_MOUNT_POINTS
+                        if not os.path.lexists(self.root / name)]
         temp = Path(tempfile.mkdtemp(prefix=f"codex-mcp-{label}-"))
         try:
             yield temp
@@ -2552,7 +2665,8 @@ class InPlace(Workspace):
     def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
         """The run lock, for accept's completion request and verify command (they run Codex and
         Codex's code, so no other Codex run may write meanwhile), or for landing a worktree task's
-        changes. An accept waits ahead of queued tasks for the running one; past `wait` it gives up."""
+        changes. An accept waits ahead of queued tasks for the running one; past `wait` it gives
+        up."""
         store = self.store
         entry = store.queue_dir / f"accept-{task_id}"
         atomic_write(entry, process_identity(os.getpid()), durable=False)
@@ -2566,11 +2680,13 @@ class InPlace(Workspace):
                             yield
                             return
                 if time.monotonic() > deadline:
-                    holder = queue_label(head) if head and head != entry.name else "another Codex run"
-                    raise Busy(step_calls(f"{holder} is running in this repository, and accept runs Codex and "
-                                          "the verify command only when no other Codex run writes here; it did not "
-                                          f"finish within {int(wait)} s. Next: wait for it, then `accept-task` "
-                                          "again", task_id, {}))
+                    holder = (queue_label(head)
+                              if head and head != entry.name else "another Codex run")
+                    raise Busy(step_calls(f"{holder} is running in this repository, and accept "
+                                          "runs Codex and the verify command only when no other "
+                                          "Codex run writes here; it did not finish within "
+                                          f"{int(wait)} s. Next: wait for it, "
+                                          "then `accept-task` again", task_id, {}))
                 time.sleep(0.2)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -2590,7 +2706,8 @@ def queue_entries(store: Store, prune: bool = True) -> list:
         name = path.name
         accept = name.startswith("accept-") and TASK_ID.fullmatch(name[7:])
         try:
-            if (TASK_ID.fullmatch(name) or accept) and process_alive(path.read_bytes().decode("utf-8", "replace")):
+            if ((TASK_ID.fullmatch(name) or accept)
+                    and process_alive(path.read_bytes().decode("utf-8", "replace"))):
                 live.append(name)
                 continue
             if prune:
@@ -2601,7 +2718,8 @@ def queue_entries(store: Store, prune: bool = True) -> list:
             if prune:
                 with contextlib.suppress(OSError):
                     path.unlink()
-    return sorted(live, key=lambda name: (0, name) if name.startswith("accept-") else (1, task_number(name)))
+    return sorted(
+        live, key=lambda name: (0, name) if name.startswith("accept-") else (1, task_number(name)))
 
 
 def queue_head(store: Store) -> str:
@@ -2614,13 +2732,14 @@ def queue_label(head: str) -> str:
     return f"the accept of {head[7:]}" if head.startswith("accept-") else head
 
 
-# -- worktrees: a workspace of its own for a task, made from the person's current tree ------------------
+# -- worktrees: a workspace of its own for a task, made from the person's current tree -------------
 #
-# A worktree task works in a git worktree under `.git/codex-mcp/worktrees/`, which never shows in the
-# person's `git status` and which Codex's sandbox keeps it inside. It starts from a commit of the
-# person's working tree as it is (uncommitted and untracked files included), made in a temporary
-# index. Finished worktrees are kept in a small pool and moved to the next task's base with a checkout
-# that rewrites only what differs: creating one costs far more than `git status` in a big repository.
+# A worktree task works in a git worktree under `.git/codex-mcp/worktrees/`, which never shows in
+# the person's `git status` and which Codex's sandbox keeps it inside. It starts from a commit of
+# the person's working tree as it is (uncommitted and untracked files included), made in a temporary
+# index. Finished worktrees are kept in a small pool and moved to the next task's base with a
+# checkout that rewrites only what differs: creating one costs far more than `git status` in a big
+# repository.
 
 WORKTREE_LIMIT = 4
 SHARED_DEPENDENCIES = ("node_modules", ".venv", "venv")
@@ -2635,9 +2754,10 @@ class Worktree(Workspace):
     def held(cls, store: Store, task: Task) -> Worktree:
         path = worktree_of(store, task.id)
         if path is None or not (path / ".git").is_file():
-            raise OperationFailed(step_calls(f"{task.id}'s worktree is gone (deleted by hand?): its work is lost. "
-                                             "Next: `retry-task`, then `start-task` starts it again from your "
-                                             "current tree", task.id, {}))
+            raise OperationFailed(step_calls(f"{task.id}'s worktree is gone (deleted by hand?): "
+                                             "its work is lost. Next: `retry-task`, then "
+                                             "`start-task` starts it again from your current tree",
+                                             task.id, {}))
         return cls(store, path, worktree_name(path))
 
     @classmethod
@@ -2651,19 +2771,22 @@ class Worktree(Workspace):
     @classmethod
     @contextlib.contextmanager
     def acquire(cls, worker: Worker) -> Iterator[bool]:
-        """One of the repo's slots for worktree tasks (`worktreeLimit`); False if cancelled meanwhile."""
+        """One of the repo's slots for worktree tasks (`worktreeLimit`); False if cancelled
+        meanwhile."""
         store = worker.store
         worker.take_record()
         limit = repo_settings(store).get("worktreeLimit", WORKTREE_LIMIT)
         said = False
         while not worker.cancelled:
             for number in range(limit):
-                with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock", blocking=False) as mine:
+                with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock",
+                               blocking=False) as mine:
                     if mine:
                         yield True
                         return
             if not said:
-                worker.say(f"queued: waiting for a worktree slot ({limit} worktree tasks are running in this repo)")
+                worker.say("queued: waiting for a worktree slot "
+                           f"({limit} worktree tasks are running in this repo)")
                 said = True
             time.sleep(0.2)
         yield False
@@ -2679,27 +2802,33 @@ class Worktree(Workspace):
             return cls(store, path, worktree_name(path))
         if worker.mode == "rework":
             cls.release(store, task_id, remove=True)
-            worker.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work in it with it: "
-                                  "`retry-task`, then `start-task` starts it again from your current tree")
+            worker.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work "
+                                  "in it with it: `retry-task`, then `start-task` starts it again "
+                                  "from your current tree")
             return None
         settings = repo_settings(store)
         worker.say("making its worktree from your current tree")
         with InPlace(store).run_lock(blocking=False) as free:     # no Codex writes there meanwhile
-            unreviewed = unreviewed_changes(store, running=not free) if settings.get("worktreeSetup") else []
-            if unreviewed:       # the setup runs outside the sandbox, on files a Codex may have written
+            unreviewed = (unreviewed_changes(store, running=not free)
+                          if settings.get("worktreeSetup") else [])
+            # the setup runs outside the sandbox, on files a Codex may have written
+            if unreviewed:
                 worker.finish_blocked(
-                    "the worktree's setup command runs outside the sandbox in a copy of your working tree, which "
-                    f"holds changes no review has passed: {'; '.join(unreviewed)}. Accept or `discard-task` them "
-                    "first, then `retry-task` and `start-task`")
+                    "the worktree's setup command runs outside the sandbox in a copy of your "
+                    "working tree, which holds changes no review has passed: "
+                    f"{'; '.join(unreviewed)}. Accept or `discard-task` them first, then "
+                    "`retry-task` and `start-task`")
                 return None
-            base = tree_commit(store.repo, f"codex-mcp {task_id}: your working tree when the task started",
+            base = tree_commit(store.repo,
+                               f"codex-mcp {task_id}: your working tree when the task started",
                                head_commit(store.repo))
         prune_worktrees(store)
         path = claim_worktree(store, task_id)
         prepare_worktree(store, path, base)
         atomic_write(store.run_file(task_id, "base"), base, durable=False)
         with store.update(task_id) as task:
-            task.base, task.workspace = base, store.relative(path) if path.is_relative_to(store.repo) else str(path)
+            task.base, task.workspace = base, (store.relative(path)
+                                               if path.is_relative_to(store.repo) else str(path))
         if settings.get("worktreeSetup"):
             worker.say("running the repository's setup command in the worktree")
             passed, output = run_setup(settings["worktreeSetup"], path)
@@ -2708,24 +2837,27 @@ class Worktree(Workspace):
             if not passed:
                 cls.release(store, task_id, remove=True)       # a retry sets a new one up
                 worker.finish_blocked(f"the worktree's setup command failed: "
-                                      f"{one_line(output.splitlines()[-1], 200)} (the record's Setup section has "
-                                      "its output)")
+                                      f"{one_line(output.splitlines()[-1], 200)} "
+                                      "(the record's Setup section has its output)")
                 return None
         # After the setup, never before: it runs outside the sandbox, and would write through a link
-        # into your folder (an editable install pointing your venv at this worktree, which Codex writes).
+        # into your folder (an editable install pointing your venv at this worktree, which Codex
+        # writes).
         link_shared(store, path, shared_dependencies(store, settings))
         return cls(store, path, worktree_name(path))
 
     @contextlib.contextmanager
     def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
-        with self.run_lock():           # its own: only its worker writes here, and not while in review
+        # its own: only its worker writes here, and not while in review
+        with self.run_lock():
             yield
 
     def land(self, task: Task, into_branch: bool) -> dict:
         """A task that passed review: its changes go into the person's working tree by a three-way
         merge against its base, all or nothing, while no in-place Codex run writes there; or, asked
         for, into a new branch `codex-mcp/T-NNN` (the working tree untouched). Returns {branch} or
-        {conflicts} (nothing written) or {applied}; the worktree goes back to the pool once landed."""
+        {conflicts} (nothing written) or {applied}; the worktree goes back to the pool once
+        landed."""
         store = self.store
         base = store.run_file(task.id, "base").read_text().strip()
         theirs = tree_commit(self.root, f"codex-mcp {task.id}: {one_line(task.goal, 60)}", base,
@@ -2735,16 +2867,17 @@ class Worktree(Workspace):
             try:
                 run_git(store.repo, "update-ref", f"refs/heads/{branch}", theirs, "")
             except OperationFailed:
-                raise RefusedTransition(f"a branch {branch} exists already: delete it (git branch -D {branch}), or "
-                                        "accept without the branch option to apply the changes to the working "
-                                        "tree") from None
+                raise RefusedTransition(f"a branch {branch} exists already: delete it (git branch "
+                                        f"-D {branch}), or accept without the branch option to "
+                                        "apply the changes to the working tree") from None
             landed: dict = {"branch": branch}
         else:
             main = InPlace(store)
             with main.accept_turn(task.id):
                 yours, merged, conflicts = merge_into(store, base, theirs)
                 if conflicts:
-                    atomic_write(store.run_file(task.id, "conflict"), json.dumps(conflicts), durable=False)
+                    atomic_write(store.run_file(task.id, "conflict"), json.dumps(conflicts),
+                                 durable=False)
                     return {"conflicts": conflicts}
                 landed = {"applied": apply_tree(store, yours, merged)}
                 if main.snapshot().file.exists():
@@ -2754,14 +2887,16 @@ class Worktree(Workspace):
 
     def landing_paths(self, task_id: str) -> list:
         """What the task brings back: exactly the files, links and removals review judged (or left
-        unjudged as ignored output, which git does not carry). Not the rest of the worktree: not what
-        its setup command changed, and never the records, which are the person's repository's."""
+        unjudged as ignored output, which git does not carry). Not the rest of the worktree: not
+        what its setup command changed, and never the records, which are the person's
+        repository's."""
         shared = shared_dependencies(self.store, repo_settings(self.store))
         paths = []
-        for rel, (first, now, _) in load_json(self.store.run_file(task_id, "touched.json"), {}).items():
+        for rel, (first, now, _) in load_json(
+                self.store.run_file(task_id, "touched.json"), {}).items():
             entry = now or first
-            if same_entry(first, now) or entry[KIND] not in ("f", "l") or tool_path(path_parts(rel)) \
-                    or rel.split("/")[0] in shared:
+            if (same_entry(first, now) or entry[KIND] not in ("f", "l")
+                    or tool_path(path_parts(rel)) or rel.split("/")[0] in shared):
                 continue
             paths.append(rel)
         ignored = ignored_paths(self.store.repo, paths) if paths else set()
@@ -2785,20 +2920,23 @@ class Worktree(Workspace):
             run_git(self.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
             run_git(self.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
             with contextlib.suppress(FileNotFoundError):
-                store.run_file(task.id, "touched.json").unlink()      # the task's changes now count from `yours`
+                # the task's changes now count from `yours`
+                store.run_file(task.id, "touched.json").unlink()
             self.changes()
-            run_git(self.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1), env=IDENTITY,
-                    drivers=True)
+            run_git(self.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1),
+                    env=IDENTITY, drivers=True)
             conflicted = [os.fsdecode(p) for p in run_git(self.root, "diff", "--name-only", "-z",
                                                           "--diff-filter=U").split(b"\0") if p]
-            run_git(self.root, "reset", "--quiet")          # keep the marked files, drop the merge state
+            # keep the marked files, drop the merge state
+            run_git(self.root, "reset", "--quiet")
             add_changes(store, task.id, self.changes(), lambda rel, after: "codex")
         atomic_write(store.run_file(task.id, "base"), yours, durable=False)
         with contextlib.suppress(FileNotFoundError):
             store.run_file(task.id, "conflict").unlink()
         with store.update(task.id) as record:
             record.base = yours
-            note(record, f"worktree moved onto your current tree; conflicts marked in {', '.join(conflicted) or 'none'}")
+            note(record, "worktree moved onto your current tree; conflicts marked in "
+                         f"{', '.join(conflicted) or 'none'}")
         return conflicted
 
     def discard(self, task_id: str) -> tuple:
@@ -2820,7 +2958,8 @@ class Worktree(Workspace):
         with store.lock("worktrees"):
             with contextlib.suppress(OSError):
                 (path.parent / f"{path.name}.task").unlink()
-            idle = [p for p in path.parent.glob("w*") if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
+            idle = [p for p in path.parent.glob("w*")
+                    if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
             if remove or len(idle) > WORKTREE_LIMIT:
                 remove_worktree(store, path)
 
@@ -2837,24 +2976,30 @@ def repo_settings(store: Store) -> dict:
         settings = json.loads(text)
     except ValueError as error:
         raise MalformedRecord(f"{where}: not JSON ({error.msg} at character {error.pos})") from None
-    limit, setup, share = settings.get("worktreeLimit", WORKTREE_LIMIT), settings.get("worktreeSetup", ""), \
-        settings.get("worktreeShare", list(SHARED_DEPENDENCIES))
+    limit, setup, share = (settings.get("worktreeLimit", WORKTREE_LIMIT),
+                           settings.get("worktreeSetup", ""),
+                           settings.get("worktreeShare", list(SHARED_DEPENDENCIES)))
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 32:
         raise MalformedRecord(f"{where}: worktreeLimit must be a whole number from 1 to 32")
     if not isinstance(setup, str) or not isinstance(share, list) or \
-            not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..", ".git") for n in share):
-        raise MalformedRecord(f"{where}: worktreeSetup must be a command and worktreeShare a list of folder names")
+            not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..", ".git")
+                    for n in share):
+        raise MalformedRecord(f"{where}: worktreeSetup must be a command "
+                              "and worktreeShare a list of folder names")
     return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share}
 
 
 def shared_dependencies(store: Store, settings: dict) -> list:
-    """The ignored dependency folders at the top of the repository a worktree links to, read-only."""
-    names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES) if (store.repo / name).is_dir()]
+    """The ignored dependency folders at the top of the repository a worktree links to,
+    read-only."""
+    names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES)
+             if (store.repo / name).is_dir()]
     return sorted(ignored_paths(store.repo, names)) if names else []
 
 
 def worktree_of(store: Store, task_id: str) -> Path | None:
-    """The worktree a task holds, if it holds one (the state folder says; the record only shows it)."""
+    """The worktree a task holds, if it holds one (the state folder says; the record only shows
+    it)."""
     try:
         name = store.run_file(task_id, "workspace").read_text().strip()
     except OSError:
@@ -2870,10 +3015,13 @@ def claim_worktree(store: Store, task_id: str) -> Path:
         if held is not None:
             return held
         folder.mkdir(parents=True, exist_ok=True)
-        made = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)), key=lambda n: int(n[1:]))
-        claimed = {p.stem for p in folder.glob("w*.task") if re.fullmatch(r"w\d+", p.stem)}   # maybe not made yet
+        made = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"w\d+", p.name)),
+                      key=lambda n: int(n[1:]))
+        # maybe not made yet
+        claimed = {p.stem for p in folder.glob("w*.task") if re.fullmatch(r"w\d+", p.stem)}
         idle = [name for name in made if name not in claimed]
-        name = idle[0] if idle else f"w{max((int(n[1:]) for n in {*made, *claimed}), default=0) + 1}"
+        name = (idle[0] if idle
+                else f"w{max((int(n[1:]) for n in {*made, *claimed}), default=0) + 1}")
         atomic_write(folder / f"{name}.task", task_id, durable=False)
         atomic_write(store.run_file(task_id, "workspace"), name, durable=False)
         return folder / name
@@ -2910,8 +3058,8 @@ def remove_worktree(store: Store, path: Path) -> None:
 
 
 def forget_snapshot(store: Store, path: Path) -> None:
-    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far cheaper
-    than a new one) but not the worktree."""
+    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far
+    cheaper than a new one) but not the worktree."""
     for stale in (store.state_dir / "snapshots").glob(f"{worktree_name(path)}.*"):
         with contextlib.suppress(OSError):
             stale.unlink()
@@ -2931,14 +3079,17 @@ def prepare_worktree(store: Store, path: Path, base: str) -> None:
     if (path / ".git").is_file():
         run_git(path, "checkout", "--detach", "--force", "--quiet", base, drivers=True)
         run_git(path, "clean", "-ffdxq")
-        gitlinks = [os.fsdecode(line.split(b"\t", 1)[1]) for line in run_git(path, "ls-files", "-s", "-z").split(b"\0")
+        gitlinks = [os.fsdecode(line.split(b"\t", 1)[1])
+                    for line in run_git(path, "ls-files", "-s", "-z").split(b"\0")
                     if line.startswith(b"160000 ")]
-        if not any(next(os.scandir(path / link), None) for link in gitlinks if (path / link).is_dir()):
+        if not any(next(os.scandir(path / link), None)
+                   for link in gitlinks if (path / link).is_dir()):
             return
     shutil.rmtree(path, ignore_errors=True)
     forget_snapshot(store, path)
     run_git(store.repo, "worktree", "prune")
-    run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base, drivers=True)
+    run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base,
+            drivers=True)
 
 
 def link_shared(store: Store, path: Path, shared: list) -> None:
@@ -2950,10 +3101,12 @@ def link_shared(store: Store, path: Path, shared: list) -> None:
 
 
 def unreviewed_changes(store: Store, running: bool) -> list:
-    """["T-003 (review): package.json, scripts/setup.sh", ...]: in-place tasks not done whose changes
-    are still in the working tree (no review has passed them), and, when `running`, the Codex run or
-    verify command writing there now. A path a person put back as it was no longer counts."""
-    found = [f"{queue_label(queue_head(store)) or 'a Codex run'} (running in your working tree now)"] if running else []
+    """["T-003 (review): package.json, scripts/setup.sh", ...]: in-place tasks not done whose
+    changes are still in the working tree (no review has passed them), and, when `running`, the
+    Codex run or verify command writing there now. A path a person put back as it was no longer
+    counts."""
+    found = [f"{queue_label(queue_head(store)) or 'a Codex run'} "
+             "(running in your working tree now)"] if running else []
     for path in sorted(store.runs_dir.glob("T-*.touched.json")) if store.runs_dir.is_dir() else ():
         task_id = path.name.split(".")[0]
         with contextlib.suppress(CodexMcpError):
@@ -2970,7 +3123,8 @@ def current_entry(root: Path, rel: str, like: list | None) -> tuple | None:
     """A path's entry now, with its content id when `like` (an earlier entry) has one to compare."""
     import hashlib
     entry = entry_of(os.fsencode(root / rel))
-    if entry is None or entry[KIND] != "f" or not like or like[CID] in ("", "-") or entry[SIZE] > HASH_FILE_LIMIT:
+    if (entry is None or entry[KIND] != "f" or not like or like[CID] in ("", "-")
+            or entry[SIZE] > HASH_FILE_LIMIT):
         return entry
     try:
         data = (root / rel).read_bytes()
@@ -2980,14 +3134,16 @@ def current_entry(root: Path, rel: str, like: list | None) -> tuple | None:
 
 
 def run_setup(command: str, path: Path) -> tuple:
-    """(passed, output tail) of the repository's setup command in a new workspace. It is the person's
-    committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
+    """(passed, output tail) of the repository's setup command in a new workspace. It is the
+    person's committed command and needs the network (`npm ci`), so it runs outside the sandbox."""
     import subprocess
     try:
-        done = subprocess.run(["/bin/sh", "-c", command], cwd=path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=VERIFY_TIMEOUT, start_new_session=True)
+        done = subprocess.run(["/bin/sh", "-c", command], cwd=path, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=VERIFY_TIMEOUT, start_new_session=True)
     except subprocess.TimeoutExpired as error:
-        return False, tail((error.output or b"").decode("utf-8", "replace") + f"\n[timed out after {VERIFY_TIMEOUT} s]")
+        return False, tail((error.output or b"").decode("utf-8", "replace")
+                           + f"\n[timed out after {VERIFY_TIMEOUT} s]")
     except OSError as error:
         return False, f"could not run /bin/sh: {error}"
     output = tail(done.stdout.decode("utf-8", "replace").strip(), 1500)
@@ -2995,10 +3151,11 @@ def run_setup(command: str, path: Path) -> tuple:
 
 
 def merge_into(store: Store, base: str, theirs: str) -> tuple:
-    """Merge a task's commit into the person's working tree as it is now, three ways against the base:
-    (yours, merged tree, conflicting paths). Nothing is written anywhere."""
+    """Merge a task's commit into the person's working tree as it is now, three ways against the
+    base: (yours, merged tree, conflicting paths). Nothing is written anywhere."""
     yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
-    out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs, ok=(0, 1), drivers=True)
+    out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs,
+                  ok=(0, 1), drivers=True)
     parts = out.split(b"\0")
     conflicts = []
     for part in parts[1:]:
@@ -3011,43 +3168,46 @@ def merge_into(store: Store, base: str, theirs: str) -> tuple:
 def apply_tree(store: Store, yours: str, merged: str) -> list:
     """Write the difference between the person's tree (as committed in `yours`) and the merged tree
     into the working tree, all or nothing (`git apply` checks every hunk before it writes)."""
-    names = run_git(store.repo, "diff", "--name-only", "-z", "--no-renames", yours, merged).split(b"\0")
-    patch = run_git(store.repo, "diff", "--binary", "--full-index", "--no-textconv", "--no-ext-diff", "--no-renames",
-                    yours, merged)
+    names = run_git(store.repo, "diff", "--name-only", "-z", "--no-renames", yours,
+                    merged).split(b"\0")
+    patch = run_git(store.repo, "diff", "--binary", "--full-index", "--no-textconv",
+                    "--no-ext-diff", "--no-renames", yours, merged)
     if patch.strip():
         run_git(store.repo, "apply", "--whitespace=nowarn", input=patch)
     return [os.fsdecode(name) for name in names if name]
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 9. Prompts
-# ====================================================================================================
+# ==================================================================================================
 
 def developer_instructions(task: Task) -> str:
     if task.kind == "review":
         return review_instructions(task)
     paths = "\n".join(f"- {path}" for path in task.allowed_paths)
     parts = [
-        f"You are working on task {task.id}, handed to you by codex-mcp. Your work will be reviewed against "
-        "the files that really changed in the working tree, not against your report, and the reviewer's "
-        "verify command will be run under the same sandbox as you.",
-        f"Allowed paths: create, modify, delete or rename files ONLY under these (relative to the repository "
-        f"root):\n{paths}",
-        f"Never touch {TASKS_DIR}/ (the task records): edits there are undone and count against you. Do not "
-        "commit, stage or otherwise use git to record changes (the repository's .git is read-only to you); "
-        "leave them in the working tree. Running the project's tests and formatters is fine: the caches and "
-        "build output they write where the project ignores them are not held against you.",
+        f"You are working on task {task.id}, handed to you by codex-mcp. Your work will be "
+        "reviewed against the files that really changed in the working tree, not against your "
+        "report, and the reviewer's verify command will be run under the same sandbox as you.",
+        "Allowed paths: create, modify, delete or rename files ONLY under these "
+        f"(relative to the repository root):\n{paths}",
+        f"Never touch {TASKS_DIR}/ (the task records): edits there are undone and count against "
+        "you. Do not commit, stage or otherwise use git to record changes (the repository's .git "
+        "is read-only to you); leave them in the working tree. Running the project's tests and "
+        "formatters is fine: the caches and build output they write where the project ignores them "
+        "are not held against you.",
     ]
     if task.constraints:
         parts.append(f"Constraints:\n{task.constraints}")
     parts.append(
         "End with a final message that has exactly these three Markdown sections:\n"
         "## Summary\nwhat you did and why.\n"
-        "## Tests\nthe commands you ran and what they printed (pass/fail counts), or `none` and why none ran.\n"
-        "## Files Changed\none path per line, relative to the repository root: every file you created, "
-        "modified, deleted or renamed.\n"
-        "If the sandbox or the approval policy denied something the task needs, say so on a line that "
-        "starts with 'SANDBOX DENIED:'.")
+        "## Tests\nthe commands you ran and what they printed "
+        "(pass/fail counts), or `none` and why none ran.\n"
+        "## Files Changed\none path per line, relative to the repository root: every file you "
+        "created, modified, deleted or renamed.\n"
+        "If the sandbox or the approval policy denied something the task needs, say so on a line "
+        "that starts with 'SANDBOX DENIED:'.")
     return "\n\n".join(parts)
 
 
@@ -3056,23 +3216,27 @@ def start_prompt(task: Task) -> str:
     if task.criteria:
         parts.append(f"Acceptance criteria:\n{task.criteria}")
     if task.verify:
-        parts.append(f"The reviewer will run this command in the repository; make it pass:\n{task.verify}")
+        parts.append("The reviewer will run this command in the repository; "
+                     f"make it pass:\n{task.verify}")
     if task.rounds:
         earlier = "\n\n".join(f"Round {n}:\n{text}" for n, text in enumerate(task.rounds, 1))
-        parts.append(f"An earlier attempt was reviewed with these items; they still apply:\n{earlier}")
+        parts.append("An earlier attempt was reviewed with these items; "
+                     f"they still apply:\n{earlier}")
     return "\n\n".join(parts)
 
 
 def rework_prompt(task: Task) -> str:
-    return (f"Rework round {len(task.rounds)} of {MAX_REWORKS} for task {task.id}. The review found:\n"
+    return (f"Rework round {len(task.rounds)} of {MAX_REWORKS} "
+            f"for task {task.id}. The review found:\n"
             f"{task.rounds[-1]}\n\nFix exactly these items. Stay inside the allowed paths: "
-            f"{', '.join(task.allowed_paths)}. Finish with the Summary, Tests and Files Changed sections again.")
+            f"{', '.join(task.allowed_paths)}. "
+            "Finish with the Summary, Tests and Files Changed sections again.")
 
 
 def recovery_prompt(task: Task, request: str) -> str:
     """A new thread must be told everything the lost one knew."""
-    parts = [start_prompt(task), "Your earlier conversation on this task was lost. The working tree still "
-             "holds the changes made so far."]
+    parts = [start_prompt(task), "Your earlier conversation on this task was lost. The working "
+             "tree still holds the changes made so far."]
     if task.result:
         parts.append(f"Your last report was:\n{task.result}")
     parts.append(f"Now:\n{request}")
@@ -3080,55 +3244,64 @@ def recovery_prompt(task: Task, request: str) -> str:
 
 
 def completion_prompt(missing: list) -> str:
-    return (f"Your final message is missing these sections: {', '.join(missing)}. Reply with only those "
-            "sections, as Markdown '## ' headings, about the work you already did. Do not change any files.")
+    return (f"Your final message is missing these sections: {', '.join(missing)}. Reply with only "
+            "those sections, as Markdown '## ' headings, "
+            "about the work you already did. Do not change any files.")
 
 
-# -- a review job: Codex reads the changes Claude Code (or a person) made ---------------------------------
+# -- a review job: Codex reads the changes Claude Code (or a person) made --------------------------
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
 VERDICTS = ("correct", "needs changes")
 REVIEW_SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["verdict", "explanation", "findings"],
+    "type": "object", "additionalProperties": False,
+    "required": ["verdict", "explanation", "findings"],
     "properties": {
         "verdict": {"type": "string", "enum": list(VERDICTS)},
         "explanation": {"type": "string"},
         "findings": {"type": "array", "items": {
             "type": "object", "additionalProperties": False,
             "required": ["priority", "file", "lines", "title", "body"],
-            "properties": {"priority": {"type": "string", "enum": list(PRIORITIES)}, "file": {"type": "string"},
-                           "lines": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}}}}},
+            "properties": {"priority": {"type": "string", "enum": list(PRIORITIES)},
+                           "file": {"type": "string"}, "lines": {"type": "string"},
+                           "title": {"type": "string"}, "body": {"type": "string"}}}}},
 }
 
 
 def review_instructions(task: Task) -> str:
-    stance = ("Be adversarial: challenge the approach itself. Look for the ways it fails (wrong assumptions, "
-              "inputs and states it does not handle, races, security holes, what breaks in production), not for "
-              "polish." if task.adversarial == "yes" else
-              "Look for real defects a careful reviewer would block the change for: bugs, security problems, "
-              "missing error handling, broken behaviour, missing tests for risky code. Skip style nits.")
+    stance = ("Be adversarial: challenge the approach itself. Look for the ways it fails (wrong "
+              "assumptions, inputs and states it does not handle, races, security holes, what "
+              "breaks in production), not for polish." if task.adversarial == "yes" else
+              "Look for real defects a careful reviewer would block the change for: bugs, security "
+              "problems, missing error handling, broken behaviour, "
+              "missing tests for risky code. Skip style nits.")
     return "\n\n".join([
-        f"You are reviewing code changes for codex-mcp (job {task.id}). You only read: do not change, create or "
-        "delete any file (your sandbox is read-only). Use git and the shell to inspect the changes.",
+        f"You are reviewing code changes for codex-mcp (job {task.id}). You only read: do not "
+        "change, create or delete any file (your sandbox is read-only). Use git and the shell to "
+        "inspect the changes.",
         stance,
-        "Priorities: P0 = must not ship (data loss, security hole, crash on the main path); P1 = a serious bug to "
-        "fix before merging; P2 = a real problem worth fixing soon; P3 = minor.",
-        "Answer with one JSON object and nothing else: {\"verdict\": \"correct\" or \"needs changes\", "
-        "\"explanation\": one paragraph, \"findings\": [{\"priority\": \"P0\".. \"P3\", \"file\": path relative to "
-        "the repository root, \"lines\": like \"12-20\", \"title\": one line, \"body\": why it is wrong and how "
-        "to fix it}]}. The verdict is \"needs changes\" when any P0 or P1 finding remains."])
+        "Priorities: P0 = must not ship (data loss, security hole, crash on the main path); P1 = a "
+        "serious bug to fix before merging; P2 = a real problem worth fixing soon; P3 = minor.",
+        "Answer with one JSON object and nothing else: {\"verdict\": \"correct\" or \"needs "
+        "changes\", \"explanation\": one paragraph, \"findings\": [{\"priority\": \"P0\".. \"P3\", "
+        "\"file\": path relative to the repository root, \"lines\": like \"12-20\", \"title\": one "
+        "line, \"body\": why it is wrong and how to fix it}]}. The verdict is \"needs changes\" "
+        "when any P0 or P1 finding remains."])
 
 
 def review_prompt(task: Task, merge_base: str) -> str:
     if task.review_base:
-        parts = [f"Review the code changes against the base '{task.review_base}'. The merge base commit for this "
-                 f"comparison is {merge_base}. Run `git diff {merge_base}` to inspect the changes relative to "
-                 f"{task.review_base} (committed and not yet committed)."]
+        parts = [f"Review the code changes against the base '{task.review_base}'. The merge base "
+                 f"commit for this comparison is {merge_base}. Run `git diff {merge_base}` to "
+                 f"inspect the changes relative to {task.review_base} "
+                 "(committed and not yet committed)."]
     else:
-        parts = ["Review the current code changes: staged, unstaged and untracked files. Run `git status`, "
-                 "`git diff`, `git diff --cached` and read the untracked files to see them."]
+        parts = ["Review the current code changes: staged, unstaged and untracked files. Run "
+                 "`git status`, `git diff`, "
+                 "`git diff --cached` and read the untracked files to see them."]
     if task.review_paths:
-        parts.append(f"Look only at changes under these paths: {task.review_paths} (add `-- <paths>` to git diff).")
+        parts.append("Look only at changes under these paths: "
+                     f"{task.review_paths} (add `-- <paths>` to git diff).")
     if task.focus:
         parts.append(f"What matters most to the person asking:\n{task.focus}")
     parts.append("Report findings ordered by priority, most severe first.")
@@ -3136,21 +3309,22 @@ def review_prompt(task: Task, merge_base: str) -> str:
 
 
 def review_completion_prompt(problem: str) -> str:
-    return (f"Your answer could not be read: {problem}. Reply again with only the JSON object the instructions "
-            "describe, about the review you already did. Do not change any files.")
+    return (f"Your answer could not be read: {problem}. Reply again with only the JSON object the "
+            "instructions describe, about the review you already did. Do not change any files.")
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 10. Codex: the command line, its events, one turn
-# ====================================================================================================
+# ==================================================================================================
 
 def toml_string(text: str) -> str:
     # JSON's escapes (\", \\, \n, \uXXXX) are all valid in a TOML basic string.
     return json.dumps(text)
 
 
-def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path, *, resume: str = "",
-                        sandbox: str = SANDBOX, schema: Path | None = None) -> list:
+def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path, *,
+                        resume: str = "", sandbox: str = SANDBOX,
+                        schema: Path | None = None) -> list:
     """The one place a Codex command line is made.
 
     `codex exec resume` accepts neither -s nor -C: it runs in the workspace as its working
@@ -3162,7 +3336,8 @@ def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path
     config, which would otherwise widen the sandbox too."""
     argv = [*codex_cmd, "exec"]
     if resume:
-        argv += ["resume", resume, "--json", "--skip-git-repo-check", "-c", f"sandbox_mode={toml_string(sandbox)}"]
+        argv += ["resume", resume, "--json", "--skip-git-repo-check", "-c",
+                 f"sandbox_mode={toml_string(sandbox)}"]
     else:
         argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(workspace)]
     argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
@@ -3178,13 +3353,16 @@ def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path
     return argv + ["-"]
 
 
-LOST_THREAD = Pattern(r"no rollout found|thread not loaded|thread \S+ not found|not found for thread", re.I)
+LOST_THREAD = Pattern(r"no rollout found|thread not loaded|"
+                      r"thread \S+ not found|not found for thread", re.I)
 RECONNECT = Pattern(r"^\s*Reconnecting\b", re.I)
 NETWORK_TROUBLE = Pattern(
-    r"reconnecting|stream disconnected|error sending request|connection (?:failed|refused|reset|closed)|"
-    r"timed out|timeout|network|dns|high demand|temporar|\b429\b|too many requests|\b50[0-9]\b|"
+    r"reconnecting|stream disconnected|error sending request|"
+    r"connection (?:failed|refused|reset|closed)|timed out|timeout|network|dns|high demand|"
+    r"temporar|\b429\b|too many requests|\b50[0-9]\b|"
     r"service unavailable|bad gateway|overloaded|retry limit", re.I)
-AUTH_TROUBLE = Pattern(r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|api key|not logged in|log ?in", re.I)
+AUTH_TROUBLE = Pattern(r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|api key|not logged in|log ?in",
+                       re.I)
 
 
 class EventDigest:
@@ -3264,7 +3442,8 @@ class EventDigest:
         elif kind == "file_change":
             for change in item.get("changes") or []:
                 if isinstance(change, dict):
-                    self.file_changes.append(f"{change.get('kind', 'change')}: {change.get('path', '')}")
+                    self.file_changes.append(f"{change.get('kind', 'change')}: "
+                                             f"{change.get('path', '')}")
                     self.note_evidence(began, str(change.get("path", "")), exact=True)
 
     def close(self) -> None:
@@ -3278,7 +3457,8 @@ class EventDigest:
     def doing(self) -> str:
         """What Codex is doing now, for a person watching: the command it is running, else what it
         last said."""
-        running = [item for _, item in self.started.values() if item.get("type") == "command_execution"]
+        running = [item for _, item in self.started.values()
+                   if item.get("type") == "command_execution"]
         if running:
             command = str(running[-1].get("command", ""))
             return f"now `{one_line(unwrap_shell(command), 120)}`"
@@ -3293,11 +3473,13 @@ class EventDigest:
         if self.command_count > len(self.commands):
             lines.append(f"(the last {len(self.commands)} shown; the log has all)")
         lines += self.commands
-        lines += [f"$ {one_line(str(item.get('command', '')), 200)}  [running]" for _, item in self.started.values()
+        lines += [f"$ {one_line(str(item.get('command', '')), 200)}  [running]"
+                  for _, item in self.started.values()
                   if item.get("type") == "command_execution"]
         lines += [f"reported {change}" for change in self.file_changes[:200]]
         if len(self.file_changes) > 200:
-            lines.append(f"reported {len(self.file_changes) - 200} more file changes (the log has all)")
+            lines.append(f"reported {len(self.file_changes) - 200} "
+                         "more file changes (the log has all)")
         lines += [f"error: {e}" for e in unique(self.errors)[:20]]
         if self.reconnects:
             lines.append(f"reconnect attempts: {self.reconnects} (last: {self.last_reconnect})")
@@ -3314,7 +3496,8 @@ class RunOutcome:
                  log: Path | None = None) -> None:
         self.digest = digest
         self.returncode = returncode
-        self.stopped = stopped             # why we stopped Codex ourselves ("" if it ended on its own)
+        # why we stopped Codex ourselves ("" if it ended on its own)
+        self.stopped = stopped
         self.stderr_tail = stderr_tail
         self.log = log                     # the run's JSONL; its stderr is beside it (.stderr)
 
@@ -3328,32 +3511,38 @@ RETRY_HINT = "not the task's fault: `retry-task`, then `start-task`, runs it aga
 
 
 def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
-    """(status, reason) for a finished Codex run: review, or blocked with a reason a person can act on."""
+    """(status, reason) for a finished Codex run: review, or blocked with a reason a person can act
+    on."""
     import signal
     digest = outcome.digest
     if outcome.stopped:
         if outcome.stopped.startswith("idle timeout") and digest.reconnects:
-            return "blocked", (f"the network or the model service is down: Codex tried to reach it for the whole "
-                               f"idle timeout ({clip(digest.last_reconnect, 100)}); {RETRY_HINT}")
+            return "blocked", ("the network or the model service is down: Codex tried to reach it "
+                               "for the whole idle timeout "
+                               f"({clip(digest.last_reconnect, 100)}); {RETRY_HINT}")
         return "blocked", outcome.stopped
     if digest.failure:
         said = one_line(digest.failure, 150)
         if AUTH_TROUBLE.search(said):
-            return "blocked", (f"Codex could not log in to the model service ({said}): run `codex login` (or fix "
-                               "the provider's key), then `retry-task` and `start-task`")
+            return "blocked", (f"Codex could not log in to the model service ({said}): run "
+                               "`codex login` (or fix the provider's key), "
+                               "then `retry-task` and `start-task`")
         if NETWORK_TROUBLE.search(said) or digest.reconnects:
             return "blocked", f"the network or the model service failed ({said}); {RETRY_HINT}"
         return "blocked", f"Codex reported: {said}"
     if outcome.returncode and outcome.returncode < 0:
-        name = signal.Signals(-outcome.returncode).name if -outcome.returncode in signal.valid_signals() else "?"
+        name = (signal.Signals(-outcome.returncode).name
+                if -outcome.returncode in signal.valid_signals() else "?")
         return "blocked", f"{codex} was killed by signal {name}"
     if outcome.returncode:
         lines = outcome.stderr_tail.strip().splitlines()
-        said = next((line for line in lines if line.lower().startswith("error")), lines[-1] if lines else "")
+        said = next((line for line in lines if line.lower().startswith("error")),
+                    lines[-1] if lines else "")
         if not said and not digest.last_event and not digest.diagnostics:
             where = f"; its output: {outcome.log} (and .stderr beside it)" if outcome.log else ""
-            return "blocked", (f"Codex exited with status {outcome.returncode} without a word (no events, nothing on "
-                               f"stderr): check that it runs with `codex-mcp doctor`{where}")
+            return "blocked", (f"Codex exited with status {outcome.returncode} without a word (no "
+                               "events, nothing on stderr): check that it runs with "
+                               f"`codex-mcp doctor`{where}")
         return "blocked", f"{codex} exited with status {outcome.returncode}: {one_line(said, 300)}"
     if not digest.completed:
         return "blocked", "Codex stopped without finishing its turn (no turn.completed event)"
@@ -3362,8 +3551,9 @@ def run_verdict(outcome: RunOutcome, codex: str) -> tuple:
     return "review", "Codex finished its turn"
 
 
-def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float, idle_timeout: float,
-              on_start: Callable, on_event: Callable, should_stop: Callable, env: dict | None = None) -> RunOutcome:
+def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float,
+              idle_timeout: float, on_start: Callable, on_event: Callable, should_stop: Callable,
+              env: dict | None = None) -> RunOutcome:
     """Run one Codex turn; its JSONL goes to `log_path` and, line by line, into a digest.
 
     Codex writes its stdout straight into the log, which we follow as it grows: the raw log costs
@@ -3377,24 +3567,28 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
     with open(log_path, "ab") as log, open(stderr_path, "wb") as stderr:
         start = log.seek(0, os.SEEK_END)
         try:
-            process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log, stderr=stderr,
-                                       start_new_session=True, preexec_fn=die_with_parent(),
+            process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=log,
+                                       stderr=stderr, start_new_session=True,
+                                       preexec_fn=die_with_parent(),
                                        env={**os.environ, **(env or {})})
         except OSError as error:
             missing = isinstance(error, FileNotFoundError)
-            reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
-                      "'npm install -g @openai/codex' or point --codex-cmd / CODEX_CMD at it") if missing \
-                else f"could not start {argv[0]!r}: {error}"
+            reason = ((f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
+                       "'npm install -g @openai/codex' or point --codex-cmd / CODEX_CMD at it")
+                      if missing
+                      else f"could not start {argv[0]!r}: {error}")
             return RunOutcome(digest, None, reason, "")
         on_start(process.pid)
         send_prompt(process, prompt)
-        stopped = follow_events(process, log_path, start, digest, timeout, idle_timeout, on_event, should_stop)
+        stopped = follow_events(process, log_path, start, digest, timeout, idle_timeout, on_event,
+                                should_stop)
         if stopped:
             kill_group(process.pid)
         returncode = process.wait()
         kill_group(process.pid, grace=0.5)   # no helper Codex started may outlive the task
         digest.close()
-    return RunOutcome(digest, returncode, stopped, tail(stderr_path.read_text(errors="replace"), 4000), log_path)
+    return RunOutcome(digest, returncode, stopped,
+                      tail(stderr_path.read_text(errors="replace"), 4000), log_path)
 
 
 def send_prompt(process: object, prompt: str) -> None:
@@ -3430,7 +3624,8 @@ def follow_events(process: object, log_path: Path, start: int, digest: EventDige
             if now - started > timeout:
                 return f"hard timeout: Codex ran longer than {int(timeout)} s (the task's Timeout)"
             if now - digest.progress_at > idle_timeout:
-                return f"idle timeout: no progress from Codex for {int(idle_timeout)} s (the task's Idle Timeout)"
+                return ("idle timeout: no progress from Codex for "
+                        f"{int(idle_timeout)} s (the task's Idle Timeout)")
             reason = should_stop()
             if reason:
                 return reason
@@ -3447,15 +3642,18 @@ def codex_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, r
                sandbox: str = SANDBOX, on_start: Callable = lambda pid: None,
                on_event: Callable = lambda digest: None, should_stop: Callable = lambda: "",
                schema: Path | None = None) -> RunOutcome:
-    """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run log."""
+    """One Codex turn for a task: a new thread, or `resume` one; its events go to the task's run
+    log."""
     with workspace.scratch(task.id, codex_cmd) as temp:
-        argv = build_codex_command(codex_cmd, task, workspace.root, temp, resume=resume, sandbox=sandbox,
-                                   schema=schema)
-        return run_codex(argv, prompt, workspace.root, workspace.store.run_file(task.id, "jsonl"), task.timeout,
-                         task.idle_timeout, on_start, on_event, should_stop, env={"TMPDIR": str(temp)})
+        argv = build_codex_command(codex_cmd, task, workspace.root, temp, resume=resume,
+                                   sandbox=sandbox, schema=schema)
+        return run_codex(argv, prompt, workspace.root, workspace.store.run_file(task.id, "jsonl"),
+                         task.timeout, task.idle_timeout, on_start, on_event, should_stop,
+                         env={"TMPDIR": str(temp)})
 
 
-def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list, **options: object) -> tuple:
+def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list,
+                 **options: object) -> tuple:
     """Continue the task's Codex thread; if Codex lost it, start a new one told the whole story.
 
     `options` are codex_turn's. Returns (outcome, note): the note says `thread recovered: <old> ->
@@ -3469,9 +3667,9 @@ def resumed_turn(workspace: Workspace, task: Task, prompt: str, codex_cmd: list,
     return outcome, f"thread recovered: {old} -> {outcome.digest.thread_id or 'none'}"
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 11. The worker (and review jobs, which need no queue)
-# ====================================================================================================
+# ==================================================================================================
 #
 # A task's changes are kept per task in the state folder (`runs/T-001.touched.json`): for each path
 # changed by one of its Codex runs (or by its verify command), the entry before the first of them,
@@ -3493,7 +3691,8 @@ def changed_since(root: Path, rel: str, pair: tuple, since: int) -> bool:
 
 
 def add_changes(store: Store, task_id: str, changes: dict, who: Callable) -> None:
-    """Fold one run's (or one verify's) changes into the task's; `who(path, entry now)` says whose."""
+    """Fold one run's (or one verify's) changes into the task's; `who(path, entry now)` says
+    whose."""
     path = store.run_file(task_id, "touched.json")
     touched = load_json(path, {})
     for rel, (before, after) in changes.items():
@@ -3528,7 +3727,8 @@ def sync_shadows(store: Store) -> None:
     """Before a run: the tool's copy of each record becomes what the file says now (a person's
     edits since the last run are theirs to make). Only records changed since are copied."""
     with store.lock("store"):
-        store.repair_records_folder()          # else a symlinked folder's records would become the copies
+        # else a symlinked folder's records would become the copies
+        store.repair_records_folder()
         if not store.tasks_dir.is_dir():
             return
         for entry in os.scandir(store.tasks_dir):
@@ -3536,7 +3736,8 @@ def sync_shadows(store: Store) -> None:
                 continue
             shadow = store.shadow_dir / f"{record_id(entry.name)}.md"
             try:
-                if shadow.exists() and entry.stat(follow_symlinks=False).st_ctime_ns <= shadow.stat().st_mtime_ns:
+                if shadow.exists() and (entry.stat(follow_symlinks=False).st_ctime_ns
+                                        <= shadow.stat().st_mtime_ns):
                     continue
                 atomic_write(shadow, Path(entry.path).read_bytes(), durable=False)
             except OSError:
@@ -3566,36 +3767,42 @@ def guard_records(store: Store, changes: dict, running: str, evidence: list) -> 
         current = path.read_bytes() if record and path.is_file() and not path.is_symlink() else None
         original = shadow.read_bytes() if record and shadow.exists() else None
         # Its own file, not a second spelling that appeared beside it (T-1.md beside T-001.md).
-        own = record and not (changes[rel][0] is None and any(n != name for n in store.spellings().get(task_id, [])))
+        own = record and not (changes[rel][0] is None
+                              and any(n != name for n in store.spellings().get(task_id, [])))
         if own and current is not None and current == original:
-            continue                                       # as the tool wrote it (a task created meanwhile)
+            # as the tool wrote it (a task created meanwhile)
+            continue
         if own and task_id == running:
             continue                                       # its worker's guard looks after it
         if own and original is not None:
             by_codex = by_codex or named
-            saved = store.save_edit(task_id, current.decode("utf-8", "replace")) if current is not None else ""
-            restore_record(store, task_id, path, original.decode("utf-8", "surrogateescape"), running, saved)
+            saved = (store.save_edit(task_id, current.decode("utf-8", "replace"))
+                     if current is not None else "")
+            restore_record(store, task_id, path, original.decode("utf-8", "surrogateescape"),
+                           running, saved)
             what = "changed" if current is not None else "deleted"
-            notes.append(f"{rel} was {what} while Codex ran; put back" + (f", the changed text is saved at {saved}"
-                                                                          if saved else ""))
+            notes.append(f"{rel} was {what} while Codex ran; put back"
+                         + (f", the changed text is saved at {saved}" if saved else ""))
         elif changes[rel][1] is not None and os.path.lexists(path):
             target = store.state_dir / "strays" / time.strftime("%Y%m%dT%H%M%S") / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
             moved.append(rel)
             by_codex = by_codex or named
-            notes.append(f"{rel} appeared while Codex ran; moved to {target} (nothing loads it there; move it back "
-                         "if you wrote it)")
+            notes.append(f"{rel} appeared while Codex ran; moved to {target} (nothing loads it "
+                         "there; move it back if you wrote it)")
     return notes, by_codex
 
 
-def restore_record(store: Store, task_id: str, path: Path, text: str, running: str, saved: str) -> None:
+def restore_record(store: Store, task_id: str, path: Path, text: str, running: str,
+                   saved: str) -> None:
     """Put a record back as the tool last wrote it, with a History note saying why and where the
     changed text went, so the person who edited it finds it where they look."""
     try:
         task = parse_task(text, task_id, store.relative(path))
-        note(task, f"an edit made while {running}'s Codex ran was undone (records are the tool's while Codex "
-                   f"runs)" + (f"; the edited text is saved at {saved}" if saved else ""))
+        note(task, f"an edit made while {running}'s Codex ran was undone "
+                   "(records are the tool's while Codex runs)"
+             + (f"; the edited text is saved at {saved}" if saved else ""))
         text = render_task(task)
     except MalformedRecord:
         pass
@@ -3627,7 +3834,8 @@ class Worker:
 
     def on_cancel(self, *_: object) -> None:
         try:
-            self.cancelled = self.store.run_file(self.task_id, "cancel").read_text()     # who stopped it
+            # who stopped it
+            self.cancelled = self.store.run_file(self.task_id, "cancel").read_text()
         except OSError:
             self.cancelled = "cancelled: the run was stopped by cancel"
 
@@ -3644,14 +3852,16 @@ class Worker:
                 kind = Workspace.kind_of(self.store.load(self.task_id))
                 with kind.acquire(self) as turn:   # the queue in place; a slot for a worktree
                     if not turn:
-                        self.finish_blocked("cancelled while waiting for its turn, before Codex started")
+                        self.finish_blocked("cancelled while waiting for its turn, "
+                                            "before Codex started")
                         return
                     workspace = kind.open(self)
                     if workspace is not None:
                         self.workspace = workspace
                         self.run_turn()
             finally:
-                with contextlib.suppress(CodexMcpError, OSError), self.store.update(self.task_id) as task:
+                with (contextlib.suppress(CodexMcpError, OSError),
+                      self.store.update(self.task_id) as task):
                     if task.worker == self.identity:       # e.g. after an early return
                         task.worker = ""
 
@@ -3668,9 +3878,11 @@ class Worker:
 
     def run_turn(self) -> None:
         task = self.store.load(self.task_id)
-        if self.mode == "start" and task.status != "todo" or self.mode == "rework" and task.status != "doing":
+        if (self.mode == "start" and task.status != "todo"
+                or self.mode == "rework" and task.status != "doing"):
             return  # changed by hand or cancelled while queued: nothing to run
-        refresh_changes(self.store, self.task_id, self.workspace.changes())   # edits made since the last run
+        # edits made since the last run
+        refresh_changes(self.store, self.task_id, self.workspace.changes())
         sync_shadows(self.store)
         with self.store.update(self.task_id, self.guard) as task:
             if task.status == "todo":
@@ -3685,7 +3897,8 @@ class Worker:
         self.finish(outcome, recovered)
 
     def turn(self, task: Task) -> tuple:
-        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event, should_stop=self.stop_reason)
+        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
+                     should_stop=self.stop_reason)
         if self.mode == "rework":
             return resumed_turn(self.workspace, task, rework_prompt(task), self.codex_cmd, **hooks)
         return codex_turn(self.workspace, task, start_prompt(task), self.codex_cmd, **hooks), ""
@@ -3697,21 +3910,25 @@ class Worker:
 
     def on_event(self, digest: EventDigest) -> None:
         announce = digest.thread_id and not self.thread_announced   # delegate is waiting for it
-        tampered = self.guard.path is not None and self.guard.changed_on_disk(self.guard.path)   # put it back now
+        # put it back now
+        tampered = self.guard.path is not None and self.guard.changed_on_disk(self.guard.path)
         if not (announce or tampered) and time.monotonic() - self.last_write < PROGRESS_EVERY:
             return
         self.thread_announced = bool(digest.thread_id)
         self.last_write = time.monotonic()
         with self.store.update(self.task_id, self.guard) as task:
             task.thread_id = digest.thread_id or task.thread_id
-            task.last_event, task.commands, task.tokens = digest.last_event, digest.command_count, digest.tokens
+            task.last_event, task.commands, task.tokens = (digest.last_event, digest.command_count,
+                                                           digest.tokens)
             elapsed = seconds_since(task.started) or 0
             waiting = f", reconnecting to the model service ({digest.reconnects} attempts)" \
                 if digest.reconnects and time.monotonic() - digest.progress_at > 5 else ""
             doing = digest.doing()
-            task.progress = (f"Codex running {duration(elapsed)}, {plural(digest.command_count, 'command')}"
+            task.progress = (f"Codex running {duration(elapsed)}, "
+                             f"{plural(digest.command_count, 'command')}"
                              f"{', ' + doing if doing else ''}{waiting}")
-            task.run_log = digest.summary()          # the commands so far, for `check-task` with `detail`
+            # the commands so far, for `check-task` with `detail`
+            task.run_log = digest.summary()
         if self.on_progress:
             self.on_progress(task)
 
@@ -3720,9 +3937,11 @@ class Worker:
         changes = self.workspace.changes()
         with self.store.lock("store"):
             notes, by_codex = guard_records(self.store, changes, self.task_id, digest.evidence)
-        work_changes = {rel: pair for rel, pair in changes.items() if not tool_path(path_parts(rel))}
+        work_changes = {rel: pair for rel, pair in changes.items()
+                        if not tool_path(path_parts(rel))}
         add_changes(self.store, self.task_id, work_changes,
-                    lambda rel, after: "codex" if attributed(rel, after, digest.evidence) else "unknown")
+                    lambda rel, after: "codex"
+                    if attributed(rel, after, digest.evidence) else "unknown")
         clear_output(self.workspace, self.task_id)      # before anything else runs it
         if notes:
             add_facts(self.store, self.task_id, notes, by_codex)
@@ -3742,9 +3961,11 @@ class Worker:
             for line in notes:
                 note(task, line)
             transition(task, status, reason, "finish")
-        if self.guard.summary():      # Codex's doing only if its events name the record when it changed
+        # Codex's doing only if its events name the record when it changed
+        if self.guard.summary():
             rel = self.store.relative(self.store.path_for_write(self.task_id))
-            by_codex = any(attributed(rel, ("f", 0, 0, 0, ctime, 0, "-") if ctime else None, digest.evidence)
+            by_codex = any(attributed(rel, ("f", 0, 0, 0, ctime, 0, "-") if ctime else None,
+                                      digest.evidence)
                            for ctime in self.guard.when)
             add_facts(self.store, self.task_id, [self.guard.summary()], by_codex)
 
@@ -3766,7 +3987,8 @@ class ReviewJob(Worker):
         task = self.store.load(self.task_id)
         if task.status != "todo":
             return
-        root, folder, name = self.workspace.root, self.workspace.snapshot_folder(), f"review-{task.id}"
+        root, folder, name = (self.workspace.root, self.workspace.snapshot_folder(),
+                              f"review-{task.id}")
         take_snapshot(root, folder, name, self.store.git is not None)
         merge_base = run_git(root, "merge-base", "HEAD", task.review_base).decode().strip() \
             if task.review_base else ""
@@ -3777,26 +3999,31 @@ class ReviewJob(Worker):
             task.started, task.progress, task.thread_id = now_iso(), "starting Codex", ""
             log = self.store.run_file(task.id, "jsonl")
             task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
-        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event, should_stop=self.stop_reason,
-                     sandbox=JOB_KINDS["review"].sandbox, schema=schema)
-        outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd, **hooks)
+        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
+                     should_stop=self.stop_reason, sandbox=JOB_KINDS["review"].sandbox,
+                     schema=schema)
+        outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd,
+                             **hooks)
         evidence = list(outcome.digest.evidence)
         status, reason = run_verdict(outcome, self.codex_cmd[0])
-        answer, problem = parse_review_answer(outcome.digest.final_message) if status == "review" else (None, "")
+        answer, problem = (parse_review_answer(outcome.digest.final_message)
+                           if status == "review" else (None, ""))
         if status == "review" and answer is None and not self.cancelled:
             with self.store.update(self.task_id, self.guard) as task:
                 task.thread_id = outcome.digest.thread_id or task.thread_id
                 task.result = outcome.digest.final_message
-                note(task, f"the review's answer could not be read ({problem}): completion requested")
-            outcome, recovered = resumed_turn(self.workspace, task, review_completion_prompt(problem),
-                                              self.codex_cmd, **hooks)
+                note(task,
+                     f"the review's answer could not be read ({problem}): completion requested")
+            outcome, recovered = resumed_turn(self.workspace, task,
+                                              review_completion_prompt(problem), self.codex_cmd,
+                                              **hooks)
             evidence += outcome.digest.evidence
             status, reason = run_verdict(outcome, self.codex_cmd[0])
             if status == "review":
                 answer, problem = parse_review_answer(outcome.digest.final_message)
                 if answer is None:
-                    status, reason = "blocked", (f"Codex's review answer could not be read after one completion "
-                                                 f"request: {problem}")
+                    status, reason = "blocked", ("Codex's review answer could not be read after "
+                                                 f"one completion request: {problem}")
         snapshot = Snapshot(root, folder, name)
         changed = update_snapshot(snapshot) if snapshot.load() else {}
         for stale in folder.glob(f"{name}.*"):
@@ -3804,17 +4031,20 @@ class ReviewJob(Worker):
                 stale.unlink()
         self.finish_review(outcome, status, reason, answer, changed, evidence)
 
-    def finish_review(self, outcome: RunOutcome, status: str, reason: str, answer: dict | None, changed: dict,
-                      evidence: list) -> None:
-        changed = {rel: pair for rel, pair in changed.items() if not tool_path(path_parts(rel))}   # records: the tool's
-        written = sorted(rel for rel, (_, after) in changed.items() if attributed(rel, after, evidence))
+    def finish_review(self, outcome: RunOutcome, status: str, reason: str, answer: dict | None,
+                      changed: dict, evidence: list) -> None:
+        # records: the tool's
+        changed = {rel: pair for rel, pair in changed.items() if not tool_path(path_parts(rel))}
+        written = sorted(rel for rel, (_, after) in changed.items()
+                         if attributed(rel, after, evidence))
         others = sorted(rel for rel in changed if rel not in written)
         if written:
-            workspace = (f"VIOLATION: the read-only sandbox let Codex change {', '.join(group_paths(written))}; "
+            workspace = ("VIOLATION: the read-only sandbox let Codex change "
+                         f"{', '.join(group_paths(written))}; "
                          "check how Codex's sandbox is set up on this machine")
         elif others:
-            workspace = (f"the workspace changed while the review ran, not by Codex (another task or a person): "
-                         f"{', '.join(group_paths(others))}")
+            workspace = ("the workspace changed while the review ran, not by Codex (another task "
+                         f"or a person): {', '.join(group_paths(others))}")
         else:
             workspace = "the workspace is unchanged"
         digest = outcome.digest
@@ -3822,17 +4052,22 @@ class ReviewJob(Worker):
             task.thread_id = digest.thread_id or task.thread_id
             task.result = digest.final_message or task.result
             task.run_log = digest.summary()
-            task.last_event, task.commands, task.tokens = digest.last_event, digest.command_count, digest.tokens
+            task.last_event, task.commands, task.tokens = (digest.last_event, digest.command_count,
+                                                           digest.tokens)
             task.child_process = task.worker = ""
             task.tampered = self.guard.summary()
             if answer is not None:
                 task.findings, task.verdict = render_findings(answer), answer["verdict"]
-                counts = ", ".join(f"{sum(f['priority'] == p for f in answer['findings'])} {p}" for p in PRIORITIES
-                                   if any(f["priority"] == p for f in answer["findings"])) or "no findings"
+                counts = (", ".join(f"{sum(f['priority'] == p for f in answer['findings'])} {p}"
+                                    for p in PRIORITIES
+                                    if any(f["priority"] == p for f in answer["findings"]))
+                          or "no findings")
                 transition(task, "review", "Codex finished its review", "finish")
-                transition(task, "done", f"review delivered: {answer['verdict']} ({counts}); {workspace}", "deliver")
+                transition(task, "done", f"review delivered: {answer['verdict']} "
+                                         f"({counts}); {workspace}", "deliver")
             else:
-                transition(task, "blocked", f"{reason}; {workspace}" if written else reason, "finish")
+                transition(task, "blocked", f"{reason}; {workspace}" if written else reason,
+                           "finish")
             task.progress = f"finished: {task.reason}"
 
 
@@ -3852,15 +4087,18 @@ def life_lock(store: Store, task_id: str) -> Iterator[None]:
 def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
     """The worker's entry point (`codex-mcp _work`, or inline for `delegate --wait`)."""
     store = Store(repo)
-    worker = (ReviewJob if mode == "review" else Worker)(store, normalize_task_id(task_id), mode, codex_cmd)
+    worker = (ReviewJob if mode == "review" else Worker)(store, normalize_task_id(task_id), mode,
+                                                         codex_cmd)
     try:
         worker.run()
-    except CodexMcpError as error:      # a refusal (a workspace Codex may not work in, a lost worktree)
+    # a refusal (a workspace Codex may not work in, a lost worktree)
+    except CodexMcpError as error:
         with contextlib.suppress(Exception):
             worker.finish_blocked(error.message)
     except Exception as error:  # the record must say why, or check would only see a dead worker
         with contextlib.suppress(Exception):
-            worker.finish_blocked(f"the worker failed: {type(error).__name__}: {one_line(str(error), 300)}")
+            worker.finish_blocked(f"the worker failed: {type(error).__name__}: "
+                                  f"{one_line(str(error), 300)}")
         raise
     finally:
         import resource
@@ -3874,14 +4112,14 @@ def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
 def spawn_worker(store: Store, task_id: str, mode: str, codex_cmd: list) -> str:
     """Start a detached worker; return its identity."""
     import shlex
-    argv = self_command("_work", "--cwd", str(store.repo), "--codex-cmd", shlex.join(codex_cmd), "--mode", mode,
-                        task_id)
+    argv = self_command("_work", "--cwd", str(store.repo), "--codex-cmd", shlex.join(codex_cmd),
+                        "--mode", mode, task_id)
     return spawn_detached(argv, store.run_file(task_id, "worker.log"), store.state_dir)
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 12. Review, pure: boundaries, ignored output, the report, the verdict
-# ====================================================================================================
+# ==================================================================================================
 
 def inside_boundary(path: str, allowed: list) -> bool:
     """True if `path` equals an allowed path or lies under one, compared component by component,
@@ -3914,7 +4152,8 @@ def out_of_bounds(changes: list, allowed: list) -> list:
 GLOB_CHARS = Pattern(r"[*?\[\]{}]")
 
 
-def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", where: str = "") -> str:
+def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths",
+                          where: str = "") -> str:
     """Refuse allowed paths that are absolute, climb with `..`, leave the repo, name tool files or
     use glob characters (a path is a file or a folder, matched component by component). `where`
     (a record's file and line) replaces the argument's name in the message."""
@@ -3933,10 +4172,12 @@ def validate_allowed_path(raw: object, repo: Path, arg: str = "allowedPaths", wh
                        f"(`src/` admits everything under src/)")
     parts = path_parts(path)
     if tool_path(parts):
-        raise BadInput(f"{subject} would let Codex change .git or {TASKS_DIR}/, which only this tool may write")
+        raise BadInput(f"{subject} would let Codex change .git or {TASKS_DIR}/, "
+                       "which only this tool may write")
     if agent_config(parts):
-        raise BadInput(f"{subject} would let Codex change config that Codex and Claude Code load and run outside "
-                       f"the sandbox ({', '.join(sorted(AGENT_CONFIG))}); change those yourself")
+        raise BadInput(f"{subject} would let Codex change config that Codex and Claude Code load "
+                       f"and run outside the sandbox ({', '.join(sorted(AGENT_CONFIG))}); "
+                       "change those yourself")
     resolved = (repo / path).resolve()
     if resolved != repo and repo not in resolved.parents:
         raise BadInput(f"{subject} leads outside the repo (through a symlink)")
@@ -3947,20 +4188,23 @@ def validate_allowed_paths(paths: object, repo: Path, arg: str = "allowedPaths")
     if isinstance(paths, str):
         paths = split_list(paths)
     if not isinstance(paths, list) or not paths:
-        raise BadInput(f"`{arg}` is required: a list of paths relative to the repo root, like src/auth/")
+        raise BadInput(f"`{arg}` is required: a list of paths "
+                       "relative to the repo root, like src/auth/")
     return unique(validate_allowed_path(p, repo, arg) for p in paths)
 
 
 def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
     """Allowed Paths as a person may have edited them: the same rules as at delegate, and an error
     naming the record's line."""
-    section = next((s for s in task.doc.sections if s.heading.lower() == "allowed paths"), None) if task.doc else None
+    section = (next((s for s in task.doc.sections if s.heading.lower() == "allowed paths"), None)
+               if task.doc else None)
     if not task.allowed_paths:
         raise MalformedRecord(f"{where}: the Allowed Paths section lists no path; add at least one")
     checked = []
     for path in task.allowed_paths:
-        line = section.line_no + next((n for n, text in enumerate(section.lines, 1) if path in text), 0) \
-            if section else 0
+        line = (section.line_no
+                + next((n for n, text in enumerate(section.lines, 1) if path in text), 0)
+                if section else 0)
         try:
             checked.append(validate_allowed_path(path, repo, where=f"{where}:{line}"))
         except BadInput as error:
@@ -3972,21 +4216,25 @@ def recheck_allowed_paths(task: Task, repo: Path, where: str) -> list:
 #
 # Tests, formatters and builds write caches and output that the project's .gitignore already keeps
 # out of commits. An honest Codex that runs them as told must not be sent back for it, so such
-# output is not judged: a path git ignores whose folder or name is a known cache or build output.
-# It is still listed in the verdict (`unjudged`), never hidden. A secret-looking name (`.env`, a key
-# file) is always judged, wherever it is; so is every other ignored path (a virtualenv, node_modules).
+# output is not judged: a path git ignores whose folder or name is a known cache or build output. It
+# is still listed in the verdict (`unjudged`), never hidden. A secret-looking name (`.env`, a key
+# file) is always judged, wherever it is; so is every other ignored path (a virtualenv,
+# node_modules).
 
 CACHE_DIRS = frozenset((
-    "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".pytype", ".hypothesis", ".benchmarks",
-    "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next", ".nuxt",
-    ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle", ".jest-cache"))
-CACHE_FILES = Pattern(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|\.eslintcache|"
-                         r".+\.tsbuildinfo|.+\.py[co]|\.DS_Store|"
-                         # lock files a project ignores are what its tools generate (cargo test writes Cargo.lock)
-                         r"Cargo\.lock|package-lock\.json|yarn\.lock|pnpm-lock\.yaml|poetry\.lock|uv\.lock|"
-                         r"Pipfile\.lock|Gemfile\.lock|composer\.lock)$")
-SECRET_NAMES = Pattern(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|id_(rsa|dsa|ecdsa|ed25519)"
-                          r"(\.pub)?|\.netrc|\.npmrc|\.pypirc|\.pgpass|credentials(\..+)?|secrets?(\..+)?)$", re.I)
+    "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".pytype", ".hypothesis",
+    ".benchmarks", "htmlcov", "coverage", ".nyc_output", "target", "dist", "build", ".next",
+    ".nuxt", ".svelte-kit", ".angular", ".turbo", ".parcel-cache", ".vite", ".cache", ".gradle",
+    ".jest-cache"))
+CACHE_FILES = Pattern(r"^(\.coverage(\..+)?|coverage\.xml|lcov\.info|junit.*\.xml|nosetests\.xml|"
+                         r"\.eslintcache|.+\.tsbuildinfo|.+\.py[co]|\.DS_Store|"
+                         # lock files a project ignores are what its tools generate (cargo test
+                         # writes Cargo.lock)
+                         r"Cargo\.lock|package-lock\.json|yarn\.lock|pnpm-lock\.yaml|poetry\.lock|"
+                         r"uv\.lock|Pipfile\.lock|Gemfile\.lock|composer\.lock)$")
+SECRET_NAMES = Pattern(r"^(\.env(\..+)?|.+\.(pem|key|p12|pfx|jks|keystore|kdbx|secret)|"
+                          r"id_(rsa|dsa|ecdsa|ed25519)(\.pub)?|\.netrc|\.npmrc|\.pypirc|\.pgpass|"
+                          r"credentials(\..+)?|secrets?(\..+)?)$", re.I)
 
 
 def unjudged(rel: str, ignored: bool) -> bool:
@@ -3994,7 +4242,8 @@ def unjudged(rel: str, ignored: bool) -> bool:
     parts = rel.split("/")
     if not ignored or any(SECRET_NAMES.match(part) for part in parts):
         return False
-    return any(part in CACHE_DIRS or part.endswith(".egg-info") for part in parts) or bool(CACHE_FILES.match(parts[-1]))
+    return (any(part in CACHE_DIRS or part.endswith(".egg-info") for part in parts)
+            or bool(CACHE_FILES.match(parts[-1])))
 
 
 def output_path(rel: str, ignored: bool, created: bool, git: bool) -> bool:
@@ -4013,11 +4262,13 @@ BYTECODE = Pattern(r"(^|/)__pycache__/.+\.py[co]$|\.py[co]$")
 # -- Codex's report --------------------------------------------------------------------------------
 
 REPORT_ALIASES = {
-    "Summary": ("summary", "overview", "summary of changes", "摘要", "总结", "概要", "概述"),
-    "Tests": ("tests", "test", "testing", "test results", "tests run", "test report", "verification",
-              "测试", "测试结果", "测试情况"),
+    "Summary": ("summary", "overview", "summary of changes", "摘要", "总结",
+                "概要", "概述"),
+    "Tests": ("tests", "test", "testing", "test results", "tests run", "test report",
+              "verification", "测试", "测试结果", "测试情况"),
     "Files Changed": ("files changed", "changed files", "files modified", "modified files", "files",
-                      "file changes", "修改文件", "文件变更", "变更文件", "修改的文件", "改动文件"),
+                      "file changes", "修改文件", "文件变更", "变更文件",
+                      "修改的文件", "改动文件"),
 }
 ALIAS_TO_SECTION = {alias: name for name, aliases in REPORT_ALIASES.items() for alias in aliases}
 NO_TESTS = Pattern(r"^\W*(none|no tests?( were)?( run)?|not run|n/?a|无|未运行|没有)\b", re.I)
@@ -4081,7 +4332,8 @@ def tests_run(report: dict) -> bool:
     return not NO_TESTS.match(report.get("Tests", "") or "none")
 
 
-ANNOTATION = Pattern(r":\s.*$|\s+[-—–]\s.*$|\s+\(.*\)$")   # `path: note`, `path - note`, `path (new)`
+# `path: note`, `path - note`, `path (new)`
+ANNOTATION = Pattern(r":\s.*$|\s+[-—–]\s.*$|\s+\(.*\)$")
 
 
 def declared_files(text: str, repo: Path) -> list:
@@ -4090,8 +4342,8 @@ def declared_files(text: str, repo: Path) -> list:
     paths = []
     for line in text.split("\n"):
         line = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s*", "", line).strip()
-        line = re.sub(r"^(?:\[?(?:A|M|D|R|added|modified|deleted|created|renamed|new)\]?[:\s]\s*)", "", line,
-                      flags=re.I)
+        line = re.sub(r"^(?:\[?(?:A|M|D|R|added|modified|deleted|created|renamed|new)\]?[:\s]\s*)",
+                      "", line, flags=re.I)
         if not line or NO_TESTS.match(line) or line.upper().startswith("SANDBOX DENIED"):
             continue
         quoted = re.findall(r"`([^`]+)`", line)
@@ -4127,8 +4379,10 @@ def files_changed_mismatch(declared: list, changes: list) -> dict:
     real = {path for item in changes for path in change_names(item)}
     said = set(declared)
     mismatch = {}
-    unchanged = sorted(p for p in said - real if not any(r.startswith(p.rstrip("/") + "/") for r in real))
-    unreported = sorted(p for p in real - said if not any(p.startswith(s.rstrip("/") + "/") for s in said))
+    unchanged = sorted(p for p in said - real
+                       if not any(r.startswith(p.rstrip("/") + "/") for r in real))
+    unreported = sorted(p for p in real - said
+                        if not any(p.startswith(s.rstrip("/") + "/") for s in said))
     if unchanged:
         mismatch["reportedButUnchanged"] = unchanged
     if unreported:
@@ -4161,12 +4415,15 @@ def parse_review_answer(text: str) -> tuple:
     findings = []
     for number, finding in enumerate(answer["findings"], 1):
         if not isinstance(finding, dict) or finding.get("priority") not in PRIORITIES or \
-                not all(isinstance(finding.get(key), str) for key in ("file", "lines", "title", "body")):
-            return None, (f"finding {number} must have priority P0-P3 and text file, lines, title and body, "
-                          f"not {clip(json.dumps(finding, ensure_ascii=False), 120)}")
-        findings.append({key: finding[key] for key in ("priority", "file", "lines", "title", "body")})
+                not all(isinstance(finding.get(key), str)
+                        for key in ("file", "lines", "title", "body")):
+            return None, (f"finding {number} must have priority P0-P3 and text file, lines, title "
+                          f"and body, not {clip(json.dumps(finding, ensure_ascii=False), 120)}")
+        findings.append({key: finding[key]
+                         for key in ("priority", "file", "lines", "title", "body")})
     findings.sort(key=lambda finding: PRIORITIES.index(finding["priority"]))
-    return {"verdict": answer["verdict"], "explanation": answer["explanation"].strip(), "findings": findings}, ""
+    return {"verdict": answer["verdict"], "explanation": answer["explanation"].strip(),
+            "findings": findings}, ""
 
 
 def render_findings(answer: dict) -> str:
@@ -4174,14 +4431,16 @@ def render_findings(answer: dict) -> str:
     lines = [f"Verdict: {answer['verdict']}", "", answer["explanation"]]
     for finding in answer["findings"]:
         where = f"{finding['file']}:{finding['lines']}" if finding["lines"] else finding["file"]
-        lines += ["", f"### [{finding['priority']}] {finding['title']}", f"`{where}`", "", finding["body"]]
+        lines += ["", f"### [{finding['priority']}] {finding['title']}", f"`{where}`", "",
+                  finding["body"]]
     if not answer["findings"]:
         lines += ["", "No findings."]
     return "\n".join(lines)
 
 
 def fit_findings(answer: dict, budget: int) -> dict:
-    """The most severe findings whole, as many as fit in `budget` bytes of JSON; the rest counted."""
+    """The most severe findings whole, as many as fit in `budget` bytes of JSON; the rest
+    counted."""
     kept: list = []
     for finding in answer["findings"]:
         trial = {**answer, "findings": [*kept, finding]}
@@ -4206,10 +4465,13 @@ class ReviewFacts:
         self.completion_tried = False
         self.tests_run = True
         self.declared: list = []        # outside the boundary, in Files Changed
-        self.by_codex: list = []        # outside, undeclared, and Codex's events show it touching them
-        self.uncertain: list = []       # outside, undeclared, changed while Codex ran, nothing names them
+        # outside, undeclared, and Codex's events show it touching them
+        self.by_codex: list = []
+        # outside, undeclared, changed while Codex ran, nothing names them
+        self.uncertain: list = []
         self.by_verify: list = []       # outside, changed while the verify command ran
-        self.records: list = []         # records and stray files under agents/tasks/ that were put right
+        # records and stray files under agents/tasks/ that were put right
+        self.records: list = []
         self.records_by_codex = False
         self.revert: str = ""           # a command that puts back `by_codex` and `by_verify`
         self.cannot_restore: list = []  # of those, paths with no kept copy of their earlier content
@@ -4219,8 +4481,10 @@ class ReviewFacts:
         self.reported: list = []        # the paths its Files Changed lists
         self.changes: list = []         # the task's real changes (change_items)
         self.outside: list = []         # of those, the judged paths outside the boundary
-        self.output: list = []          # ignored build and cache output the task wrote: not judged, removed
-        self.empty: list = []           # folders it made outside the boundary and left empty: not judged
+        # ignored build and cache output the task wrote: not judged, removed
+        self.output: list = []
+        # folders it made outside the boundary and left empty: not judged
+        self.empty: list = []
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -4229,13 +4493,15 @@ class Verdict:
     __slots__ = ("action", "reason", "items")
 
     def __init__(self, action: str, reason: str, items: tuple = ()) -> None:
-        self.action = action        # done | rework | blocked | boundary_confirmation | complete (ask Codex first)
+        # done | rework | blocked | boundary_confirmation | complete (ask Codex first)
+        self.action = action
         self.reason = reason
         self.items = list(items)    # review items, when action is rework
 
 
 def verify_words(verify: dict) -> str:
-    """What a verify run came to, in one phrase: `exited 1 with no output`, `timed out after 900 s`."""
+    """What a verify run came to, in one phrase: `exited 1 with no output`,
+    `timed out after 900 s`."""
     if verify.get("timedOut"):
         return f"timed out after {verify['seconds']} s"
     if verify.get("signal"):
@@ -4254,32 +4520,39 @@ def decide(facts: ReviewFacts) -> Verdict:
     if facts.missing:
         if not facts.completion_tried:
             return Verdict("complete", f"the report lacks {', '.join(facts.missing)}")
-        return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} after a completion request")
+        return Verdict("blocked", f"the report still lacks {', '.join(facts.missing)} "
+                                  "after a completion request")
     verify = facts.verify
     if verify and verify.get("tmpDenied"):
-        return Verdict("blocked", "the verify command writes to /tmp by name, which Codex's sandbox keeps closed (each "
-                                  "run gets a temporary folder of its own as $TMPDIR): make the suite use $TMPDIR, "
-                                  "or let it run outside the sandbox (Verify Sandbox: off in the task's record)")
+        return Verdict("blocked", "the verify command writes to /tmp by name, which Codex's "
+                                  "sandbox keeps closed (each run gets a temporary folder of its "
+                                  "own as $TMPDIR): make the suite use $TMPDIR, or let it run "
+                                  "outside the sandbox (Verify Sandbox: off in the task's record)")
     if verify and verify.get("unavailable"):
-        return Verdict("blocked", f"the verify command could not run ({verify['unavailable']}): install the Codex CLI, "
-                                  "or let the task's verify run without the sandbox (Verify Sandbox: off in its record)")
+        return Verdict("blocked", f"the verify command could not run ({verify['unavailable']}): "
+                                  "install the Codex CLI, or let the task's verify run without the "
+                                  "sandbox (Verify Sandbox: off in its record)")
     items, problems = [], []
     if facts.records_by_codex:
         problems.append("Codex changed the task records")
-        items.append(f"Do not touch {TASKS_DIR}/ again: the task records are not yours to change. What you changed "
-                     f"there was put back: {'; '.join(facts.records)}")
+        items.append(f"Do not touch {TASKS_DIR}/ again: the task records are not yours to change. "
+                     f"What you changed there was put back: {'; '.join(facts.records)}")
     if facts.by_codex:
         problems.append("undeclared changes outside the allowed paths")
-        how = f" Run: {facts.revert} (it puts back exactly what was there before the task; `git checkout` and " \
-              "`git restore` cannot, .git is read-only to you)." if facts.revert else ""
-        by_hand = f" Undo these by hand, no copy was kept: {', '.join(group_paths(facts.cannot_restore))}." \
-            if facts.cannot_restore else ""
-        items.append("Revert these paths to how they were before the task (they are outside the allowed paths and "
-                     f"were not in your Files Changed): {', '.join(group_paths(facts.by_codex))}.{how}{by_hand}")
+        how = (f" Run: {facts.revert} (it puts back exactly what was there before the task; "
+               "`git checkout` and `git restore` cannot, .git is read-only to you)."
+               if facts.revert else "")
+        by_hand = (" Undo these by hand, no copy was kept: "
+                   f"{', '.join(group_paths(facts.cannot_restore))}."
+                   if facts.cannot_restore else "")
+        items.append("Revert these paths to how they were before the task (they are outside the "
+                     "allowed paths and were not in your Files Changed): "
+                     f"{', '.join(group_paths(facts.by_codex))}.{how}{by_hand}")
     if verify and not verify["passed"]:
         problems.append(f"the verify command {verify_words(verify)}")
         output = verify.get("outputTail", "").strip()
-        items.append(f"The verify command `{verify['command']}` {verify_words(verify)}. Make it pass."
+        items.append(f"The verify command `{verify['command']}` "
+                     f"{verify_words(verify)}. Make it pass."
                      + (f" Its output ended with:\n{output}" if output else ""))
     if items:
         what = " and ".join(problems)
@@ -4287,30 +4560,39 @@ def decide(facts: ReviewFacts) -> Verdict:
             left = facts.by_codex + facts.by_verify
             return Verdict("blocked", f"{what}, and the rework limit ({MAX_REWORKS}) is used up" + (
                 f"; what Codex changed is still in the working tree ({', '.join(group_paths(left))}"
-                + (f"; `{facts.revert}` puts back those outside the allowed paths" if facts.revert else "")
-                + "): `discard-task` puts back all it changed" if left or facts.changes else ""), items)
-        return Verdict("rework", f"{what}: sent back to Codex (rework {facts.rework_count + 1} of {MAX_REWORKS})",
-                       items)
+                + (f"; `{facts.revert}` puts back those outside the allowed paths"
+                   if facts.revert else "")
+                + "): `discard-task` puts back all it changed"
+                if left or facts.changes else ""), items)
+        return Verdict("rework", f"{what}: sent back to Codex "
+                                 f"(rework {facts.rework_count + 1} of {MAX_REWORKS})", items)
     asks = []
     if facts.declared:
-        asks.append(f"Codex changed paths outside the allowed paths and said so: {', '.join(group_paths(facts.declared))}")
+        asks.append("Codex changed paths outside the allowed paths and said so: "
+                    f"{', '.join(group_paths(facts.declared))}")
     if facts.uncertain:
-        asks.append("these paths outside the allowed paths changed while Codex ran, and no command of Codex's shows it "
-                    "writing them (Codex by a way its events do not show, you, or another program?): "
-                    f"{', '.join(group_paths(facts.uncertain))}; nothing was reverted")
+        asks.append("these paths outside the allowed paths changed while Codex ran, and no command "
+                    "of Codex's shows it writing them (Codex by a way its events do not show, you, "
+                    f"or another program?): {', '.join(group_paths(facts.uncertain))}; "
+                    "nothing was reverted")
     if facts.by_verify:
         asks.append("running the verify command changed paths outside the allowed paths: "
                     f"{', '.join(group_paths(facts.by_verify))}"
-                    + (f" (`{facts.revert}` puts them back as they were before the task)" if facts.revert else "")
+                    + (f" (`{facts.revert}` puts them back as they were before the task)"
+                       if facts.revert else "")
                     + (f"; no copy was kept of {', '.join(group_paths(facts.cannot_restore))}"
                        if facts.cannot_restore else ""))
     if asks:
-        return Verdict("boundary_confirmation", "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
+        return Verdict("boundary_confirmation",
+                       "; ".join(asks) + ". Approve them (`approvePaths`) or ask for a rework.")
     notes = ["the report is complete and every change is inside the allowed paths" + (
-        f"; the {len(facts.output)} ignored build and cache files the task wrote were not judged and were removed "
-        "(`unjudged`: they can carry code, and your tools write them again)" if facts.output else "") + (
-        f"; {len(facts.empty)} empty folders it made outside them were not judged (`unjudged`)" if facts.empty else "")]
-    notes.append("the verify command passed" + ("" if verify.get("sandboxed") else " (run without the sandbox)")
+        f"; the {len(facts.output)} ignored build and cache files the task wrote were not judged "
+        "and were removed (`unjudged`: they can carry code, and your tools write them again)"
+        if facts.output else "") + (
+        f"; {len(facts.empty)} empty folders it made outside them were not judged (`unjudged`)"
+        if facts.empty else "")]
+    notes.append("the verify command passed"
+                 + ("" if verify.get("sandboxed") else " (run without the sandbox)")
                  if verify else "no verify command is set")
     if not facts.tests_run:
         notes.append("Codex says it ran no tests")
@@ -4330,7 +4612,8 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
             before, now = touched[rel][0], touched[rel][1]
             quoted = shlex.quote(rel)
             if now is not None and (before is None or before[KIND] != now[KIND]):
-                remove.append((rel.count("/"), f"rm -r -- {quoted}" if now[KIND] == "d" else f"rm -- {quoted}"))
+                remove.append((rel.count("/"),
+                               f"rm -r -- {quoted}" if now[KIND] == "d" else f"rm -- {quoted}"))
             if before is None:
                 continue
             parent = rel.rpartition("/")[0]
@@ -4341,8 +4624,10 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
                     remove.append((rel.count("/"), f"rm -- {quoted}"))
                 files.append(f"ln -s -- {shlex.quote(before[CID])} {quoted}")
             elif before[KIND] == "f":
-                kept = objects / before[CID][:2] / before[CID] if before[CID] not in ("", "-") else None
-                if now is not None and now[KIND] == "f" and before[CID] == now[CID] and kept is not None:
+                kept = (objects / before[CID][:2] / before[CID]
+                        if before[CID] not in ("", "-") else None)
+                if (now is not None and now[KIND] == "f" and before[CID] == now[CID]
+                        and kept is not None):
                     pass                                   # only its mode changed
                 elif kept is not None and kept.exists():
                     files += [f"mkdir -p -- {shlex.quote(parent)}"] * bool(parent)
@@ -4360,9 +4645,9 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
     return lines, unique(lost)
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 13. Review, acting: the facts, the verdict, acting on it
-# ====================================================================================================
+# ==================================================================================================
 
 def task_changes(store: Store, task_id: str) -> list:
     return change_items(load_json(store.run_file(task_id, "touched.json"), {}))
@@ -4371,14 +4656,16 @@ def task_changes(store: Store, task_id: str) -> list:
 def toml_inline(value: object) -> str:
     """A string or a table of them as TOML inline values, for `-c key=value` overrides."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_string(key)} = {toml_inline(inner)}" for key, inner in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_string(key)} = {toml_inline(inner)}"
+                               for key, inner in value.items()) + "}"
     return toml_string(str(value))
 
 
 def verify_profile(temp: Path) -> str:
     """The `codex sandbox` permissions for a verify command: what Codex's own turns get (read
     everything, write the workspace but its .git and a temporary folder of its own, no network)."""
-    entries: dict = {":root": "read", ":workspace_roots": {".": "write", ".git": "read"}, str(temp): "write"}
+    entries: dict = {":root": "read", ":workspace_roots": {".": "write", ".git": "read"},
+                     str(temp): "write"}
     return f"permissions.codex_mcp_verify.filesystem={toml_inline(entries)}"
 
 
@@ -4390,13 +4677,15 @@ def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Call
     `on_start`, so that a killed accept's verify (and what it started) can be stopped by check."""
     sandboxed = task.verify_sandbox != "off"
     with workspace.scratch(f"verify-{task.id}", codex_cmd) as temp:
-        argv = [*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify", "-C", str(workspace.root),
-                "--", "/bin/sh", "-c", task.verify] if sandboxed else ["/bin/sh", "-c", task.verify]
+        argv = ([*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify", "-C",
+                 str(workspace.root), "--", "/bin/sh", "-c", task.verify] if sandboxed
+                else ["/bin/sh", "-c", task.verify])
         return run_command_tail(argv, workspace.root, {"TMPDIR": str(temp)}, on_start, timeout,
                                 {"command": task.verify, "sandboxed": sandboxed})
 
 
-def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeout: float, result: dict) -> dict:
+def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeout: float,
+                     result: dict) -> dict:
     """Run a verify command to its end (or its timeout), its process group killed afterwards; add to
     `result` how it ended and the tail of what it printed."""
     import signal
@@ -4405,11 +4694,13 @@ def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeo
     started = time.monotonic()
     try:
         process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent(),
-                                   env={**os.environ, **env})
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=die_with_parent(), env={**os.environ, **env})
     except OSError as error:
-        what = f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox" if sandboxed else "/bin/sh"
-        return {**result, "passed": False, "unavailable": f"could not start {what}: {error.strerror or error}"}
+        what = (f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox"
+                if sandboxed else "/bin/sh")
+        return {**result, "passed": False,
+                "unavailable": f"could not start {what}: {error.strerror or error}"}
     on_start(process.pid)
     try:
         out, _ = process.communicate(timeout=timeout)
@@ -4424,24 +4715,31 @@ def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeo
     if sandboxed and status is not None and status > 128 and status - 128 in signal.valid_signals():
         result["signal"] = signal.Signals(status - 128).name      # the sandbox passes 128+N through
     elif status is not None and status < 0:
-        result["signal"] = signal.Signals(-status).name if -status in signal.valid_signals() else str(-status)
-    output = CODEX_NOISE.sub("", out.decode("utf-8", "replace")) if sandboxed else out.decode("utf-8", "replace")
-    result.update(exitStatus=status, passed=status == 0, seconds=round(time.monotonic() - started, 1),
+        result["signal"] = (signal.Signals(-status).name
+                            if -status in signal.valid_signals() else str(-status))
+    output = (CODEX_NOISE.sub("", out.decode("utf-8", "replace"))
+              if sandboxed else out.decode("utf-8", "replace"))
+    result.update(exitStatus=status, passed=status == 0,
+                  seconds=round(time.monotonic() - started, 1),
                   outputTail=tail(output.strip(), 1500))
     denied = [path for found in TMP_DENIED.findall(output) for path in found if path]
-    if sandboxed and status != 0 and any(not Path(path).is_relative_to(Path.home()) for path in denied):
-        result["tmpDenied"] = True              # a suite's own /tmp, not a home folder that lies there
+    if (sandboxed and status != 0
+            and any(not Path(path).is_relative_to(Path.home()) for path in denied)):
+        # a suite's own /tmp, not a home folder that lies there
+        result["tmpDenied"] = True
     return result
 
 
-# A suite that writes /tmp by name, which the sandbox keeps closed: a rework cannot fix the person's tests.
+# A suite that writes /tmp by name, which the sandbox keeps closed: a rework cannot fix the person's
+# tests.
 TMP_DENIED = Pattern(r"(?:^|[\s'\"(])(/(?:var/)?tmp/[^\s:'\"]*)[^\n]*Read-only file system|"
                      r"Read-only file system[^\n]*'(/(?:var/)?tmp/[^']*)'")
 
 
 # What `codex sandbox` itself says on stderr, mixed into the command's output (here when CODEX_HOME
 # is under /tmp): not the verify command's words.
-CODEX_NOISE = Pattern(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?", re.M)
+CODEX_NOISE = Pattern(r"^WARNING: proceeding, even though we could not create PATH aliases:.*\n?",
+                      re.M)
 
 
 def track_child(store: Store, task_id: str) -> Callable:
@@ -4449,15 +4747,17 @@ def track_child(store: Store, task_id: str) -> Callable:
     completion request, a verify command): recorded, so that check can stop it if we are killed."""
     def on_start(pid: int) -> None:
         with store.update(task_id) as record:
-            record.worker, record.child_process = process_identity(os.getpid()), process_identity(pid)
+            record.worker, record.child_process = (process_identity(os.getpid()),
+                                                   process_identity(pid))
     return on_start
 
 
 def request_completion(workspace: Workspace, task: Task, missing: list, command: list) -> Task:
-    """Ask Codex, on the same thread and with a read-only sandbox, for the missing report sections."""
+    """Ask Codex, on the same thread and with a read-only sandbox, for the missing report
+    sections."""
     store = workspace.store
-    outcome, recovered = resumed_turn(workspace, task, completion_prompt(missing), command, sandbox="read-only",
-                                      on_start=track_child(store, task.id))
+    outcome, recovered = resumed_turn(workspace, task, completion_prompt(missing), command,
+                                      sandbox="read-only", on_start=track_child(store, task.id))
     status, reason = run_verdict(outcome, command[0])
     with store.update(task.id) as record:
         record.worker = record.child_process = ""
@@ -4476,21 +4776,23 @@ def clear_output(workspace: Workspace, task_id: str) -> list:
     Codex's runs, or by the verify command running Codex's code), wherever it lies; return it.
 
     Review does not judge such output (an honest test run writes it), so none of it may outlast the
-    run that wrote it: a `__pycache__` file that matches its source's size and time, package metadata
-    registering a test-runner plugin, a build tree cargo or a wheel build reuses, would otherwise
-    steer the verify command and the person's next run, outside the sandbox. The project's tools
-    write it again. A folder the task made goes when it is empty; anything else in it (a symlink, a
-    secret-looking file: both judged) stays. An entry that changed since the task's last look (a
-    person's file put in its place since, a new inode) is left, and judged. Call it holding the run
-    lock."""
+    run that wrote it: a `__pycache__` file that matches its source's size and time, package
+    metadata registering a test-runner plugin, a build tree cargo or a wheel build reuses, would
+    otherwise steer the verify command and the person's next run, outside the sandbox. The project's
+    tools write it again. A folder the task made goes when it is empty; anything else in it (a
+    symlink, a secret-looking file: both judged) stays. An entry that changed since the task's last
+    look (a person's file put in its place since, a new inode) is left, and judged. Call it holding
+    the run lock."""
     store, root = workspace.store, workspace.root
     path = store.run_file(task_id, "touched.json")
     touched = load_json(path, {})
     removed = []
-    for rel in sorted(present_output(store, root, touched), key=lambda rel: -rel.count("/")):   # files first
+    # files first
+    for rel in sorted(present_output(store, root, touched), key=lambda rel: -rel.count("/")):
         first, now, _ = touched[rel]
         current = entry_of(os.fsencode(root / rel))
-        # The inode, not the change time: unlinking a hard link of a file moves the ctime of the others.
+        # The inode, not the change time: unlinking a hard link of a file moves the ctime of the
+        # others.
         if current is None or current[KIND] != now[KIND] or current[INO] != now[INO] or \
                 now[KIND] == "d" and first is not None:
             continue
@@ -4502,13 +4804,15 @@ def clear_output(workspace: Workspace, task_id: str) -> list:
         atomic_write(path, json.dumps(touched), durable=False)
         workspace.snapshot().forget(removed)
         kept = store.run_file(task_id, "output.json")
-        atomic_write(kept, json.dumps(unique([*load_json(kept, []), *sorted(removed)])), durable=False)
+        atomic_write(kept, json.dumps(unique([*load_json(kept, []), *sorted(removed)])),
+                     durable=False)
     return removed
 
 
 def present_output(store: Store, root: Path, touched: dict) -> list:
     """The task's changed paths that are build or cache output and are there now."""
-    present = [rel for rel, (first, now, _) in touched.items() if now is not None and not same_entry(first, now)]
+    present = [rel for rel, (first, now, _) in touched.items()
+               if now is not None and not same_entry(first, now)]
     ignored = ignored_paths(root, present) if store.git else set()
     return [rel for rel in present if touched[rel][1][KIND] != "l"
             and output_path(rel, rel in ignored, touched[rel][0] is None, store.git is not None)]
@@ -4543,13 +4847,14 @@ def landed_verdict(verdict: Verdict, landed: dict) -> Verdict:
     (a conflict with the person's edits) not at all."""
     if "conflicts" in landed:
         return Verdict("conflict", f"your working tree and the task both changed "
-                                   f"{', '.join(group_paths(landed['conflicts']))} in ways that do not merge: nothing "
-                                   "was written")
+                                   f"{', '.join(group_paths(landed['conflicts']))} in ways that do "
+                                   "not merge: nothing was written")
     if "branch" in landed:
-        return Verdict("done", f"{verdict.reason}; committed as branch {landed['branch']} (on its base), the working "
-                               "tree untouched")
+        return Verdict("done", f"{verdict.reason}; committed as branch {landed['branch']} (on its "
+                               "base), the working tree untouched")
     if "applied" in landed:
-        return Verdict("done", f"{verdict.reason}; applied to your working tree ({len(landed['applied'])} paths)")
+        return Verdict("done", f"{verdict.reason}; applied to your working tree "
+                               f"({len(landed['applied'])} paths)")
     return verdict
 
 
@@ -4566,7 +4871,8 @@ def complete_report(workspace: Workspace, task: Task, facts: ReviewFacts, comman
     return task
 
 
-def verify_with_attribution(workspace: Workspace, task: Task, facts: ReviewFacts, command: list) -> dict | None:
+def verify_with_attribution(workspace: Workspace, task: Task, facts: ReviewFacts,
+                            command: list) -> dict | None:
     """Run the verify command (when the report allows a verdict); fold what it changed into the
     task's changes as the verify's, and what changed before it began (a person's edits since the run
     ended) as whose it was. One walk after verify tells the two apart by ctime."""
@@ -4581,19 +4887,24 @@ def verify_with_attribution(workspace: Workspace, task: Task, facts: ReviewFacts
     after = workspace.changes()
     who = lambda rel, entry: "verify"
     if since is not None:
-        during = {rel: pair for rel, pair in after.items() if changed_since(workspace.root, rel, pair, since)}
-        refresh_changes(store, task.id, {rel: pair for rel, pair in after.items() if rel not in during})
+        during = {rel: pair for rel, pair in after.items()
+                  if changed_since(workspace.root, rel, pair, since)}
+        refresh_changes(store, task.id,
+                        {rel: pair for rel, pair in after.items() if rel not in during})
         after = during
-        who = lambda rel, entry: "verify" if entry is not None else "unknown"   # a removal has no date
+        # a removal has no date
+        who = lambda rel, entry: "verify" if entry is not None else "unknown"
     with store.lock("store"):
         notes, _ = guard_records(store, after, "", [])
     if notes:
         add_facts(store, task.id, notes, True)     # the verify command ran Codex's code
-    add_changes(store, task.id, {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))}, who)
+    add_changes(store, task.id,
+                {rel: pair for rel, pair in after.items() if not tool_path(path_parts(rel))}, who)
     return verification
 
 
-def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: ReviewFacts, allowed: list) -> None:
+def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: ReviewFacts,
+                   allowed: list) -> None:
     """The task's real changes against the boundary, into `facts`: what lies outside, and for each
     such path whose it is (declared by Codex, its events, the verify command's, or nobody's we can
     tell); ignored output the task wrote (removed, never judged); the records put right; a script
@@ -4601,28 +4912,40 @@ def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: Review
     facts.changes = task_changes(store, task.id)
     touched = load_json(store.run_file(task.id, "touched.json"), {})
     facts.reported = declared_files(facts.report.get("Files Changed", ""), store.repo)
-    stuck = present_output(store, workspace.root, touched)       # output it could not remove: judged
+    # output it could not remove: judged
+    stuck = present_output(store, workspace.root, touched)
     outside = unique([*out_of_bounds(facts.changes, allowed), *stuck])
     ignored = ignored_paths(workspace.root, outside) if store.git else set()
-    links = {item["path"] for item in facts.changes if "link" in item}     # a link's target is never a cache
-    unjudged_outside = [path for path in outside if path not in links and path not in stuck and output_path(
-        path, path in ignored, (touched.get(path) or [None])[0] is None, store.git is not None)]
-    facts.output = unique([*load_json(store.run_file(task.id, "output.json"), []), *unjudged_outside])
-    # A folder made and left empty (a test plugin's, a build tool's): git does not see it, it carries nothing.
-    facts.empty = [item["path"] for item in facts.changes if item.get("dir") and item["change"] == "added"
+    # a link's target is never a cache
+    links = {item["path"] for item in facts.changes if "link" in item}
+    unjudged_outside = [path for path in outside if path not in links and path not in stuck
+                        and output_path(path, path in ignored,
+                                        (touched.get(path) or [None])[0] is None,
+                                        store.git is not None)]
+    facts.output = unique([*load_json(store.run_file(task.id, "output.json"), []),
+                           *unjudged_outside])
+    # A folder made and left empty (a test plugin's, a build tool's): git does not see it, it
+    # carries nothing.
+    facts.empty = [item["path"] for item in facts.changes
+                   if item.get("dir") and item["change"] == "added"
                    and item["path"] in outside and not touched[item["path"]][1][MODE] & 0o7000]
-    facts.outside = [path for path in outside if path not in unjudged_outside and path not in facts.empty]
+    facts.outside = [path for path in outside
+                     if path not in unjudged_outside and path not in facts.empty]
     facts.declared = [path for path in facts.outside if path in facts.reported]
     for path in facts.outside:
         if path not in facts.reported:
             who = touched.get(path, [None, None, "unknown"])[2]
-            (facts.by_codex if who == "codex" else facts.by_verify if who == "verify" else facts.uncertain).append(path)
+            (facts.by_codex if who == "codex"
+             else facts.by_verify if who == "verify" else facts.uncertain).append(path)
     recorded = load_json(store.run_file(task.id, "facts.json"), {"records": [], "codex": False})
     facts.records, facts.records_by_codex = recorded["records"], recorded["codex"]
-    if facts.by_codex or facts.by_verify:       # both made by code Codex wrote; never what may be a person's
+    # both made by code Codex wrote; never what may be a person's
+    if facts.by_codex or facts.by_verify:
         ours = set(facts.by_codex + facts.by_verify)
-        reverting = [item for item in facts.changes if any(name in ours for name in change_names(item))]
-        lines, facts.cannot_restore = revert_commands(reverting, touched, store.state_dir / "objects",
+        reverting = [item for item in facts.changes
+                     if any(name in ours for name in change_names(item))]
+        lines, facts.cannot_restore = revert_commands(reverting, touched,
+                                                      store.state_dir / "objects",
                                                       store.git is not None)
         if lines:
             facts.revert = f"sh {write_revert_script(store, task, workspace.root, lines)}"
@@ -4645,22 +4968,28 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
         task.worker = task.child_process = ""
         task.changes = render_changes(facts.changes, tuple(facts.outside))
         if verification:
-            task.verification = (f"$ {verification['command']}\n{'sandboxed' if verification['sandboxed'] else 'not sandboxed'}; "
-                                 f"{'passed' if verification['passed'] else verify_words(verification)}"
-                                 f" ({verification.get('seconds', 0)} s)\n{verification.get('outputTail', '')}").rstrip()
+            task.verification = (
+                f"$ {verification['command']}\n"
+                f"{'sandboxed' if verification['sandboxed'] else 'not sandboxed'}; "
+                f"{'passed' if verification['passed'] else verify_words(verification)}"
+                f" ({verification.get('seconds', 0)} s)\n"
+                f"{verification.get('outputTail', '')}").rstrip()
         if verdict.action == "done":
             transition(task, "done", f"accepted: {verdict.reason}", "accept")
         elif verdict.action == "blocked":
             transition(task, "blocked", verdict.reason, "block")
         elif verdict.action in ("boundary_confirmation", "conflict"):
-            note(task, f"{'boundary confirmation needed' if verdict.action == 'boundary_confirmation' else 'conflict'}: "
-                       f"{verdict.reason}")
+            needed = "boundary confirmation needed" if verdict.action == "boundary_confirmation" \
+                else "conflict"
+            note(task, f"{needed}: {verdict.reason}")
         if verdict.action not in ("boundary_confirmation", "conflict"):
             task.tampered = ""
     if verdict.action not in ("boundary_confirmation", "conflict"):
         with contextlib.suppress(FileNotFoundError):
-            store.run_file(task_id, "facts.json").unlink()       # reported once: this verdict said it
-    result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason, "status": task.status}
+            # reported once: this verdict said it
+            store.run_file(task_id, "facts.json").unlink()
+    result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason,
+              "status": task.status}
     if verdict.action == "rework":
         started = start_rework(store, task_id, verdict.items, command)
         result.update(status=started["status"], reworkCount=started["reworkCount"],
@@ -4670,62 +4999,69 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
     result.update(accept_answer(facts))
     result.update({key: value for key, value in landed.items() if key != "applied"})
     asked = facts.declared + facts.uncertain + facts.by_verify
-    result["next"] = next_step(task, "blocked-by-review" if verdict.action == "blocked" else verdict.action,
-                               approvePaths=asked, reviewItems=[f"Put back {', '.join(group_paths(asked))} as they "
-                                                                "were before the task"] if asked else [])
+    result["next"] = next_step(
+        task, "blocked-by-review" if verdict.action == "blocked" else verdict.action,
+        approvePaths=asked, reviewItems=[f"Put back {', '.join(group_paths(asked))} as they "
+                                         "were before the task"] if asked else [])
     return fit_result(result)
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 14. Answers: the shape of every result
-# ====================================================================================================
+# ==================================================================================================
 #
 # One table says what each answer holds; the MCP server derives its output schemas from it. A
 # field marked `?` is absent (never null) when it does not apply. Answers are kept under about
 # 1.5 KB (the caller's context is the scarce resource): long lists are halved, and each cut says how
 # much it left out; the task record keeps everything.
 
-PROGRESS_SHAPE = {"note?": "string", "lastEvent?": "string", "commands?": "integer", "tokens?": "integer",
-                  "elapsedSeconds?": "integer", "filesChanged?": ["string"]}
+PROGRESS_SHAPE = {"note?": "string", "lastEvent?": "string", "commands?": "integer",
+                  "tokens?": "integer", "elapsedSeconds?": "integer", "filesChanged?": ["string"]}
 SHAPES = {
-    "delegate": {"taskId": "string", "threadId?": "string", "status": "string", "filePath": "string",
-                 "reason?": "string", "progress?": "string", "next": "string"},
+    "delegate": {"taskId": "string", "threadId?": "string", "status": "string",
+                 "filePath": "string", "reason?": "string", "progress?": "string",
+                 "next": "string"},
     "check": {"taskId": "string", "kind?": "string", "isolation?": "string", "workspace?": "string",
               "status": "string", "reworkCount": "integer",
               "goal": "string", "codexThreadId?": "string", "lastCodexResultSummary?": "string",
               "lastCodexTestReport?": "string", "progress": PROGRESS_SHAPE, "reason?": "string",
               "filePath": "string", "resumeCommand?": "string", "next": "string",
-              "codexResult?": "string", "codexRun?": "string", "changes?": "string", "verification?": "string",
-              "reviewRounds?": ["string"], "history?": ["string"], "log?": "string",
-              "verdict?": "string", "explanation?": "string", "findingsOmitted?": "integer",
-              "findings?": [{"priority": "string", "file": "string", "lines": "string", "title": "string",
-                             "body": "string"}]},
+              "codexResult?": "string", "codexRun?": "string", "changes?": "string",
+              "verification?": "string", "reviewRounds?": ["string"], "history?": ["string"],
+              "log?": "string", "verdict?": "string", "explanation?": "string",
+              "findingsOmitted?": "integer",
+              "findings?": [{"priority": "string", "file": "string", "lines": "string",
+                             "title": "string", "body": "string"}]},
     "accept": {"taskId": "string", "action": "string", "reason": "string", "status": "string",
                "reworkCount?": "integer", "threadId?": "string", "reviewItems?": ["string"],
                "changedFiles": ["string"], "changedFilesOmitted?": "integer", "diffStat": "string",
-               "outOfBounds?": ["string"], "outOfBoundsOmitted?": "integer", "uncertain?": ["string"],
-               "unjudged?": ["string"], "unjudgedOmitted?": "integer", "recordsRestored?": ["string"],
-               "missingSections?": ["string"], "testsRun": "boolean", "filesChangedMismatch?": "object",
-               "conflicts?": ["string"], "branch?": "string",
+               "outOfBounds?": ["string"], "outOfBoundsOmitted?": "integer",
+               "uncertain?": ["string"], "unjudged?": ["string"], "unjudgedOmitted?": "integer",
+               "recordsRestored?": ["string"], "missingSections?": ["string"],
+               "testsRun": "boolean", "filesChangedMismatch?": "object", "conflicts?": ["string"],
+               "branch?": "string",
                "verify?": {"passed": "boolean", "exitStatus?": "integer", "signal?": "string",
                            "timedOut?": "boolean", "sandboxed": "boolean", "outputTail": "string"},
                "next": "string"},
-    "rework": {"taskId": "string", "threadId?": "string", "status": "string", "reworkCount": "integer",
-               "next": "string"},
+    "rework": {"taskId": "string", "threadId?": "string", "status": "string",
+               "reworkCount": "integer", "next": "string"},
     "retry": {"taskId": "string", "status": "string", "previousReason": "string", "next": "string"},
     "cancel": {"taskId": "string", "status": "string", "reason": "string", "next": "string"},
     "discard": {"taskId": "string", "status": "string", "reason": "string", "restored?": ["string"],
                 "kept?": ["string"], "next": "string"},
-    "list": {"tasks": [{"taskId": "string", "kind?": "string", "status?": "string", "reworkCount?": "integer",
-                        "goal?": "string", "updated?": "string", "error?": "string"}],
-             "count": "integer", "total": "integer", "nextCursor?": "string", "changedSince?": "integer"},
+    "list": {"tasks": [{"taskId": "string", "kind?": "string", "status?": "string",
+                        "reworkCount?": "integer", "goal?": "string", "updated?": "string",
+                        "error?": "string"}],
+             "count": "integer", "total": "integer", "nextCursor?": "string",
+             "changedSince?": "integer"},
 }
 
 
 # A starting call that was asked to wait (`until`) answers with the task as it got there, over the
 # start's answer: check's fields, or accept's, all optional (but the start's own progress note).
 SHAPES["delegate"] = {**{key.rstrip("?") + "?": value for shape in ("check", "accept")
-                         for key, value in SHAPES[shape].items() if key != "progress"}, **SHAPES["delegate"]}
+                         for key, value in SHAPES[shape].items() if key != "progress"},
+                      **SHAPES["delegate"]}
 
 
 def compact(answer: dict) -> dict:
@@ -4734,7 +5070,8 @@ def compact(answer: dict) -> dict:
 
 
 def progress_view(task: Task) -> dict:
-    view = {"note": task.progress, "lastEvent": task.last_event, "commands": task.commands, "tokens": task.tokens}
+    view = {"note": task.progress, "lastEvent": task.last_event, "commands": task.commands,
+            "tokens": task.tokens}
     if task.status == "doing" and task.started:
         view["elapsedSeconds"] = seconds_since(task.started)
     return {key: value for key, value in view.items() if value not in ("", None, 0)}
@@ -4745,9 +5082,10 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
     report = parse_report(task.result)
     view = compact({
         "taskId": task.id, "kind": task.kind if task.kind != "task" else None,
-        "isolation": task.isolation if task.isolation != "inplace" else None, "workspace": task.workspace or None,
-        "status": task.status,
-        "reworkCount": task.rework_count, "goal": clip(task.goal, 200), "codexThreadId": task.thread_id,
+        "isolation": task.isolation if task.isolation != "inplace" else None,
+        "workspace": task.workspace or None, "status": task.status,
+        "reworkCount": task.rework_count, "goal": clip(task.goal, 200),
+        "codexThreadId": task.thread_id,
         "lastCodexResultSummary": clip(report.get("Summary", ""), 300),
         "lastCodexTestReport": clip(report.get("Tests", ""), 300), "reason": task.reason,
         "filePath": store.relative(store.path_for_write(task.id)),
@@ -4757,9 +5095,10 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
     view["progress"] = progress_view(task)
     view["reworkCount"] = task.rework_count
     if detail:
-        view.update(compact({"codexResult": task.result, "codexRun": task.run_log, "changes": task.changes,
-                             "verification": task.verification, "reviewRounds": task.rounds,
-                             "history": task.history[-20:], "log": task.log}))
+        view.update(compact({"codexResult": task.result, "codexRun": task.run_log,
+                             "changes": task.changes, "verification": task.verification,
+                             "reviewRounds": task.rounds, "history": task.history[-20:],
+                             "log": task.log}))
     if task.kind == "review":
         for key in ("lastCodexResultSummary", "lastCodexTestReport"):
             view.pop(key, None)
@@ -4771,10 +5110,11 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
 
 
 def start_answer(store: Store, task: Task) -> dict:
-    """delegate's and start's answer: the task as queued or running, never a previous run's thread."""
+    """delegate's and start's answer: the task as queued or running, never a previous run's
+    thread."""
     return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
-                    "filePath": store.relative(store.path_for_write(task.id)), "reason": task.reason,
-                    "progress": task.progress, "next": next_step(task)})
+                    "filePath": store.relative(store.path_for_write(task.id)),
+                    "reason": task.reason, "progress": task.progress, "next": next_step(task)})
 
 
 def without_progress(answer: dict) -> dict:
@@ -4802,15 +5142,17 @@ def list_row(task_id: str, row: list | None) -> dict:
         return {"taskId": task_id, "error": "deleted since this listing began"}
     if row[5] and not row[0]:
         return {"taskId": task_id, "error": row[5]}
-    return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None, "status": row[0],
-                    "reworkCount": row[2] or None, "goal": clip(row[3], 60), "updated": row[1]})
+    return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None,
+                    "status": row[0], "reworkCount": row[2] or None, "goal": clip(row[3], 60),
+                    "updated": row[1]})
 
 
 def change_lines(changes: list) -> list:
     """`modified src/app.py`, `added target/ (312 files)`: each kind of change, folders grouped."""
     lines = []
     for kind in unique(item["change"] for item in changes):
-        labels = {change_path(item): change_path(item) if "from" not in item else f"{item['from']} -> {item['path']}"
+        labels = {change_path(item): change_path(item)
+                  if "from" not in item else f"{item['from']} -> {item['path']}"
                   for item in changes if item["change"] == kind}
         lines += [f"{kind} {label}" for label in group_paths(list(labels), 30, labels)]
     return lines
@@ -4818,19 +5160,22 @@ def change_lines(changes: list) -> list:
 
 def accept_answer(facts: ReviewFacts) -> dict:
     changes, verification = facts.changes, facts.verify
-    mismatch = {key: group_paths(paths, 8) for key, paths in files_changed_mismatch(facts.reported, changes).items()}
+    mismatch = {key: group_paths(paths, 8)
+                for key, paths in files_changed_mismatch(facts.reported, changes).items()}
     answer = compact({
         "changedFiles": change_lines(changes), "diffStat": render_changes(changes).split("\n")[0],
-        "outOfBounds": group_paths(facts.outside), "uncertain": group_paths(facts.uncertain + facts.by_verify),
+        "outOfBounds": group_paths(facts.outside),
+        "uncertain": group_paths(facts.uncertain + facts.by_verify),
         "unjudged": group_paths(facts.output + facts.empty, 8), "recordsRestored": facts.records,
         "missingSections": facts.missing, "filesChangedMismatch": mismatch})
     answer.setdefault("changedFiles", [])
     answer["testsRun"] = facts.tests_run
     if verification:
         answer["verify"] = {key: value for key, value in verification.items()
-                            if key in ("passed", "exitStatus", "signal", "timedOut", "sandboxed") and value is not None}
-        answer["verify"]["outputTail"] = tail(verification.get("outputTail", "") or verification.get("unavailable", ""),
-                                              400)
+                            if key in ("passed", "exitStatus", "signal", "timedOut", "sandboxed")
+                            and value is not None}
+        answer["verify"]["outputTail"] = tail(verification.get("outputTail", "")
+                                              or verification.get("unavailable", ""), 400)
     return answer
 
 
@@ -4848,16 +5193,17 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
         candidates = [(holder, key) for holder, key in lists() if len(holder[key]) > 2]
         if not candidates:
             break
-        holder, key = max(candidates, key=lambda hk: len(json.dumps(hk[0][hk[1]], ensure_ascii=False)))
+        holder, key = max(candidates,
+                          key=lambda hk: len(json.dumps(hk[0][hk[1]], ensure_ascii=False)))
         keep = len(holder[key]) // 2
         holder[f"{key}Omitted"] = holder.get(f"{key}Omitted", 0) + len(holder[key]) - keep
         holder[key] = holder[key][:keep]
     return result
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 15. Services: one function per tool, shared by the CLI and the MCP server
-# ====================================================================================================
+# ==================================================================================================
 #
 # Each takes keywords, returns a JSON-ready dict shaped as SHAPES says and naming the next step, and
 # raises CodexMcpError subclasses. Operating-system errors (a full disk, a read-only folder) are
@@ -4884,9 +5230,9 @@ def queued_worker(store: Store, task_id: str) -> str:
 
 
 def overwritten(store: Store, task_id: str, on_disk: bytes | None = None) -> tuple | None:
-    """(text, task) of a record as the tool last wrote it (its copy in the state folder, which
-    Codex cannot write) if the record is no longer that text: someone else wrote or removed it since.
-    None if it is the same (the common case: two reads, no parse) or there is no copy to go by."""
+    """(text, task) of a record as the tool last wrote it (its copy in the state folder, which Codex
+    cannot write) if the record is no longer that text: someone else wrote or removed it since. None
+    if it is the same (the common case: two reads, no parse) or there is no copy to go by."""
     path = store.path_for_write(task_id)
     try:
         copy = (store.shadow_dir / f"{task_id}.md").read_bytes()
@@ -4910,10 +5256,12 @@ def tools_copy(store: Store, task_id: str) -> Task | None:
         task = parse_task(text, task_id, f"{TASKS_DIR}/{task_id}.md")
     except (OSError, UnicodeDecodeError, MalformedRecord):
         return None
-    if not (process_alive(queued_worker(store, task_id)) or task.worker and process_alive(task.worker)):
+    if not (process_alive(queued_worker(store, task_id))
+            or task.worker and process_alive(task.worker)):
         return None
-    task.progress = (f"{TASKS_DIR}/{task_id}.md cannot be read while Codex runs (deleted, moved, or another file "
-                     "claims its id): this is the tool's copy, which the worker puts right at its next step")
+    task.progress = (f"{TASKS_DIR}/{task_id}.md cannot be read while Codex runs (deleted, moved, "
+                     "or another file claims its id): this is the tool's copy, which the worker "
+                     "puts right at its next step")
     return task
 
 
@@ -4924,7 +5272,8 @@ def look(store: Store, task_id: str) -> Task:
     that writes puts the record right (`recover`)."""
     try:
         task = store.load(task_id)
-    except (NotFound, MalformedRecord):       # gone, or a second spelling beside it, while Codex runs?
+    # gone, or a second spelling beside it, while Codex runs?
+    except (NotFound, MalformedRecord):
         task = tools_copy(store, normalize_task_id(task_id))
         if task is None:
             raise
@@ -4933,12 +5282,14 @@ def look(store: Store, task_id: str) -> Task:
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task
     copy = overwritten(store, task.id)
-    owner = copy[1].worker if copy is not None else task.worker     # a changed file's word could be Codex's
+    # a changed file's word could be Codex's
+    owner = copy[1].worker if copy is not None else task.worker
     if not owner or process_alive(owner):
         return task
     if copy is not None and copy[1].child_process:
         task = copy[1]
-    stop_child(task.child_process)            # no Codex (or verify) outlives its owner; no file changes
+    # no Codex (or verify) outlives its owner; no file changes
+    stop_child(task.child_process)
     if task.status in ACTIVE:
         task.reason = worker_died(task)
         task.status, task.progress = "blocked", "finished: the worker died"
@@ -4950,14 +5301,14 @@ def look(store: Store, task_id: str) -> Task:
 
 def worker_died(task: Task) -> str:
     pid = parse_identity(task.worker)[0] or task.worker
-    return (f"the worker process ({pid}) died while the task was {task.status} (killed, or the machine "
-            "restarted); Codex was stopped")
+    return (f"the worker process ({pid}) died while the task was {task.status} (killed, or the "
+            "machine restarted); Codex was stopped")
 
 
 def owner_died(task: Task) -> str:
     pid = parse_identity(task.worker)[0] or task.worker
-    return (f"the process ({pid}) running a Codex request or the verify command for this {task.status} task "
-            "died; what it started was stopped")
+    return (f"the process ({pid}) running a Codex request or the verify command for this "
+            f"{task.status} task died; what it started was stopped")
 
 
 def recover(store: Store, task_id: str) -> Task:
@@ -4979,13 +5330,14 @@ def recover(store: Store, task_id: str) -> Task:
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task
     copy = overwritten(store, task.id)
-    owner = copy[1].worker if copy is not None else task.worker     # a changed file's word could be Codex's
+    # a changed file's word could be Codex's
+    owner = copy[1].worker if copy is not None else task.worker
     if not owner or process_alive(owner):
         return task
     guard = None
     if copy is not None and copy[1].child_process:
-        # Codex (or verify) ran under that worker, so the record was the worker's, and the worker can
-        # no longer put back what was written there since: it is put back here, the text saved.
+        # Codex (or verify) ran under that worker, so the record was the worker's, and the worker
+        # can no longer put back what was written there since: it is put back here, the text saved.
         guard = RecordGuard(task.id)
         guard.last_text = copy[0]
     with store.update(task.id, guard) as task:
@@ -5041,11 +5393,13 @@ class LifeWaiter:
 
 
 def worker_alive(store: Store, task: Task) -> bool:
-    return bool(task.worker) and process_alive(task.worker) or process_alive(queued_worker(store, task.id))
+    return (bool(task.worker) and process_alive(task.worker)
+            or process_alive(queued_worker(store, task.id)))
 
 
-def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_change: Callable | None = None,
-               stop: object = None, heartbeat: bool = False, at_end: bool = True) -> Task:
+def wait_until(store: Store, task_id: str, done: Callable, seconds: float,
+               on_change: Callable | None = None, stop: object = None, heartbeat: bool = False,
+               at_end: bool = True) -> Task:
     """Wait until `done(task)` or the time is up. When what is awaited happens only as the worker
     ends (`at_end`), the wait is woken by the worker's end (its life lock), not by polling; every
     PROGRESS_NOTIFY_EVERY seconds it looks at the record, and calls `on_change` when it changed
@@ -5061,9 +5415,11 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
         if stop is not None and stop.is_set():
             raise OperationFailed("the wait was cancelled by the client")
         if waiter is not None and worker_alive(store, task):
-            free = waiter.wait(min(remaining, PROGRESS_NOTIFY_EVERY, 0.25 if stop is not None else remaining))
+            free = waiter.wait(min(remaining, PROGRESS_NOTIFY_EVERY,
+                                   0.25 if stop is not None else remaining))
             if free:
-                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))   # not held yet: starting
+                # not held yet: starting
+                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         elif task.status in ACTIVE and not task.worker:
             break                                  # nothing runs it and nothing will: don't wait
         else:
@@ -5076,7 +5432,8 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float, on_ch
     return task
 
 
-def launch(store: Store, task_id: str, command: list, inline: bool, on_progress: Callable | None) -> dict:
+def launch(store: Store, task_id: str, command: list, inline: bool,
+           on_progress: Callable | None) -> dict:
     """Start the worker (detached, or in this process when the caller waits anyway), then wait a
     moment for Codex to announce its thread."""
     busy = Workspace.kind_of(store.load(task_id)).holder(store)
@@ -5097,16 +5454,20 @@ def launch(store: Store, task_id: str, command: list, inline: bool, on_progress:
             if busy and not record.progress.startswith("queued"):
                 record.progress = f"queued: waiting for {busy} to finish"
     if not busy:
-        wait_until(store, task_id, lambda t: t.thread_id or t.status not in ACTIVE or t.progress.startswith("queued"),
-                   DELEGATE_WAIT, at_end=False)
+        wait_until(
+            store, task_id,
+            lambda t: t.thread_id or t.status not in ACTIVE or t.progress.startswith("queued"),
+            DELEGATE_WAIT, at_end=False)
     return start_answer(store, look(store, task_id))
 
 
-def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = None, constraints: object = None,
-                  criteria: object = None, verify: object = None, verify_sandbox: object = None, model: object = None,
-                  reasoning: object = None, timeout: object = None, idle_timeout: object = None,
-                  isolation: object = None, file: object = None, until: object = None, codex_cmd: object = None,
-                  inline: bool = False, on_progress: Callable | None = None, stop: object = None) -> dict:
+def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = None,
+                  constraints: object = None, criteria: object = None, verify: object = None,
+                  verify_sandbox: object = None, model: object = None, reasoning: object = None,
+                  timeout: object = None, idle_timeout: object = None, isolation: object = None,
+                  file: object = None, until: object = None, codex_cmd: object = None,
+                  inline: bool = False, on_progress: Callable | None = None,
+                  stop: object = None) -> dict:
     """Create a task and start Codex on it in the background (with `file`, the seed's `delegate
     --file T-001`: start that existing todo task instead).
 
@@ -5115,16 +5476,18 @@ def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = 
     (see `follow`)."""
     if file is not None:
         if goal or allowed_paths:
-            raise BadInput("give either `file` (an existing task) or `goal` and `allowedPaths` (a new one), not both")
-        return start_task(repo, task_id=file, isolation=isolation, until=until, codex_cmd=codex_cmd, inline=inline,
-                          on_progress=on_progress, stop=stop)
+            raise BadInput("give either `file` (an existing task) or "
+                           "`goal` and `allowedPaths` (a new one), not both")
+        return start_task(repo, task_id=file, isolation=isolation, until=until, codex_cmd=codex_cmd,
+                          inline=inline, on_progress=on_progress, stop=stop)
     store = Store(repo)
     until = until_arg(until)
     command = codex_command_from(codex_cmd)
     isolation = isolation_arg(store, isolation)
     task = new_task(
-        "T-0", text_arg("goal", goal, required=True), validate_allowed_paths(allowed_paths, store.repo),
-        text_arg("constraints", constraints), text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
+        "T-0", text_arg("goal", goal, required=True),
+        validate_allowed_paths(allowed_paths, store.repo), text_arg("constraints", constraints),
+        text_arg("acceptanceCriteria", criteria), text_arg("verify", verify),
         text_arg("model", model), text_arg("reasoning", reasoning),
         int(seconds_arg("timeoutSeconds", timeout, DEFAULT_TIMEOUT)),
         int(seconds_arg("idleTimeoutSeconds", idle_timeout, DEFAULT_IDLE_TIMEOUT)),
@@ -5141,11 +5504,11 @@ def require_codex(store: Store, command: list) -> None:
     the first call, or one after Codex was reinstalled, pays for a start of it."""
     import shutil
     path = shutil.which(command[0])
-    install = ("install the Codex CLI (`npm install -g @openai/codex`, then `codex login`) or point `codexCmd` at "
-               "it; no task was created")
+    install = ("install the Codex CLI (`npm install -g @openai/codex`, then `codex login`) or "
+               "point `codexCmd` at it; no task was created")
     if not path:
-        raise OperationFailed(f"the Codex CLI was not found: {command[0]!r} is not on PATH. {install[0].upper()}"
-                              f"{install[1:]}")
+        raise OperationFailed(f"the Codex CLI was not found: {command[0]!r} is not on PATH. "
+                              f"{install[0].upper()}{install[1:]}")
     info = os.stat(path)
     key = f"{os.path.realpath(path)} {info.st_size} {info.st_mtime_ns}"
     known = store.state_dir / "codex-ok"
@@ -5155,8 +5518,11 @@ def require_codex(store: Store, command: list) -> None:
     import tempfile
     status, out, err = probe([command[0], "--version"], cwd=Path(tempfile.gettempdir()), timeout=60)
     if status != 0:
-        said = one_line(err or out or ("it did not answer" if status is None else f"exit status {status}"), 300)
-        raise OperationFailed(f"the Codex CLI at {path} does not start (`{command[0]} --version`: {said}): re{install}")
+        said = one_line(err or out
+                        or ("it did not answer" if status is None else f"exit status {status}"),
+                        300)
+        raise OperationFailed(f"the Codex CLI at {path} does not start "
+                              f"(`{command[0]} --version`: {said}): re{install}")
     with contextlib.suppress(OSError):
         atomic_write(known, key, durable=False)
 
@@ -5167,8 +5533,9 @@ def isolation_arg(store: Store, value: object) -> str:
     if value and value not in ISOLATIONS:
         raise BadInput(f"`isolation` must be \"inplace\" or \"worktree\", not {value!r}")
     if value == "worktree" and store.git is None:
-        raise BadInput(f"`isolation` \"worktree\" needs a git repository, and {store.repo} is a plain folder: a "
-                       "worktree is made from a commit of your working tree. Use \"inplace\", or `git init` first")
+        raise BadInput(f"`isolation` \"worktree\" needs a git repository, and {store.repo} is a "
+                       "plain folder: a worktree is made from a commit of your working tree. Use "
+                       "\"inplace\", or `git init` first")
     return value
 
 
@@ -5184,8 +5551,9 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, until
     task = recover(store, task_id)
     require_status(task, "todo", "start")
     if task.worker:
-        raise RefusedTransition(step_calls(f"{task.id} is already queued or starting (worker {task.worker}); "
-                                           "`check-task waitSeconds` follows it", task.id, {}), status=task.status)
+        raise RefusedTransition(step_calls(f"{task.id} is already queued or starting (worker "
+                                           f"{task.worker}); `check-task waitSeconds` follows it",
+                                           task.id, {}), status=task.status)
     where = store.relative(store.path(task_id))
     text_arg(f"{task.id} Goal", task.goal, required=True)
     paths = recheck_allowed_paths(task, store.repo, where)
@@ -5199,12 +5567,14 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, until
         Workspace.kind_of(record).check_start(store, command)
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0
-    return carry_to(store, launch(store, task_id, command, inline, on_progress), until, command, on_progress, stop)
+    return carry_to(store, launch(store, task_id, command, inline, on_progress), until, command,
+                    on_progress, stop)
 
 
 def review_changes(repo: object, *, base: object = None, paths: object = None, focus: object = None,
-                   adversarial: object = None, until: object = None, codex_cmd: object = None, inline: bool = False,
-                   on_progress: Callable | None = None, stop: object = None) -> dict:
+                   adversarial: object = None, until: object = None, codex_cmd: object = None,
+                   inline: bool = False, on_progress: Callable | None = None,
+                   stop: object = None) -> dict:
     """Ask Codex for a second opinion on changes: the uncommitted ones, or those since `base`.
 
     It runs as a job with its own record (kind review), in the background, read-only: it waits for
@@ -5214,40 +5584,51 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
     until = until_arg(until)
     command = codex_command_from(codex_cmd)
     if store.git is None:
-        raise BadInput(f"`cwd` {store.repo} is not a git repository: a review needs git to know what changed")
+        raise BadInput(f"`cwd` {store.repo} is not a git repository: "
+                       "a review needs git to know what changed")
     confine(store.repo, store.state_dir, command)
     require_codex(store, command)
     base = text_arg("base", base)
-    if base and (base.startswith("-") or not run_git(store.repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
-                                                      f"{base}^{{commit}}", ok=(0, 1)).strip()):
+    if base and (base.startswith("-")
+                 or not run_git(store.repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                                 f"{base}^{{commit}}", ok=(0, 1)).strip()):
         raise BadInput(f"`base` {base!r} is not a branch, tag or commit of this repository")
-    narrowed = [validate_allowed_path(path, store.repo, "paths") for path in list_arg("paths", paths)]
-    what = f"Review the changes since {base}" if base else "Review the uncommitted changes (staged, unstaged, untracked)"
-    job = new_task("T-0", what + (f" under {', '.join(narrowed)}" if narrowed else ""), [], kind="review")
-    job.review_base, job.review_paths, job.focus = base, ", ".join(narrowed), text_arg("focus", focus)
+    narrowed = [validate_allowed_path(path, store.repo, "paths")
+                for path in list_arg("paths", paths)]
+    what = (f"Review the changes since {base}"
+            if base else "Review the uncommitted changes (staged, unstaged, untracked)")
+    job = new_task("T-0", what + (f" under {', '.join(narrowed)}" if narrowed else ""), [],
+                   kind="review")
+    job.review_base, job.review_paths, job.focus = (base, ", ".join(narrowed),
+                                                    text_arg("focus", focus))
     job.adversarial = "yes" if bool_arg("adversarial", adversarial, False) else ""
     task = store.create(job)
     if inline:
         worker = ReviewJob(store, task.id, "review", command)
         worker.on_progress = on_progress
         worker.run()
-        return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress, stop)
+        return carry_to(store, start_answer(store, look(store, task.id)), until, command,
+                        on_progress, stop)
     identity = spawn_worker(store, task.id, "review", command)
     with store.update(task.id) as record:
         if record.status == "todo" and not record.worker:
             record.worker = identity
-    wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT, at_end=False)
-    return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress, stop)
+    wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT,
+               at_end=False)
+    return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress,
+                    stop)
 
 
 def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detail: object = False,
                on_change: Callable | None = None, stop: object = None, heartbeat: bool = False,
                wait_limit: float = MAX_WAIT_SECONDS) -> dict:
-    """The task's status, progress and last result; with wait_seconds, wait for it to leave todo/doing."""
+    """The task's status, progress and last result; with wait_seconds, wait for it to leave
+    todo/doing."""
     store = Store(repo)
     task_id = normalize_task_id(task_id)
     wait = seconds_arg("waitSeconds", wait_seconds, 0, wait_limit, lower=0)
-    task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop, heartbeat)
+    task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop,
+                      heartbeat)
     return check_view(store, task, bool_arg("detail", detail, False))
 
 
@@ -5269,19 +5650,22 @@ def changed_so_far(store: Store, task: Task) -> list:
     except OperationFailed:                 # its worktree is not made yet
         return []
     markers = sorted(workspace.snapshot_folder().glob(f"{workspace.name}.*.mark"),
-                     key=lambda path: int(path.name.split(".")[-3]) if path.name.split(".")[-3].isdigit() else 0)
+                     key=lambda path: int(path.name.split(".")[-3])
+                     if path.name.split(".")[-3].isdigit() else 0)
     if not markers:
         return []
     found = NewerFinder(workspace.root, markers[-1]).result() or set()
     root = os.fsencode(workspace.root)
-    files = [os.fsdecode(rel) for rel in found if rel and not tool_path(path_parts(os.fsdecode(rel)))
+    files = [os.fsdecode(rel) for rel in found
+             if rel and not tool_path(path_parts(os.fsdecode(rel)))
              and (entry_of(os.path.join(root, rel)) or ("d",))[KIND] != "d"]
     return group_paths(files, 8)
 
 
-def accept_task(repo: object, *, task_id: object, approve_paths: object = None, into_branch: object = None,
-                codex_cmd: object = None) -> dict:
-    """Review a task in `review`: permission, completeness, boundary, verify; then act on the verdict.
+def accept_task(repo: object, *, task_id: object, approve_paths: object = None,
+                into_branch: object = None, codex_cmd: object = None) -> dict:
+    """Review a task in `review`: permission, completeness, boundary, verify; then act on the
+    verdict.
 
     Returns {taskId, action, reason, status, ...}; action is done, rework (already sent back),
     blocked, or boundary_confirmation (approve the listed paths or ask for a rework)."""
@@ -5289,17 +5673,19 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
     task_id = normalize_task_id(task_id)
     approve = list_arg("approvePaths", approve_paths)
     command = codex_command_from(codex_cmd)
-    require_status(recover(store, task_id), "review", "accept")    # refused before anything is written
+    # refused before anything is written
+    require_status(recover(store, task_id), "review", "accept")
     with store.lock(f"accept-{task_id}", blocking=False) as free:
         if not free:
-            raise OperationFailed(step_calls(f"another accept of {task_id} is running; wait for it, then `check-task`",
-                                             task_id, {}))
+            raise OperationFailed(step_calls(f"another accept of {task_id} is running; "
+                                             "wait for it, then `check-task`", task_id, {}))
         task = recover(store, task_id)
         require_status(task, "review", "accept")
         recheck_allowed_paths(task, store.repo, store.relative(store.path(task_id)))
         branch = bool_arg("intoBranch", into_branch, False)
         if branch and not Workspace.kind_of(task).lands:
-            raise BadInput(f"`intoBranch` applies to worktree tasks; {task_id} worked in place, in your working tree")
+            raise BadInput("`intoBranch` applies to worktree tasks; "
+                           f"{task_id} worked in place, in your working tree")
         if approve:
             paths = unique(validate_allowed_path(p, store.repo, "approvePaths") for p in approve)
             with store.update(task_id) as record:
@@ -5309,8 +5695,10 @@ def accept_task(repo: object, *, task_id: object, approve_paths: object = None, 
 
 
 def rework_task(repo: object, *, task_id: object, review_items: object = None, until: object = None,
-                codex_cmd: object = None, on_progress: Callable | None = None, stop: object = None) -> dict:
-    """review -> doing: resume the task's Codex thread with numbered review items (at most 3 rounds)."""
+                codex_cmd: object = None, on_progress: Callable | None = None,
+                stop: object = None) -> dict:
+    """review -> doing: resume the task's Codex thread with numbered review items (at most 3
+    rounds)."""
     store = Store(repo)
     items = list_arg("reviewItems", review_items)
     if not items:
@@ -5321,25 +5709,30 @@ def rework_task(repo: object, *, task_id: object, review_items: object = None, u
 
 
 def start_rework(store: Store, task_id: str, items: list, command: list) -> dict:
-    require_status(recover(store, task_id), "review", "rework")    # refused before anything is written
+    # refused before anything is written
+    require_status(recover(store, task_id), "review", "rework")
     with store.update(task_id) as task:
         require_status(task, "review", "rework")
         if task.rework_count >= MAX_REWORKS:
-            transition(task, "blocked", f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up", "block")
+            transition(task, "blocked",
+                       f"a rework was asked for, but the limit ({MAX_REWORKS}) is used up", "block")
     if task.status == "blocked":
-        raise RefusedTransition(step_calls(f"{task.id} has had {MAX_REWORKS} reworks, the most allowed; it is now "
-                                           "blocked. Review it by hand, then `retry-task` (which resets the budget) "
-                                           "if it should go on, or `discard-task` to put back what Codex changed.",
+        raise RefusedTransition(step_calls(f"{task.id} has had {MAX_REWORKS} reworks, the most "
+                                           "allowed; it is now blocked. Review it by hand, then "
+                                           "`retry-task` (which resets the budget) if it should go "
+                                           "on, or `discard-task` to put back what Codex changed.",
                                            task.id, {}), status="blocked")
     if Workspace.kind_of(task).conflicted(store, task_id):
         conflicted = Workspace.for_task(store, task).reopen(task)
-        items = [f"Your changes were merged onto the person's current tree, and these files have conflict markers "
-                 f"(<<<<<<< ======= >>>>>>>) where both changed the same lines: {', '.join(group_paths(conflicted))}. "
-                 "Resolve each keeping both intents, and remove every marker.", *items]
+        items = ["Your changes were merged onto the person's current tree, and these files have "
+                 "conflict markers (<<<<<<< ======= >>>>>>>) where both changed the same lines: "
+                 f"{', '.join(group_paths(conflicted))}. Resolve each keeping both intents, and "
+                 "remove every marker.", *items]
     with store.update(task_id) as task:
         task.rework_count += 1
         task.rounds = [*task.rounds, "\n".join(f"{n}. {item}" for n, item in enumerate(items, 1))]
-        transition(task, "doing", f"rework {task.rework_count} of {MAX_REWORKS}: {len(items)} items", "rework")
+        transition(task, "doing",
+                   f"rework {task.rework_count} of {MAX_REWORKS}: {len(items)} items", "rework")
         task.progress = "rework queued"
     identity = spawn_worker(store, task_id, "rework", command)
     with store.update(task_id) as task:
@@ -5376,7 +5769,8 @@ def follow(store: Store, task_id: str, until: str, command: list, on_change: Cal
     action that is final or needs the caller: done, blocked, boundary_confirmation, conflict
     (accept's answer). A review job's verdict is its findings. `stop` (an Event) ends the wait."""
     while True:
-        task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, float("inf"), on_change, stop)
+        task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, float("inf"), on_change,
+                          stop)
         if until != "verdict" or task.status != "review" or task.kind != "task":
             return check_view(store, task)
         if stop is not None and stop.is_set():
@@ -5404,7 +5798,8 @@ def retry_task(repo: object, *, task_id: object) -> dict:
         task.rework_count = 0
         task.worker = task.child_process = task.progress = ""
         transition(task, "todo", f"retry (it was blocked: {was})", "retry")
-    return {"taskId": task.id, "status": task.status, "previousReason": was, "next": next_step(task)}
+    return {"taskId": task.id, "status": task.status, "previousReason": was,
+            "next": next_step(task)}
 
 
 def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict:
@@ -5415,10 +5810,12 @@ def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict
     store = Store(repo)
     task = recover(store, normalize_task_id(task_id))
     if task.status not in ACTIVE:
-        raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only a todo or "
-                                f"doing task. Next: {next_step(task)}.", status=task.status)
+        raise RefusedTransition(f"cannot cancel {task.id}: it is {task.status}; cancel stops only "
+                                f"a todo or doing task. Next: {next_step(task)}.",
+                                status=task.status)
     reason = f"cancelled: the run was stopped {by}"
-    atomic_write(store.run_file(task.id, "cancel"), reason, durable=False)     # the worker's words for it
+    # the worker's words for it
+    atomic_write(store.run_file(task.id, "cancel"), reason, durable=False)
     if task.worker and process_alive(task.worker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(parse_identity(task.worker)[0], signal.SIGTERM)
@@ -5431,7 +5828,8 @@ def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict
                 task.progress = "finished: cancelled"
                 transition(task, "blocked", reason, "cancel")
     Workspace.kind_of(task).release(store, task.id, remove=True)
-    return {"taskId": task.id, "status": task.status, "reason": task.reason, "next": next_step(task)}
+    return {"taskId": task.id, "status": task.status, "reason": task.reason,
+            "next": next_step(task)}
 
 
 def discard_task(repo: object, *, task_id: object) -> dict:
@@ -5449,11 +5847,12 @@ def discard_task(repo: object, *, task_id: object) -> dict:
                                 f". Next: {next_step(task)}.", status=task.status)
     with store.lock(f"accept-{task.id}", blocking=False) as free:
         if not free:
-            raise OperationFailed(step_calls(f"an accept of {task.id} is running; wait for it, then `discard-task` "
-                                             "again", task.id, {}))
+            raise OperationFailed(step_calls(f"an accept of {task.id} is running; "
+                                             "wait for it, then `discard-task` again", task.id, {}))
         try:
             workspace = Workspace.for_task(store, task)
-        except OperationFailed:             # a worktree deleted by hand: nothing of it is left to put back
+        # a worktree deleted by hand: nothing of it is left to put back
+        except OperationFailed:
             restored, kept = [], []
             Workspace.kind_of(task).release(store, task.id, remove=True)
         else:
@@ -5461,7 +5860,8 @@ def discard_task(repo: object, *, task_id: object) -> dict:
                 restored, kept = workspace.discard(task.id)
         reason = (f"discarded: put back {len(restored)} paths Codex changed"
                   + (f" ({', '.join(group_paths(restored, 6))})" if restored else "")
-                  + (f"; left as they are (a person's, or nothing shows whose): {', '.join(group_paths(kept, 6))}"
+                  + ("; left as they are (a person's, or nothing shows whose): "
+                     f"{', '.join(group_paths(kept, 6))}"
                      if kept else ""))
         with store.update(task.id) as record:
             if record.status == "review":
@@ -5471,7 +5871,8 @@ def discard_task(repo: object, *, task_id: object) -> dict:
                 note(record, reason)
             record.changes = render_changes(task_changes(store, task.id))
     return compact({"taskId": task.id, "status": record.status, "reason": record.reason,
-                    "restored": group_paths(restored), "kept": group_paths(kept), "next": next_step(record)})
+                    "restored": group_paths(restored), "kept": group_paths(kept),
+                    "next": next_step(record)})
 
 
 def restore_codex_changes(workspace: Workspace, task_id: str) -> tuple:
@@ -5487,17 +5888,20 @@ def restore_codex_changes(workspace: Workspace, task_id: str) -> tuple:
             ours.add(rel)
         elif not same_entry(first, current_entry(workspace.root, rel, first)):
             kept.append(rel)
-    items = [item for item in change_items(touched) if all(name in ours for name in change_names(item))]
+    items = [item for item in change_items(touched)
+             if all(name in ours for name in change_names(item))]
     kept += sorted(name for item in change_items(touched) for name in change_names(item)
                    if name in ours and item not in items)
-    lines, lost = revert_commands(items, touched, store.state_dir / "objects", store.git is not None)
+    lines, lost = revert_commands(items, touched, store.state_dir / "objects",
+                                  store.git is not None)
     if lines:
         import subprocess
         done = subprocess.run(["/bin/sh", "-c", "set -e\n" + "\n".join(lines)], cwd=workspace.root,
                               capture_output=True, text=True, env=git_env())
         if done.returncode:
-            raise OperationFailed(f"putting back {workspace.root} failed: {one_line(done.stderr, 300)}; what was "
-                                  "already put back stays; the rest is as Codex left it")
+            raise OperationFailed(f"putting back {workspace.root} failed: "
+                                  f"{one_line(done.stderr, 300)}; what was already put back stays; "
+                                  "the rest is as Codex left it")
     refresh_changes(store, task_id, workspace.changes())
     restored = sorted(name for item in items for name in change_names(item) if name not in lost)
     return restored, sorted(set(kept) | set(lost))
@@ -5515,9 +5919,11 @@ def index_row(store: Store, task_id: str, name: str) -> list:
         raw = (store.tasks_dir / name).read_bytes()
         task = parse_task(raw.decode("utf-8"), task_id, f"{TASKS_DIR}/{name}")
     except (MalformedRecord, UnicodeDecodeError, OSError) as error:
-        message = error.message if isinstance(error, CodexMcpError) else f"{TASKS_DIR}/{name}: {error}"
+        message = (error.message
+                   if isinstance(error, CodexMcpError) else f"{TASKS_DIR}/{name}: {error}")
         return ["", "", 0, "", "task", message]
-    row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind, task.worker]
+    row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind,
+           task.worker]
     copy = overwritten(store, task_id, raw)
     if copy is not None and copy[1].worker:
         row[0], row[5] = copy[1].status, copy[1].worker
@@ -5536,7 +5942,8 @@ def task_rows(store: Store) -> dict:
             continue
         if task_id in seen:          # T-7.md beside T-007.md: neither is trusted
             names = ", ".join(sorted(f"{TASKS_DIR}/{n}" for n in (seen[task_id], name)))
-            rows[task_id] = ["", "", 0, "", "task", f"two files claim {task_id}: {names}; rename or delete one of them"]
+            rows[task_id] = ["", "", 0, "", "task",
+                             f"two files claim {task_id}: {names}; rename or delete one of them"]
             continue
         seen[task_id] = name
         try:
@@ -5560,7 +5967,8 @@ def task_rows(store: Store) -> dict:
     return rows
 
 
-def list_tasks(repo: object, *, status: object = None, limit: object = None, cursor: object = None) -> dict:
+def list_tasks(repo: object, *, status: object = None, limit: object = None,
+               cursor: object = None) -> dict:
     """A page of the repo's tasks, most recently updated first: {tasks, count, total, nextCursor?,
     changedSince?}. Writes nothing but its rebuildable index.
 
@@ -5574,26 +5982,30 @@ def list_tasks(repo: object, *, status: object = None, limit: object = None, cur
         int(time.time()), None, list_arg("status", status))
     for value in wanted:
         if value not in STATUSES:
-            raise BadInput(f"`status` {value!r} is not a status; give some of: {', '.join(STATUSES)}")
+            raise BadInput(f"`status` {value!r} is not a status; "
+                           f"give some of: {', '.join(STATUSES)}")
     rows = task_rows(store)
     for task_id in queue_entries(store, prune=False):
         if task_id in rows and rows[task_id][0] not in ACTIVE:
-            rows[task_id] = ["doing", *rows[task_id][1:]]         # its worker is the truth while it lives
+            # its worker is the truth while it lives
+            rows[task_id] = ["doing", *rows[task_id][1:]]
     for task_id, row in rows.items():
-        if row[0] in ACTIVE and row[5] and not row[5].startswith("two files") and not process_alive(row[5]):
+        if (row[0] in ACTIVE and row[5] and not row[5].startswith("two files")
+                and not process_alive(row[5])):
             with contextlib.suppress(CodexMcpError):
                 task = look(store, task_id)                       # a dead worker: shown blocked
-                rows[task_id] = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80),
-                                 task.kind, task.worker]
+                rows[task_id] = [task.status, task.updated, task.rework_count,
+                                 clip(one_line(task.goal), 80), task.kind, task.worker]
     key = lambda t: (re.sub(r"\D", "", rows[t][1])[:14], task_number(t))     # noqa: E731
     matching = [t for t in rows if not wanted or rows[t][0] in wanted]
     changed = [t for t in matching if after is not None
                and key(t)[0] > time.strftime("%Y%m%d%H%M%S", time.gmtime(since))]
-    order = sorted((t for t in matching if t not in changed and (after is None or key(t) < after)), key=key,
-                   reverse=True)
+    order = sorted((t for t in matching if t not in changed and (after is None or key(t) < after)),
+                   key=key, reverse=True)
     tasks = [list_row(task_id, rows[task_id]) for task_id in order[:size]]
     answer = {"tasks": tasks, "count": len(tasks), "total": len(matching)}
-    while len(tasks) > 1 and len(json.dumps(answer, ensure_ascii=False).encode()) > RESULT_BUDGET - 90:
+    while (len(tasks) > 1
+            and len(json.dumps(answer, ensure_ascii=False).encode()) > RESULT_BUDGET - 90):
         tasks.pop()                  # long goals: a shorter page, and the cursor goes on from there
         answer["count"] = len(tasks)
     if len(tasks) < len(order):
@@ -5609,15 +6021,16 @@ def read_cursor(cursor: str) -> tuple:
     """(when the listing began, the key the last page ended at, the statuses it lists)."""
     match = re.fullmatch(r"(\d{9,12})\.(\d{1,14})\.(\d{1,9})\.(\d{1,2})", cursor)
     if not match:
-        raise BadInput(f"`cursor` {cursor!r} is not a cursor this tool gave out: list again from the first page")
+        raise BadInput(f"`cursor` {cursor!r} is not a cursor this tool gave out: "
+                       "list again from the first page")
     updated = "" if match.group(2) == "0" else match.group(2)
     wanted = [value for n, value in enumerate(STATUSES) if int(match.group(4)) & 1 << n]
     return int(match.group(1)), (updated, int(match.group(3))), wanted
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 16. Set-up: the server's private environment, doctor, the plugin's Stop hook
-# ====================================================================================================
+# ==================================================================================================
 #
 # Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
 # CODEX_MCP_ENV_DIR names a directory (the plugin's launcher, bin/codex-mcp, always sets one), serve
@@ -5628,9 +6041,12 @@ def read_cursor(cursor: str) -> tuple:
 # Later starts go straight to the environment's Python.
 
 MCP_REQUIREMENT = "mcp>=2.3,<3"
-ENV_READY = "codex-mcp-ready"         # written last into a complete environment; bin/codex-mcp looks for it
-ENV_BUILD_TIMEOUT = 600               # seconds for one step of a build (creating the venv, installing mcp)
-DOCTOR_TIMEOUT = 60                   # seconds for one probe command (codex --version, claude mcp list, ...)
+# written last into a complete environment; bin/codex-mcp looks for it
+ENV_READY = "codex-mcp-ready"
+# seconds for one step of a build (creating the venv, installing mcp)
+ENV_BUILD_TIMEOUT = 600
+# seconds for one probe command (codex --version, claude mcp list, ...)
+DOCTOR_TIMEOUT = 60
 
 
 def say(text: str) -> None:
@@ -5639,11 +6055,12 @@ def say(text: str) -> None:
 
 
 def probe(argv: list, cwd: Path | None = None, timeout: float = DOCTOR_TIMEOUT) -> tuple:
-    """(exit status, stdout, stderr) of a command; status None when it could not run or timed out."""
+    """(exit status, stdout, stderr) of a command; status None when it could not run or timed
+    out."""
     import subprocess
     try:
-        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as error:
         return None, "", str(error)
     return done.returncode, done.stdout.strip(), done.stderr.strip()
@@ -5688,26 +6105,31 @@ def build_steps(builder: str, target: Path) -> list:
         return [[uv, "venv", "--quiet", "--python", sys.executable, str(target)],
                 [uv, "pip", "install", "--quiet", "--python", python, MCP_REQUIREMENT]]
     return [[sys.executable, "-m", "venv", str(target)],
-            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", MCP_REQUIREMENT]]
+            [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             MCP_REQUIREMENT]]
 
 
 def server_environment(env_dir: Path) -> Path:
-    """The Python of the private environment in `env_dir`, built first if needed. Raises OperationFailed.
+    """The Python of the private environment in `env_dir`, built first if needed. Raises
+    OperationFailed.
 
-    The build runs in a detached process of its own: if Claude Code gives up on this start (30 s) and
-    kills the server, the build still finishes, and the next start finds the environment ready."""
+    The build runs in a detached process of its own: if Claude Code gives up on this start (30 s)
+    and kills the server, the build still finishes, and the next start finds the environment
+    ready."""
     import subprocess
     venv = env_dir / "venv"
     if env_ready(venv):
         return env_python(venv)
     env_dir.mkdir(parents=True, exist_ok=True)
     log = env_dir / "build.log"
-    say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in {venv} "
-        f"(once; 20-30 s with pip, needs the package index; it finishes even if this start is cut short)")
+    say(f"this Python ({sys.executable}) has no 'mcp' package: building a private environment in "
+        f"{venv} (once; 20-30 s with pip, needs the package index; "
+        "it finishes even if this start is cut short)")
     with open(log, "ab") as out:
         start = out.tell()
-        builder = subprocess.Popen(self_command("_build-env", str(env_dir)), stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=out, start_new_session=True)
+        builder = subprocess.Popen(self_command("_build-env", str(env_dir)),
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                   start_new_session=True)
     builder.wait()
     with open(log, "rb") as built:
         built.seek(start)
@@ -5720,11 +6142,12 @@ def server_environment(env_dir: Path) -> Path:
 
 
 def build_environment(env_dir: Path) -> None:
-    """`codex-mcp _build-env DIR`: build the private environment under the directory's lock, unless a
-    build that held the lock before has finished it. Raises OperationFailed."""
+    """`codex-mcp _build-env DIR`: build the private environment under the directory's lock, unless
+    a build that held the lock before has finished it. Raises OperationFailed."""
     import shutil
     venv = env_dir / "venv"
-    with file_lock(env_dir / "venv.lock"):          # a second server starting meanwhile waits for this build
+    # a second server starting meanwhile waits for this build
+    with file_lock(env_dir / "venv.lock"):
         if env_ready(venv):
             return
         for leftover in [p for p in (venv, *env_dir.glob("venv.building-*")) if p.exists()]:
@@ -5733,15 +6156,16 @@ def build_environment(env_dir: Path) -> None:
         builder = env_builder()
         if not builder:
             raise OperationFailed(
-                f"this Python ({sys.executable}) has no 'mcp' package and cannot build an environment for it "
-                "(no ensurepip): install python3-venv (Debian/Ubuntu: sudo apt install python3-venv), or uv, "
-                f"or pip install '{MCP_REQUIREMENT}'")
+                f"this Python ({sys.executable}) has no 'mcp' package and cannot build an "
+                "environment for it (no ensurepip): install python3-venv (Debian/Ubuntu: sudo apt "
+                f"install python3-venv), or uv, or pip install '{MCP_REQUIREMENT}'")
         building = env_dir / f"venv.building-{os.getpid()}"
         say(f"building with {'uv' if builder == 'uv' else 'venv and pip'} in {building}")
         started = time.monotonic()
         for step in build_steps(builder, building):
             run_build_step(step)
-        (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n", encoding="utf-8")
+        (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n",
+                                          encoding="utf-8")
         os.replace(building, venv)      # a venv's interpreter finds its packages relative to itself
         say(f"private environment ready in {time.monotonic() - started:.1f} s")
 
@@ -5750,27 +6174,31 @@ def run_build_step(argv: list) -> None:
     status, out, err = probe(argv, timeout=ENV_BUILD_TIMEOUT)
     if status != 0:
         outcome = "could not run" if status is None else f"exited {status}"
-        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} {outcome}: "
-                              f"{tail(err or out, 1500)}; or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
+        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} "
+                              f"{outcome}: {tail(err or out, 1500)}; or pip install "
+                              f"'{MCP_REQUIREMENT}' into {sys.executable}")
 
 
 def serve_elsewhere(missing: ImportError) -> Path:
-    """Where to re-execute `serve` when this Python cannot import the MCP SDK. Raises OperationFailed."""
+    """Where to re-execute `serve` when this Python cannot import the MCP SDK. Raises
+    OperationFailed."""
     env_dir = os.environ.get("CODEX_MCP_ENV_DIR")
     if not env_dir:
         raise OperationFailed(f"the MCP server needs the 'mcp' package ({missing}): "
-                              f"pip install '{MCP_REQUIREMENT}'; or start it with bin/codex-mcp serve from a "
-                              "checkout, or with CODEX_MCP_ENV_DIR set, to build a private environment; or with "
-                              "uvx --from <checkout or git URL> codex-mcp serve")
+                              f"pip install '{MCP_REQUIREMENT}'; or start it with bin/codex-mcp "
+                              "serve from a checkout, or with CODEX_MCP_ENV_DIR set, to build a "
+                              "private environment; "
+                              "or with uvx --from <checkout or git URL> codex-mcp serve")
     venv = Path(env_dir) / "venv"
-    if Path(sys.prefix).resolve() == venv.resolve():    # already inside it: rebuilding is the user's call
-        raise OperationFailed(f"the private environment {venv} cannot import the MCP SDK ({missing}): "
-                              f"delete {venv} and start again")
+    # already inside it: rebuilding is the user's call
+    if Path(sys.prefix).resolve() == venv.resolve():
+        raise OperationFailed(f"the private environment {venv} cannot import the MCP SDK "
+                              f"({missing}): delete {venv} and start again")
     return server_environment(Path(env_dir))
 
 
-# Doctor: one function per check, each returning {name, ok, detail, fix?}; `fix` is a command a person
-# can run. Checks never raise: a broken machine is what doctor is for.
+# Doctor: one function per check, each returning {name, ok, detail, fix?}; `fix` is a command a
+# person can run. Checks never raise: a broken machine is what doctor is for.
 
 def check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
     result = {"name": name, "ok": ok, "detail": one_line(detail, 600)}
@@ -5791,16 +6219,19 @@ def check_mcp(env_dir: str | None) -> dict:
         return check("mcp", True, f"mcp {version} in this Python: serve runs here")
     fix = f"{sys.executable} -m pip install '{MCP_REQUIREMENT}'"
     if not env_dir:
-        return check("mcp", False, "this Python has no mcp 2.3 or later 2.x package, which `serve` needs", fix)
+        return check("mcp", False,
+                     "this Python has no mcp 2.3 or later 2.x package, which `serve` needs", fix)
     venv = Path(env_dir) / "venv"
     if env_ready(venv):
         return check("mcp", True, f"serve uses its private environment {venv}")
     builder = env_builder()
     if builder:
         how = "uv" if builder == "uv" else "venv and pip (20-30 s)"
-        return check("mcp", True, f"this Python has no mcp 2.3+; serve builds a private environment in {venv} "
-                                  f"on its first start, with {how}; it needs the package index")
-    return check("mcp", False, "this Python has no mcp 2.3+ and cannot build a private environment (no ensurepip)",
+        return check("mcp", True,
+                     f"this Python has no mcp 2.3+; serve builds a private environment in {venv} "
+                     f"on its first start, with {how}; it needs the package index")
+    return check("mcp", False, "this Python has no mcp 2.3+ and cannot "
+                               "build a private environment (no ensurepip)",
                  f"sudo apt install python3-venv, or install uv, or {fix}")
 
 
@@ -5817,7 +6248,8 @@ def check_codex(codex: list) -> dict:
 
 
 def codex_provider() -> tuple:
-    """(provider, its env_key or "", config path) from Codex's config.toml; provider "" for the default."""
+    """(provider, its env_key or "", config path) from Codex's config.toml; provider "" for the
+    default."""
     config = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex") / "config.toml"
     try:
         text = config.read_text(encoding="utf-8")
@@ -5827,7 +6259,8 @@ def codex_provider() -> tuple:
     top = re.split(r"(?m)^\s*\[", text, maxsplit=1)[0]
     found = re.search(r'(?m)^\s*model_provider\s*=\s*["\']([^"\']+)', top)
     provider = found.group(1) if found else ""
-    table = re.search(rf'(?ms)^\s*\[model_providers\.{re.escape(provider)}\]\s*$(.*?)(?=^\s*\[|\Z)', text)
+    table = re.search(rf'(?ms)^\s*\[model_providers\.{re.escape(provider)}\]\s*$(.*?)(?=^\s*\[|\Z)',
+                      text)
     env_key = re.search(r'(?m)^\s*env_key\s*=\s*["\']([^"\']+)', table.group(1)) if table else None
     return provider, env_key.group(1) if env_key else "", config
 
@@ -5839,8 +6272,9 @@ def check_codex_login(codex: list) -> dict:
     provider, env_key, config = codex_provider()
     if provider and provider != "openai":
         if env_key and not os.environ.get(env_key):
-            return check("codex-login", False, f"model provider {provider!r} in {config} reads its key from "
-                                               f"${env_key}, which is not set", f"export {env_key}=<your key>")
+            return check("codex-login", False,
+                         f"model provider {provider!r} in {config} reads its key from "
+                         f"${env_key}, which is not set", f"export {env_key}=<your key>")
         return check("codex-login", True,
                      f"not logged in, but model provider {provider!r} is configured in {config}")
     said = (out or err).splitlines()[-1:] or ["no answer"]
@@ -5859,27 +6293,28 @@ def check_git(repo: Path) -> dict:
 
 
 def check_sandbox(codex: list) -> dict:
-    """Run a trivial command under Codex's own sandbox, with both profiles codex-mcp relies on: a write
-    in the workspace must succeed under :workspace, and be refused under :read-only."""
+    """Run a trivial command under Codex's own sandbox, with both profiles codex-mcp relies on: a
+    write in the workspace must succeed under :workspace, and be refused under :read-only."""
     import shutil
     import tempfile
-    fix = ("run a task's commands where Codex's sandbox can start (Linux: Landlock and seccomp allowed, e.g. not "
-           "in an unprivileged container); try: codex sandbox -P :workspace -C /tmp -- true; or upgrade Codex: "
-           "npm install -g @openai/codex")
+    fix = ("run a task's commands where Codex's sandbox can start (Linux: Landlock and seccomp "
+           "allowed, e.g. not in an unprivileged container); try: codex sandbox -P :workspace -C "
+           "/tmp -- true; or upgrade Codex: npm install -g @openai/codex")
     workspace = Path(tempfile.mkdtemp(prefix="codex-mcp-doctor-"))
     try:
         status, out, err = probe([*codex, "sandbox", "-P", ":workspace", "-C", str(workspace), "--",
                                   "/bin/sh", "-c", "echo ok > inside"], cwd=workspace)
         if status != 0 or not (workspace / "inside").is_file():
-            return check("sandbox", False, f"Codex could not run a command under its workspace sandbox "
-                                           f"(exit {status}): {tail(err or out, 400)}", fix)
+            return check("sandbox", False, "Codex could not run a command under its workspace "
+                                           f"sandbox (exit {status}): {tail(err or out, 400)}", fix)
         probe([*codex, "sandbox", "-P", ":read-only", "-C", str(workspace), "--",
                "/bin/sh", "-c", "echo no > refused"], cwd=workspace)
         if (workspace / "refused").exists():
-            return check("sandbox", False, "Codex's sandbox did not refuse a write under its read-only profile: "
-                                           "it runs commands without confinement", fix)
-        return check("sandbox", True, "a write in the workspace succeeded under :workspace and was refused "
-                                      "under :read-only")
+            return check("sandbox", False,
+                         "Codex's sandbox did not refuse a write under its read-only profile: "
+                         "it runs commands without confinement", fix)
+        return check("sandbox", True, "a write in the workspace succeeded under "
+                                      ":workspace and was refused under :read-only")
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
@@ -5888,20 +6323,23 @@ def check_confinement(repo: Path, codex: list) -> dict:
     """Whether Codex, sandboxed in this folder, is kept from everything run or believed outside its
     sandbox; and which of those lie under /tmp or $TMPDIR (safe: Codex's runs have both closed)."""
     if not repo.is_dir():
-        return check("confinement", False, f"{repo} is not a directory", "run doctor from your repository, or --cwd DIR")
+        return check("confinement", False, f"{repo} is not a directory",
+                     "run doctor from your repository, or --cwd DIR")
     state = state_dir_for(repo, find_git_dir(repo))
     exposed = exposed_places(repo, state, codex)
     if exposed:
-        return check("confinement", False, f"{repo} holds {'; '.join(exposed)}: Codex's sandbox would let it write "
-                                           "them, so no task runs here", "run codex-mcp in a project folder that "
-                                           "holds none of them")
+        return check("confinement", False, f"{repo} holds {'; '.join(exposed)}: Codex's sandbox "
+                                           "would let it write them, so no task runs here",
+                     "run codex-mcp in a project folder that holds none of them")
     temps = [str(Path(t).resolve()) for t in ("/tmp", os.environ.get("TMPDIR") or "/tmp")]
     under = [f"{what} {path}" for what, path in trusted_places(state, codex)
              if any(str(path) == t or str(path).startswith(t.rstrip("/") + "/") for t in temps)]
-    said = (f"{'; '.join(under)} under /tmp or $TMPDIR, which Codex's runs cannot write (each gets a private "
-            "temporary folder instead)") if under else "none of them under /tmp or $TMPDIR"
-    return check("confinement", True, f"Codex can write only the workspace and a temporary folder of its own: "
-                                      f"{repo} holds no home, config or state run outside the sandbox; {said}")
+    said = ((f"{'; '.join(under)} under /tmp or $TMPDIR, which Codex's runs cannot write (each "
+             "gets a private temporary folder instead)")
+            if under else "none of them under /tmp or $TMPDIR")
+    return check("confinement", True,
+                 f"Codex can write only the workspace and a temporary folder of its own: "
+                 f"{repo} holds no home, config or state run outside the sandbox; {said}")
 
 
 def check_tasks_dir(repo: Path) -> dict:
@@ -5913,21 +6351,23 @@ def check_tasks_dir(repo: Path) -> dict:
     if not tasks.is_dir():
         existing = next(p for p in (tasks, *tasks.parents) if p.exists())
         ok = existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
-        return check("agents/tasks", ok, f"{tasks} does not exist yet; the first delegate creates it"
-                                         + ("" if ok else f", but {existing} is not writable"),
+        return check("agents/tasks", ok,
+                     f"{tasks} does not exist yet; the first delegate creates it"
+                     + ("" if ok else f", but {existing} is not writable"),
                      f"chmod u+w {existing}")
     try:
         with tempfile.NamedTemporaryFile(dir=tasks, prefix=".doctor-"):
             pass
     except OSError as error:
-        return check("agents/tasks", False, f"cannot write in {tasks}: {error}", f"chmod u+w {tasks}")
+        return check("agents/tasks", False, f"cannot write in {tasks}: {error}",
+                     f"chmod u+w {tasks}")
     return check("agents/tasks", True, f"{tasks} is writable")
 
 
 def check_claude(repo: Path) -> dict:
-    """Whether Claude Code has codex-mcp registered and connects to it. `claude mcp list` starts every
-    server it lists, so it runs in an empty folder: in the repository it would also start what the
-    project's `.mcp.json` names, a file Codex may have written. That file is only read here."""
+    """Whether Claude Code has codex-mcp registered and connects to it. `claude mcp list` starts
+    every server it lists, so it runs in an empty folder: in the repository it would also start what
+    the project's `.mcp.json` names, a file Codex may have written. That file is only read here."""
     import shutil
     import tempfile
     claude = shutil.which("claude")
@@ -5938,7 +6378,8 @@ def check_claude(repo: Path) -> dict:
     root = Path(__file__).resolve().parent
     install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
                if (root / ".claude-plugin" / "plugin.json").is_file() else
-               f"claude mcp add codex-mcp -s user -- {sys.executable} {Path(__file__).resolve()} serve")
+               "claude mcp add codex-mcp -s user -- "
+               f"{sys.executable} {Path(__file__).resolve()} serve")
     with tempfile.TemporaryDirectory(prefix="codex-mcp-doctor-") as neutral:
         status, out, err = probe([claude, "mcp", "list"], cwd=Path(neutral), timeout=120)
     if status is None:
@@ -5947,13 +6388,13 @@ def check_claude(repo: Path) -> dict:
     found = [line for line in out.splitlines() if re.match(r"^(plugin:[^:\s]+:)?codex-mcp: ", line)]
     if not found:
         return project_registration(repo) or check(
-            "claude", True, f"codex-mcp is not registered with Claude Code (the CLI works without it); to use it "
-                            f"from Claude Code: {install}")
+            "claude", True, "codex-mcp is not registered with Claude Code (the CLI works without "
+                            f"it); to use it from Claude Code: {install}")
     line = found[0]
     if "Connected" in line and "✘" not in line:
         return check("claude", True, line)
-    return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its command (shown "
-                                        "above) by hand; then restart Claude Code")
+    return check("claude", False, line, "see why the server fails: claude --debug mcp, or run its "
+                                        "command (shown above) by hand; then restart Claude Code")
 
 
 def check_claude_tasks() -> dict:
@@ -5963,35 +6404,42 @@ def check_claude_tasks() -> dict:
     import tempfile
     claude = shutil.which("claude")
     if not claude:
-        return {**check("claude-tasks", True, "the claude CLI is not on PATH: not checked"), "skipped": True}
+        return {**check("claude-tasks", True, "the claude CLI is not on PATH: not checked"),
+                "skipped": True}
     with tempfile.TemporaryDirectory(prefix="codex-mcp-doctor-") as neutral:
         status, out, _ = probe([claude, "--version"], cwd=Path(neutral), timeout=60)
     found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", out or "")
     if status != 0 or not found:
-        return check("claude-tasks", True, f"claude --version did not say its version ({one_line(out or '', 80)})")
+        return check("claude-tasks", True,
+                     f"claude --version did not say its version ({one_line(out or '', 80)})")
     version = tuple(map(int, found.groups()))
     named = ".".join(map(str, version))
     if os.environ.get("CLAUDE_CODE_DISABLE_MCP_TASKS"):
-        return check("claude-tasks", True, f"Claude Code {named} with CLAUDE_CODE_DISABLE_MCP_TASKS set: waiting calls "
-                                           "(until: \"verdict\") block the turn until they end")
+        return check("claude-tasks", True,
+                     f"Claude Code {named} with CLAUDE_CODE_DISABLE_MCP_TASKS set: waiting calls "
+                     "(until: \"verdict\") block the turn until they end")
     if version >= CLAUDE_TASKS_VERSION:
-        return check("claude-tasks", True, f"Claude Code {named} runs waiting calls (until: \"verdict\") as background "
-                                           "tasks in interactive sessions, the verdict arriving by itself; claude -p "
-                                           "waits for them")
-    return check("claude-tasks", True, f"Claude Code {named} answers waiting calls synchronously (they block the "
-                                       f"turn); {'.'.join(map(str, CLAUDE_TASKS_VERSION))} runs them in the "
-                                       "background: npm install -g @anthropic-ai/claude-code@latest")
+        return check("claude-tasks", True,
+                     f"Claude Code {named} runs waiting calls (until: \"verdict\") as background "
+                     "tasks in interactive sessions, the verdict arriving by itself; claude -p "
+                     "waits for them")
+    return check("claude-tasks", True,
+                 f"Claude Code {named} answers waiting calls synchronously (they block the "
+                 f"turn); {'.'.join(map(str, CLAUDE_TASKS_VERSION))} runs them in the "
+                 "background: npm install -g @anthropic-ai/claude-code@latest")
 
 
-CLAUDE_TASKS_VERSION = (2, 1, 332)      # the first release seen running MCP tasks (not every one before tried)
+# the first release seen running MCP tasks (not every one before tried)
+CLAUDE_TASKS_VERSION = (2, 1, 332)
 
 
 def project_registration(repo: Path) -> dict | None:
-    """doctor's word on a project `.mcp.json` that registers codex-mcp, from the files alone: whether
-    Claude Code will start it (someone approved it) and, if not, how to approve it. Not started
-    here: the file is in the folder a task's Codex may write."""
+    """doctor's word on a project `.mcp.json` that registers codex-mcp, from the files alone:
+    whether Claude Code will start it (someone approved it) and, if not, how to approve it. Not
+    started here: the file is in the folder a task's Codex may write."""
     try:
-        entry = json.loads((repo / ".mcp.json").read_text(encoding="utf-8"))["mcpServers"]["codex-mcp"]
+        entry = json.loads(
+            (repo / ".mcp.json").read_text(encoding="utf-8"))["mcpServers"]["codex-mcp"]
         command = " ".join(map(str, [entry.get("command", ""), *entry.get("args", [])]))
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
@@ -6006,18 +6454,21 @@ def project_registration(repo: Path) -> dict | None:
                                             repo / ".claude" / "settings.json"] if trusted else [])]
     for path in approvals:
         settings = load_json(path, {})
-        if isinstance(settings, dict) and (settings.get("enableAllProjectMcpServers") is True or
-                                           "codex-mcp" in (settings.get("enabledMcpjsonServers") or [])):
-            return check("claude", True, f"{said}, approved in {path} (not started here: doctor runs no server a "
-                                         "project file names, which a task's Codex may have changed)")
-    return check("claude", False, f"{said}, but nobody has approved it, so Claude Code does not start it",
-                 f'approve it when claude asks at start-up, or add "enabledMcpjsonServers": ["codex-mcp"] to {home}/'
-                 "settings.json")
+        if (isinstance(settings, dict)
+                and (settings.get("enableAllProjectMcpServers") is True
+                     or "codex-mcp" in (settings.get("enabledMcpjsonServers") or []))):
+            return check("claude", True,
+                         f"{said}, approved in {path} (not started here: doctor runs no server a "
+                         "project file names, which a task's Codex may have changed)")
+    return check("claude", False,
+                 f"{said}, but nobody has approved it, so Claude Code does not start it",
+                 'approve it when claude asks at start-up, or add "enabledMcpjsonServers": '
+                 f'["codex-mcp"] to {home}/settings.json')
 
 
 def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -> dict:
-    """Check that this machine can run codex-mcp: each check says what it found and, if it failed, the
-    command that fixes it. `env_dir` is where serve would build its environment (default
+    """Check that this machine can run codex-mcp: each check says what it found and, if it failed,
+    the command that fixes it. `env_dir` is where serve would build its environment (default
     $CODEX_MCP_ENV_DIR). Never raises for a failed check; `ok` is false when any failed."""
     repo_path = Path(os.fspath(repo) if repo else os.getcwd()).resolve()
     codex = codex_command_from(codex_cmd)
@@ -6025,8 +6476,8 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     checks = [check_python(), check_mcp(env_dir or os.environ.get("CODEX_MCP_ENV_DIR")), codex_ok]
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
-    checks += [check_git(repo_path), check_confinement(repo_path, codex), check_tasks_dir(repo_path),
-               check_claude(repo_path), check_claude_tasks()]
+    checks += [check_git(repo_path), check_confinement(repo_path, codex),
+               check_tasks_dir(repo_path), check_claude(repo_path), check_claude_tasks()]
     result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
     if failed:
@@ -6035,13 +6486,13 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
 
 
 # The plugin's Stop hook (hooks/hooks.json; off unless CODEX_MCP_HOLD_REVIEW=1): Claude Code runs
-# `codex-mcp _hold-review` with the hook's JSON on stdin before it ends a turn. The tasks that count are
-# the ones named in this session's transcript next to a codex-mcp tool or a taskId.
+# `codex-mcp _hold-review` with the hook's JSON on stdin before it ends a turn. The tasks that count
+# are the ones named in this session's transcript next to a codex-mcp tool or a taskId.
 
 def held_reviews(hook_input: dict) -> dict:
-    """{"decision": "block", "reason": ...} while a task this session delegated or checked waits in review
-    for accept-task; {} otherwise, and always when Claude Code is already going on because of this hook
-    (`stop_hook_active`), so that it cannot keep a conversation from ending."""
+    """{"decision": "block", "reason": ...} while a task this session delegated or checked waits in
+    review for accept-task; {} otherwise, and always when Claude Code is already going on because of
+    this hook (`stop_hook_active`), so that it cannot keep a conversation from ending."""
     if hook_input.get("stop_hook_active"):
         return {}
     try:
@@ -6058,14 +6509,14 @@ def held_reviews(hook_input: dict) -> dict:
     if not waiting:
         return {}
     return {"decision": "block", "reason": (
-        f"{', '.join(waiting)} {'waits' if len(waiting) == 1 else 'wait'} in review: call accept-task for "
-        f"{'it' if len(waiting) == 1 else 'each'} and act on its action, or tell the user why you leave it "
-        "(codex-mcp's Stop hook, on because CODEX_MCP_HOLD_REVIEW=1)")}
+        f"{', '.join(waiting)} {'waits' if len(waiting) == 1 else 'wait'} in review: call "
+        f"accept-task for {'it' if len(waiting) == 1 else 'each'} and act on its action, or tell "
+        "the user why you leave it (codex-mcp's Stop hook, on because CODEX_MCP_HOLD_REVIEW=1)")}
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 17. The commands: one table for the CLI and the MCP server
-# ====================================================================================================
+# ==================================================================================================
 #
 # Each command is one row: its MCP tool name, its CLI word, the service that carries it out, the
 # shape of its answer, and its parameters. A parameter is described once, with the name MCP callers
@@ -6081,8 +6532,9 @@ class Param:
     (the help of a `--no-` flag, which says the opposite of the MCP description)."""
     __slots__ = ("name", "type", "description", "required", "keyword", "flag", "mcp", "extra")
 
-    def __init__(self, name: str, type: object, description: str, flag: str = "", required: bool = False,
-                 keyword: str | None = None, mcp: bool = True, **extra: object) -> None:
+    def __init__(self, name: str, type: object, description: str, flag: str = "",
+                 required: bool = False, keyword: str | None = None, mcp: bool = True,
+                 **extra: object) -> None:
         self.name, self.type, self.description, self.required = name, type, description, required
         self.keyword, self.flag, self.mcp, self.extra = keyword or name, flag, mcp, extra
 
@@ -6096,165 +6548,201 @@ class Command:
     __slots__ = ("tool", "cli", "summary", "description", "service", "shape", "params", "read_only",
                  "idempotent", "destructive", "codex", "waits")
 
-    def __init__(self, tool: str, cli: str, summary: str, description: str, service: Callable, shape: str,
-                 params: list, read_only: bool = False, idempotent: bool = False, destructive: bool = False,
-                 codex: bool = False, waits: str = "") -> None:
+    def __init__(self, tool: str, cli: str, summary: str, description: str, service: Callable,
+                 shape: str, params: list, read_only: bool = False, idempotent: bool = False,
+                 destructive: bool = False, codex: bool = False, waits: str = "") -> None:
         self.tool, self.cli, self.summary, self.description = tool, cli, summary, description
         self.service, self.shape, self.params = service, shape, params
-        self.read_only, self.idempotent, self.destructive, self.codex = read_only, idempotent, destructive, codex
+        self.read_only, self.idempotent, self.destructive, self.codex = (read_only, idempotent,
+                                                                         destructive, codex)
         self.waits = waits
 
 
-CWD = Param("cwd", "string", "absolute path of the repository; default: the server's working directory")
+CWD = Param("cwd", "string",
+            "absolute path of the repository; default: the server's working directory")
 TASK = Param("taskId", "string", "task id, like T-001", "TASK_ID", required=True, keyword="task_id")
-ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, one task at a "
-                  "time) or \"worktree\" (its own git worktree made from your current tree; several run at once; "
-                  "accept merges the changes into your working tree)", "--isolation", enum=list(ISOLATIONS))
+ISOLATION = Param("isolation", "string", "\"inplace\" (default: Codex works in your working tree, "
+                  "one task at a time) or \"worktree\" (its own git worktree made from your "
+                  "current tree; several run at once; accept merges "
+                  "the changes into your working tree)", "--isolation", enum=list(ISOLATIONS))
 UNTIL_PARAM = Param(
-    "until", "string", "how far the call goes before it answers: \"started\" (the default: Codex is running), "
-    "\"review\" (Codex's run has ended: check-task's answer), \"verdict\" (then accept-task, through the reworks it "
-    "sends back by itself, to done, blocked, boundary_confirmation or conflict: accept-task's answer). A client that "
-    "runs MCP background tasks (Claude Code, interactive) gets a task at once, and the answer arrives by itself",
+    "until", "string", "how far the call goes before it answers: \"started\" (the default: Codex "
+    "is running), \"review\" (Codex's run has ended: check-task's answer), \"verdict\" (then "
+    "accept-task, through the reworks it sends back by itself, to done, blocked, "
+    "boundary_confirmation or conflict: accept-task's answer). A client that runs MCP background "
+    "tasks (Claude Code, interactive) gets a task at once, and the answer arrives by itself",
     "--until", enum=list(UNTIL))
-WAIT = Param("wait", "number", "wait for the task to leave todo/doing: up to N seconds, or without N until it does",
+WAIT = Param("wait", "number",
+             "wait for the task to leave todo/doing: up to N seconds, or without N until it does",
              "--wait", mcp=False, bare=float("inf"), metavar="N")
 COMMANDS = [
     Command(
-        "delegate-task", "delegate", "create a task and start Codex on it (--file T-001 starts an existing todo task)",
-        "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the background "
-        "(workspace-write sandbox); returns {taskId, threadId, status, filePath} within seconds. Status todo means "
-        "another task holds this repo; it starts by itself. Next: check-task with waitSeconds.",
+        "delegate-task", "delegate",
+        "create a task and start Codex on it (--file T-001 starts an existing todo task)",
+        "Hand a coding task to Codex. Creates agents/tasks/T-NNN.md and starts Codex in the "
+        "background (workspace-write sandbox); returns {taskId, threadId, status, filePath} within "
+        "seconds. Status todo means another task holds this repo; it starts by itself. Next: "
+        "check-task with waitSeconds.",
         delegate_task, "delegate", [
             Param("goal", "string", "what Codex should do", "--goal", required=True),
-            Param("allowedPaths", ["string"], "paths Codex may change, relative to the repo root (folders admit "
-                  "everything under them; no globs)", "--paths", required=True, keyword="allowed_paths"),
+            Param("allowedPaths", ["string"], "paths Codex may change, relative to the repo root "
+                  "(folders admit everything under them; no globs)", "--paths", required=True,
+                  keyword="allowed_paths"),
             Param("constraints", "string", "rules Codex must keep", "--constraints"),
-            Param("acceptanceCriteria", "string", "what done means", "--criteria", keyword="criteria"),
+            Param("acceptanceCriteria", "string", "what done means", "--criteria",
+                  keyword="criteria"),
             CWD,
-            Param("verify", "string", "shell command accept-task runs in the repo, in Codex's sandbox; it must exit 0",
+            Param("verify", "string",
+                  "shell command accept-task runs in the repo, in Codex's sandbox; it must exit 0",
                   "--verify"),
-            Param("verifySandbox", "boolean", "false runs the verify command outside the sandbox (for a suite that "
-                  "starts local servers); default true", "--no-verify-sandbox", keyword="verify_sandbox",
-                  negated="run the verify command outside the sandbox (a suite that starts local servers)"),
+            Param("verifySandbox", "boolean", "false runs the verify command outside the sandbox "
+                  "(for a suite that starts local servers); default true", "--no-verify-sandbox",
+                  keyword="verify_sandbox",
+                  negated="run the verify command outside the sandbox "
+                          "(a suite that starts local servers)"),
             Param("model", "string", "Codex model for this task", "--model"),
             Param("reasoning", "string", "reasoning effort: low, medium, high", "--reasoning"),
-            Param("timeoutSeconds", "integer", f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})",
-                  "--timeout", keyword="timeout"),
+            Param("timeoutSeconds", "integer",
+                  f"hard limit of one Codex run (default {DEFAULT_TIMEOUT})", "--timeout",
+                  keyword="timeout"),
             Param("idleTimeoutSeconds", "integer", f"stop Codex after this long without progress "
                   f"(default {DEFAULT_IDLE_TIMEOUT})", "--idle-timeout", keyword="idle_timeout"),
             ISOLATION,
             UNTIL_PARAM,
-            Param("file", "string", "start this existing todo task instead (as `start`)", "--file", mcp=False,
-                  metavar="T-NNN"),
+            Param("file", "string", "start this existing todo task instead (as `start`)", "--file",
+                  mcp=False, metavar="T-NNN"),
             WAIT,
         ], codex=True, waits="until"),
     Command(
         "start-task", "start", "start an existing todo task (written by hand, or after retry)",
-        "Start an existing todo task (a record written by hand, or one returned to todo by retry-task). Returns "
-        "{taskId, status, filePath}: queued or running. Next: check-task with waitSeconds.",
-        start_task, "delegate", [TASK, CWD, ISOLATION, UNTIL_PARAM, WAIT], codex=True, waits="until"),
+        "Start an existing todo task (a record written by hand, or one returned to todo by "
+        "retry-task). Returns {taskId, status, filePath}: queued or running. "
+        "Next: check-task with waitSeconds.",
+        start_task, "delegate", [TASK, CWD, ISOLATION, UNTIL_PARAM, WAIT], codex=True,
+        waits="until"),
     Command(
         "check-task", "check", "show a task's status, progress and last result",
-        "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for the task to "
-        "leave todo/doing, sending progress notifications; this blocks your turn, so use it when you have nothing "
-        "else to do. detail=true adds the full Codex message, commands and changes.",
+        "Status, progress and last result of a task. With waitSeconds (at most 600) it waits for "
+        "the task to leave todo/doing, sending progress notifications; this blocks your turn, so "
+        "use it when you have nothing else to do. detail=true adds the full Codex message, "
+        "commands and changes.",
         check_task, "check", [
             TASK, CWD,
-            Param("waitSeconds", "number", "wait up to this many seconds for the task to leave todo/doing (0: answer "
-                  "at once)", "--wait", keyword="wait_seconds", minimum=0, maximum=MAX_WAIT_SECONDS,
-                  bare=float("inf"), metavar="N"),
-            Param("detail", "boolean", "include the full Codex message, commands and changes", "--detail")],
-        read_only=True, idempotent=True, waits="wait"),
+            Param("waitSeconds", "number", "wait up to this many seconds for the task to leave "
+                  "todo/doing (0: answer at once)", "--wait", keyword="wait_seconds", minimum=0,
+                  maximum=MAX_WAIT_SECONDS, bare=float("inf"), metavar="N"),
+            Param("detail", "boolean", "include the full Codex message, commands and changes",
+                  "--detail")], read_only=True, idempotent=True, waits="wait"),
     Command(
-        "accept-task", "accept", "review a task in review: report, boundary, verify; then done/rework/blocked",
-        "Review a task in status review: Codex's report must be complete, every real change inside allowedPaths, "
-        "and the verify command must pass in the sandbox. Returns {taskId, action, reason, status}: done; rework "
-        "(already sent back: check-task again); boundary_confirmation (call again with approvePaths, or "
-        "rework-task); blocked. Not idempotent: it can start a rework.",
+        "accept-task", "accept",
+        "review a task in review: report, boundary, verify; then done/rework/blocked",
+        "Review a task in status review: Codex's report must be complete, every real change inside "
+        "allowedPaths, and the verify command must pass in the sandbox. Returns {taskId, action, "
+        "reason, status}: done; rework (already sent back: check-task again); "
+        "boundary_confirmation (call again with approvePaths, or rework-task); blocked. Not "
+        "idempotent: it can start a rework.",
         accept_task, "accept", [
             TASK, CWD,
-            Param("approvePaths", ["string"], "paths outside allowedPaths to allow, after a boundary_confirmation",
+            Param("approvePaths", ["string"],
+                  "paths outside allowedPaths to allow, after a boundary_confirmation",
                   "--approve-paths", keyword="approve_paths"),
-            Param("intoBranch", "boolean", "a worktree task: commit its changes as branch codex-mcp/T-NNN instead of "
+            Param("intoBranch", "boolean",
+                  "a worktree task: commit its changes as branch codex-mcp/T-NNN instead of "
                   "applying them to the working tree", "--branch", keyword="into_branch")],
         codex=True, waits="always"),
     Command(
-        "rework-task", "rework", f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
-        "Send a task in review back to Codex on the same thread with numbered review items (at most 3 reworks; a "
-        "fourth blocks the task). Returns {taskId, threadId, status, reworkCount}. Next: check-task with "
-        "waitSeconds.",
+        "rework-task", "rework",
+        f"send a task back to Codex with review items (at most {MAX_REWORKS} times)",
+        "Send a task in review back to Codex on the same thread with numbered review items (at "
+        "most 3 reworks; a fourth blocks the task). Returns {taskId, threadId, status, "
+        "reworkCount}. Next: check-task with waitSeconds.",
         rework_task, "rework", [
             TASK,
-            Param("reviewItems", ["string"], "the specific things Codex must fix", "--items", required=True,
-                  keyword="review_items", append=True),
+            Param("reviewItems", ["string"], "the specific things Codex must fix", "--items",
+                  required=True, keyword="review_items", append=True),
             CWD, UNTIL_PARAM], codex=True, waits="until"),
     Command(
         "retry-task", "retry", "return a blocked task to todo (resets the rework budget)",
-        "Return a blocked task to todo (its rework budget starts again). Returns {taskId, status}. Next: start-task.",
-        retry_task, "retry", [TASK, CWD]),
+        "Return a blocked task to todo (its rework budget starts again). "
+        "Returns {taskId, status}. Next: start-task.", retry_task, "retry", [TASK, CWD]),
     Command(
         "cancel-task", "cancel", "stop a queued or running task (it becomes blocked)",
-        "Stop a queued or running task: Codex is killed and the task becomes blocked (retry-task brings it back).",
+        "Stop a queued or running task: Codex is killed and "
+        "the task becomes blocked (retry-task brings it back).",
         cancel_task, "cancel", [TASK, CWD]),
     Command(
-        "discard-task", "discard", "put back what Codex changed for a task in review or blocked (it stays blocked)",
-        "Undo a delegated task you do not want: put back every file Codex changed (as review attributed them; "
-        "a person's edit, and a path nothing shows who changed, are kept and listed) and leave the task blocked "
-        "with the reason \"discarded\". A worktree task's worktree is dropped. For a task in review or blocked. "
+        "discard-task", "discard",
+        "put back what Codex changed for a task in review or blocked (it stays blocked)",
+        "Undo a delegated task you do not want: put back every file Codex changed (as review "
+        "attributed them; a person's edit, and a path nothing shows who changed, are kept and "
+        "listed) and leave the task blocked with the reason \"discarded\". A worktree task's "
+        "worktree is dropped. For a task in review or blocked. "
         "Returns {taskId, status, reason, restored, kept}.",
         discard_task, "discard", [TASK, CWD], destructive=True),
     Command(
         "review-changes", "review",
-        "ask Codex to review the uncommitted changes (or those since --base); read-only, in the background",
-        "Ask Codex for a second opinion on changes you (or a person) made: the uncommitted ones (staged, unstaged, "
-        "untracked), or those since base. Read-only, in the background, in its own record; returns {taskId, status}. "
-        "check-task with waitSeconds then answers with verdict (correct / needs changes), explanation and findings "
-        "[{priority P0-P3, file, lines, title, body}], most severe first.",
+        "ask Codex to review the uncommitted changes (or those since --base); "
+        "read-only, in the background",
+        "Ask Codex for a second opinion on changes you (or a person) made: the uncommitted ones "
+        "(staged, unstaged, untracked), or those since base. Read-only, in the background, in its "
+        "own record; returns {taskId, status}. check-task with waitSeconds then answers with "
+        "verdict (correct / needs changes), explanation and findings [{priority P0-P3, file, "
+        "lines, title, body}], most severe first.",
         review_changes, "delegate", [
             CWD,
-            Param("base", "string", "a branch, tag or commit: review the changes since it (default: the "
-                  "uncommitted changes)", "--base"),
+            Param("base", "string", "a branch, tag or commit: review the changes since it "
+                  "(default: the uncommitted changes)", "--base"),
             Param("paths", ["string"], "look only at changes under these paths", "--paths"),
-            Param("focus", "string", "what matters most, e.g. 'security of the token refresh'", "--focus"),
-            Param("adversarial", "boolean", "challenge the approach and look for the ways it fails, not polish",
+            Param("focus", "string", "what matters most, e.g. 'security of the token refresh'",
+                  "--focus"),
+            Param("adversarial", "boolean",
+                  "challenge the approach and look for the ways it fails, not polish",
                   "--adversarial"),
             UNTIL_PARAM,
             WAIT,
         ], codex=True, waits="until"),
     Command(
         "list-tasks", "list", "list the tasks of the repository, most recently updated first",
-        "List a repository's tasks, most recently updated first, a page at a time: {tasks: [{taskId, status, "
-        "reworkCount, goal, updated}], count, total, nextCursor}. Pass nextCursor back for the next page.",
+        "List a repository's tasks, most recently updated first, a page at a time: {tasks: "
+        "[{taskId, status, reworkCount, goal, updated}], count, total, nextCursor}. Pass "
+        "nextCursor back for the next page.",
         list_tasks, "list", [
             CWD,
-            Param("status", ["string"], "only tasks in these statuses", "--status", items_enum=list(STATUSES)),
-            Param("limit", "integer", f"tasks per page (default {LIST_LIMIT}, at most 1000)", "--limit", minimum=1,
-                  maximum=1000),
+            Param("status", ["string"], "only tasks in these statuses", "--status",
+                  items_enum=list(STATUSES)),
+            Param("limit", "integer", f"tasks per page (default {LIST_LIMIT}, at most 1000)",
+                  "--limit", minimum=1, maximum=1000),
             Param("cursor", "string", "the nextCursor of the previous page", "--cursor")],
         read_only=True, idempotent=True),
-    Command("", "serve", "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
+    Command("", "serve",
+            "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
             "", lambda repo, codex_cmd=None: serve(repo, codex_cmd), "", [], codex=True),
-    Command("", "doctor", "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
+    Command("", "doctor",
+            "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
             "agents/tasks, Claude Code's registration; exit 1 if a check failed", "", doctor, "", [
-                Param("envDir", "string", "where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)",
+                Param("envDir", "string",
+                      "where serve keeps its private environment (default: $CODEX_MCP_ENV_DIR)",
                       "--env-dir", keyword="env_dir", mcp=False, metavar="DIR")], codex=True),
 ]
 TOOLS = {command.tool: command for command in COMMANDS if command.tool}
 BY_CLI = {command.cli: command for command in COMMANDS}
 # The CLI's words for the names the services, the messages and the next steps use.
 CLI_WORDS = {"cwd": "--cwd", "codexCmd": "--codex-cmd",
-             **{param.name: param.flag for command in COMMANDS for param in command.params if param.flag},
+             **{param.name: param.flag for command in COMMANDS
+                for param in command.params if param.flag},
              **{tool: f"codex-mcp {command.cli}" for tool, command in TOOLS.items()}}
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 18. CLI
-# ====================================================================================================
+# ==================================================================================================
 
-EXIT_CODES = """exit status: 0 success; 1 the operation failed (a refused transition, a malformed record,
-a process that could not run, a full or read-only disk); 2 bad input (unknown task, bad id, bad
-arguments). Output is one JSON object on stdout; errors are {"error": {"code": ..., "message": ...}}."""
-HIDDEN = ("_work", "_build-env", "_hold-review")      # run by the tool itself: the worker, serve, the Stop hook
+EXIT_CODES = """exit status: 0 success; 1 the operation failed (a refused transition, a malformed
+record, a process that could not run, a full or read-only disk); 2 bad input (unknown task, bad id,
+bad arguments). Output is one JSON object on stdout; errors are
+{"error": {"code": ..., "message": ...}}."""
+# run by the tool itself: the worker, serve, the Stop hook
+HIDDEN = ("_work", "_build-env", "_hold-review")
 STEP_CALL = Pattern(r"`([a-z]+-[a-z]+) (\{.*?\})`")
 
 
@@ -6313,21 +6801,24 @@ def build_parser(only: str | None = None) -> object:
 
     # The global options are accepted before or after the command (`check T-001 --pretty`).
     common = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
-    common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS, help="indented JSON")
+    common.add_argument("--pretty", action="store_true", default=argparse.SUPPRESS,
+                        help="indented JSON")
     common.add_argument("--cwd", default=argparse.SUPPRESS, metavar="DIR",
                         help="the repository (default: the current directory)")
     common.add_argument("--codex-cmd", default=argparse.SUPPRESS, metavar="CMD",
-                        help="the Codex command, may carry arguments (default: $CODEX_CMD or 'codex')")
-    parser = CliParser(prog="codex-mcp", parents=[common], epilog=EXIT_CODES, formatter_class=Formatter,
-                       description="Hand coding tasks to the Codex CLI and review the result. Tasks live in "
-                                   "agents/tasks/T-NNN.md.")
+                        help="the Codex command, may carry arguments "
+                             "(default: $CODEX_CMD or 'codex')")
+    parser = CliParser(prog="codex-mcp", parents=[common], epilog=EXIT_CODES,
+                       formatter_class=Formatter,
+                       description="Hand coding tasks to the Codex CLI and review the result. "
+                                   "Tasks live in agents/tasks/T-NNN.md.")
     parser.add_argument("--version", action="version", version=f"codex-mcp {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     for command in COMMANDS:
         if only and command.cli != only:
             continue
-        sub = commands.add_parser(command.cli, help=command.summary, description=command.summary, parents=[common],
-                                  epilog=EXIT_CODES, formatter_class=Formatter)
+        sub = commands.add_parser(command.cli, help=command.summary, description=command.summary,
+                                  parents=[common], epilog=EXIT_CODES, formatter_class=Formatter)
         for param in command.params:
             add_option(sub, param)
     if only == "_work":
@@ -6352,7 +6843,8 @@ def add_option(sub: object, param: Param) -> None:
                                       not param.extra.get("append") else "")
     if param.type == "boolean":
         sub.add_argument(param.flag, dest=param.keyword, action="store_const",
-                         const=not param.flag.startswith("--no-"), help=param.extra.get("negated", help_text))
+                         const=not param.flag.startswith("--no-"),
+                         help=param.extra.get("negated", help_text))
         return
     options: dict = {"dest": param.keyword, "help": help_text,
                      "metavar": param.extra.get("metavar") or param.flag[2:].upper()}
@@ -6414,7 +6906,8 @@ def run_command(args: object) -> dict | None:
     wait = keywords.pop("wait", None)
     if wait is not None and not wait >= 0:
         raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
-    if wait is not None:                    # `--wait` with no number: the worker runs in this process
+    # `--wait` with no number: the worker runs in this process
+    if wait is not None:
         keywords.update(inline=wait == float("inf"), on_progress=print_progress)
     followed = keywords.get("until", "started") != "started"
     if followed:
@@ -6423,13 +6916,14 @@ def run_command(args: object) -> dict | None:
     if wait is None or answer is None or followed:
         return answer
     store = Store(args.cwd)
-    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait, print_progress)
+    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait,
+                      print_progress)
     return {**answer, **task_view(store, task)}
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 19. MCP server
-# ====================================================================================================
+# ==================================================================================================
 #
 # The SDK's low-level server: the tool list (names, descriptions, JSON schemas derived from the
 # command table and SHAPES) is ours, and every call is checked here and answered in the same
@@ -6438,22 +6932,26 @@ def run_command(args: object) -> dict | None:
 
 SERVER_INSTRUCTIONS = """\
 codex-mcp hands coding tasks to the Codex CLI and reviews the result on ground truth (the files that
-really changed, the report, a verify command run in Codex's sandbox), so you need not re-read the diff.
-1. delegate-task {goal, allowedPaths, verify?, until: "verdict"} starts Codex and answers with the verdict.
-   Where the client runs background tasks (Claude Code, interactive) it answers at once with a task: go on
-   with other work or end your turn; the verdict arrives by itself as a task notification. Do not poll.
-   Elsewhere (claude -p) the call blocks until the verdict. Without until, it answers as soon as Codex runs;
-   check-task {taskId, waitSeconds: 600} then waits for the run to end, and accept-task reviews it.
-2. The verdict's action: done = finished; boundary_confirmation = paths outside allowedPaths changed (Codex
-   declared them, or nothing shows who did): accept-task with approvePaths to allow them, or rework-task to
-   have them reverted; conflict = a worktree task's changes do not merge with yours; blocked = read reason.
-   (rework = sent back to Codex by accept itself; until: "verdict" waits through those.)
+really changed, the report, a verify command run in Codex's sandbox), so you need not re-read the
+diff.
+1. delegate-task {goal, allowedPaths, verify?, until: "verdict"} starts Codex and answers with the
+   verdict. Where the client runs background tasks (Claude Code, interactive) it answers at once
+   with a task: go on with other work or end your turn; the verdict arrives by itself as a task
+   notification. Do not poll. Elsewhere (claude -p) the call blocks until the verdict. Without
+   until, it answers as soon as Codex runs; check-task {taskId, waitSeconds: 600} then waits for the
+   run to end, and accept-task reviews it.
+2. The verdict's action: done = finished; boundary_confirmation = paths outside allowedPaths changed
+   (Codex declared them, or nothing shows who did): accept-task with approvePaths to allow them, or
+   rework-task to have them reverted; conflict = a worktree task's changes do not merge with yours;
+   blocked = read reason. (rework = sent back to Codex by accept itself; until: "verdict" waits
+   through those.)
 3. rework-task {taskId, reviewItems, until?} sends your own review items back (at most 3 rounds).
-4. retry-task returns a blocked task to todo; start-task runs it again; discard-task puts back what Codex
-   changed.
-5. review-changes {focus?, base?, paths?, adversarial?, until: "verdict"} asks Codex for a read-only second
-   opinion on changes you made: verdict, explanation and findings (P0 first).
-cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is agents/tasks/T-NNN.md."""
+4. retry-task returns a blocked task to todo; start-task runs it again; discard-task puts back what
+   Codex changed.
+5. review-changes {focus?, base?, paths?, adversarial?, until: "verdict"} asks Codex for a read-only
+   second opinion on changes you made: verdict, explanation and findings (P0 first).
+cancel-task stops a run; list-tasks pages through a repo's tasks. Each task is
+agents/tasks/T-NNN.md."""
 
 
 def json_schema(shape: object) -> dict:
@@ -6474,7 +6972,8 @@ def input_schema(spec: Command) -> dict:
         schema["description"] = param.description
         if "items_enum" in param.extra:
             schema["items"]["enum"] = param.extra["items_enum"]
-        schema.update({key: value for key, value in param.extra.items() if key in ("minimum", "maximum", "enum")})
+        schema.update({key: value for key, value in param.extra.items()
+                       if key in ("minimum", "maximum", "enum")})
         properties[param.name] = schema
     return {"type": "object", "properties": properties, "additionalProperties": False,
             "required": [param.name for param in spec.params if param.required and param.mcp]}
@@ -6486,8 +6985,9 @@ def call_arguments(spec: Command, arguments: dict) -> dict:
     known = {param.name: param for param in spec.params if param.mcp}
     unknown = sorted(set(arguments) - set(known))
     if unknown:
-        raise BadInput(f"unknown argument{'s' * (len(unknown) > 1)} {', '.join(f'`{n}`' for n in unknown)}; "
-                       f"this tool takes {', '.join(f'`{n}`' for n in known)}")
+        raise BadInput(f"unknown argument{'s' * (len(unknown) > 1)} "
+                       f"{', '.join(f'`{n}`' for n in unknown)}; this tool takes "
+                       f"{', '.join(f'`{n}`' for n in known)}")
     keywords = {}
     for name, param in known.items():
         value = arguments.get(name)
@@ -6496,15 +6996,18 @@ def call_arguments(spec: Command, arguments: dict) -> dict:
                 raise BadInput(f"`{name}` is required: {param.description}")
             continue
         expected = param.type
-        ok = {"string": isinstance(value, str), "boolean": isinstance(value, bool),
-              "integer": isinstance(value, int) and not isinstance(value, bool)
-              or isinstance(value, float) and value.is_integer(),
-              "number": isinstance(value, (int, float)) and not isinstance(value, bool)}.get(expected) \
-            if isinstance(expected, str) else isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ok = ({"string": isinstance(value, str), "boolean": isinstance(value, bool),
+               "integer": isinstance(value, int) and not isinstance(value, bool)
+               or isinstance(value, float) and value.is_integer(),
+               "number": isinstance(value, (int, float))
+               and not isinstance(value, bool)}.get(expected)
+              if isinstance(expected, str)
+              else isinstance(value, list) and all(isinstance(v, str) for v in value))
         if not ok:
-            wanted = {"string": "text", "boolean": "true or false", "integer": "a whole number",
-                      "number": "a number"}.get(expected, "a list of strings") if isinstance(expected, str) \
-                else "a list of strings"
+            wanted = ({"string": "text", "boolean": "true or false", "integer": "a whole number",
+                       "number": "a number"}.get(expected, "a list of strings")
+                      if isinstance(expected, str)
+                      else "a list of strings")
             raise BadInput(f"`{name}` must be {wanted}, not {json_type(value)}")
         keywords[param.keyword] = value
     return keywords
@@ -6520,11 +7023,13 @@ def serve(cwd: str | None = None, codex_cmd: str | None = None) -> None:
     except ImportError as error:
         python = serve_elsewhere(error)
         say(f"serving with {python}")
-        argv = self_command("--cwd", cwd or os.getcwd(), "serve", *(["--codex-cmd", codex_cmd] if codex_cmd else []))
+        argv = self_command("--cwd", cwd or os.getcwd(), "serve",
+                            *(["--codex-cmd", codex_cmd] if codex_cmd else []))
         os.execv(python, [str(python), *argv[1:]])
     if sys.stdin.isatty():
-        print("codex-mcp serve: waiting for an MCP client on stdin (this is the server Claude Code starts; "
-              "register it with `claude mcp add`, or press Ctrl-D to stop)", file=sys.stderr, flush=True)
+        print("codex-mcp serve: waiting for an MCP client on stdin (this is the server Claude Code "
+              "starts; register it with `claude mcp add`, or press Ctrl-D to stop)",
+              file=sys.stderr, flush=True)
     server = build_server(cwd, codex_cmd)
 
     async def run() -> None:
@@ -6556,7 +7061,8 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     from mcp.server.lowlevel import Server
     from mcp.shared.exceptions import MCPError
 
-    class TaskParams(types.RequestParams):      # tasks/get, tasks/cancel, tasks/update; `_meta` as any request's
+    # tasks/get, tasks/cancel, tasks/update; `_meta` as any request's
+    class TaskParams(types.RequestParams):
         taskId: str
         inputResponses: dict | None = None
 
@@ -6579,7 +7085,8 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     async def call_tool(ctx: object, params: object) -> object:
         spec = TOOLS.get(params.name)
         if spec is None:
-            return answer(BadInput(f"no tool `{params.name}`; the tools are {', '.join(TOOLS)}").to_json(), True)
+            return answer(BadInput(f"no tool `{params.name}`; "
+                                   f"the tools are {', '.join(TOOLS)}").to_json(), True)
         stop = threading.Event()
         try:
             keywords = call_arguments(spec, params.arguments or {})
@@ -6594,9 +7101,10 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
             if spec.waits == "until" and goal:
                 keywords.update(stop=stop, on_progress=progress_reporter(ctx, keywords))
             elif spec.waits == "wait":
-                keywords.update(stop=stop, heartbeat=True, on_change=progress_reporter(ctx, keywords))
-            result = await anyio.to_thread.run_sync(functools.partial(spec.service, repo, **keywords),
-                                                    abandon_on_cancel=True)
+                keywords.update(stop=stop, heartbeat=True,
+                                on_change=progress_reporter(ctx, keywords))
+            result = await anyio.to_thread.run_sync(
+                functools.partial(spec.service, repo, **keywords), abandon_on_cancel=True)
             return answer(result)
         except CodexMcpError as error:
             return answer(error.to_json(), True)
@@ -6606,7 +7114,8 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
             stop.set()
 
     def progress_reporter(ctx: object, keywords: dict) -> Callable:
-        """Progress notifications for a wait (the session drops them when the client sent no token)."""
+        """Progress notifications for a wait (the session drops them when the client sent no
+        token)."""
         started, total = time.monotonic(), float(keywords.get("wait_seconds") or 0) or None
 
         def report(task: Task, phase: str = "") -> None:
@@ -6619,8 +7128,9 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     async def tasks_get(ctx: object, params: TaskParams) -> dict:
         found = await anyio.to_thread.run_sync(background.get, params.taskId)
         if found is None:
-            raise MCPError(code=-32602, message=f"no background task {params.taskId[:200]} here now: not one this "
-                                                "server gave, or its repository is out of reach")
+            raise MCPError(code=-32602,
+                           message=f"no background task {params.taskId[:200]} here now: not one "
+                                   "this server gave, or its repository is out of reach")
         return found
 
     async def tasks_cancel(ctx: object, params: TaskParams) -> dict:
@@ -6630,8 +7140,8 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
     async def tasks_update(ctx: object, params: TaskParams) -> dict:
         return {}                   # nothing here asks the person a question (input_required)
 
-    server = Server("codex-mcp", version=VERSION, instructions=SERVER_INSTRUCTIONS, on_list_tools=list_tools,
-                    on_call_tool=call_tool)
+    server = Server("codex-mcp", version=VERSION, instructions=SERVER_INSTRUCTIONS,
+                    on_list_tools=list_tools, on_call_tool=call_tool)
     server.extensions[TASKS_EXTENSION] = {}
     server.add_request_handler("tasks/get", TaskParams, tasks_get)
     server.add_request_handler("tasks/cancel", TaskParams, tasks_cancel)
@@ -6647,7 +7157,8 @@ def wants_task(ctx: object) -> bool:
     if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
         return False
     capabilities = ctx.session.client_capabilities
-    return bool(capabilities is not None and capabilities.extensions and TASKS_EXTENSION in capabilities.extensions)
+    return bool(capabilities is not None and capabilities.extensions
+                and TASKS_EXTENSION in capabilities.extensions)
 
 
 def client_label(ctx: object) -> str:
@@ -6660,32 +7171,37 @@ def waiting_goal(spec: Command, keywords: dict) -> str:
     """What a call waits for ("" if it answers at once): `until`'s word, "wait" (a check with
     waitSeconds), "accept"."""
     if spec.waits == "until":
-        return until_arg(keywords.get("until")) if until_arg(keywords.get("until")) != "started" else ""
+        return (until_arg(keywords.get("until"))
+                if until_arg(keywords.get("until")) != "started" else "")
     if spec.waits == "wait":
         return "wait" if float(keywords.get("wait_seconds") or 0) > 0 else ""
     return "accept" if spec.waits == "always" else ""
 
 
-# -- background tasks (MCP revision 2026-07-28, extension io.modelcontextprotocol/tasks) -------------
+# -- background tasks (MCP revision 2026-07-28, extension io.modelcontextprotocol/tasks) -----------
 #
 # Observed with Claude Code 2.1.332 (interactive): a tools/call declaring the extension may be
 # answered with a task handle; Claude Code then polls tasks/get at the pollIntervalMs we give
 # (clamped to 250..30000 ms), and when a poll says completed it starts a model turn by itself with
 # the result (its structured content). A person stopping the task sends tasks/cancel, twice. A
-# -32602 answer is asked again for up to five minutes (an id not known here yet: a server restarting,
-# a disk not mounted), a failed task ends at once. It shows statusMessage in its task list (the first
-# 8 characters of the id in the row; keep the message short) and the id to the person and the model.
+# -32602 answer is asked again for up to five minutes (an id not known here yet: a server
+# restarting, a disk not mounted), a failed task ends at once. It shows statusMessage in its task
+# list (the first 8 characters of the id in the row; keep the message short) and the id to the
+# person and the model.
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
-TASK_POLL_MS = 1000                     # the verdict reaches the model within about a second of existing
-TASK_GRACE = 1.0                        # a waiting call done this soon is answered as a plain result
-TASK_KEEP = 7 * 86400                   # seconds a background task's answer is kept past its work's limits
+# the verdict reaches the model within about a second of existing
+TASK_POLL_MS = 1000
+# a waiting call done this soon is answered as a plain result
+TASK_GRACE = 1.0
+# seconds a background task's answer is kept past its work's limits
+TASK_KEEP = 7 * 86400
 
 
 def task_handle(repo: Path, task_id: str, goal: str, serial: int) -> str:
     """A background task's id: `T-012.verdict.1@/home/me/proj`. It names the record and the wait, so
-    a restarted server finds both, and reads well where Claude Code shows it. Printable ASCII without
-    spaces: the repository's path is percent-encoded outside that."""
+    a restarted server finds both, and reads well where Claude Code shows it. Printable ASCII
+    without spaces: the repository's path is percent-encoded outside that."""
     from urllib.parse import quote
     return f"{task_id}.{goal}.{serial}@{quote(str(repo), safe=SAFE_IN_HANDLE)}"
 
@@ -6701,18 +7217,21 @@ def parse_handle(handle: object) -> tuple | None:
     name, _, where = handle.partition("@")
     parts = name.split(".")
     repo = unquote(where, errors="strict") if where else ""
-    if len(parts) != 3 or not TASK_ID.fullmatch(parts[0]) or parts[1] not in ("review", "verdict", "wait", "accept") \
-            or not parts[2].isdigit() or not os.path.isabs(repo):
+    if (len(parts) != 3 or not TASK_ID.fullmatch(parts[0])
+            or parts[1] not in ("review", "verdict", "wait", "accept")
+            or not parts[2].isdigit() or not os.path.isabs(repo)):
         return None
     return Path(repo), parts[0], parts[1], int(parts[2])
 
 
 def mcp_task(handle: str, state: dict, status: str, message: str) -> dict:
     """The task as tasks/get (and a tools/call that became one) answers it."""
-    stamp = lambda seconds: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))    # noqa: E731
-    task = {"taskId": handle, "status": status, "statusMessage": message, "createdAt": stamp(state["created"]),
+    stamp = lambda seconds: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))  # noqa: E731
+    task = {"taskId": handle, "status": status, "statusMessage": message,
+            "createdAt": stamp(state["created"]),
             "lastUpdatedAt": stamp(state.get("ended") or time.time()),
-            "ttlMs": int((state["keepUntil"] - state["created"]) * 1000), "pollIntervalMs": TASK_POLL_MS}
+            "ttlMs": int((state["keepUntil"] - state["created"]) * 1000),
+            "pollIntervalMs": TASK_POLL_MS}
     if status == "completed":
         task["result"] = tool_result(state["answer"], state["isError"])
     elif status == "failed":
@@ -6726,7 +7245,8 @@ class Follower:
 
     def __init__(self) -> None:
         import threading
-        self.stop, self.done, self.phase, self.thread = threading.Event(), threading.Event(), "", None
+        self.stop, self.done, self.phase, self.thread = (threading.Event(), threading.Event(), "",
+                                                         None)
 
     def note(self, task: Task, phase: str = "") -> None:
         self.phase = phase
@@ -6748,14 +7268,16 @@ class BackgroundTasks:
     def begin(self, spec: Command, repo: str, keywords: dict, goal: str, client: str) -> dict:
         """Start a waiting call in the background: the task, or {answer, isError} when it was done
         within TASK_GRACE. A call that starts a run answers its refusal here, before any handle."""
-        arguments = {key: value for key, value in keywords.items() if key in ("wait_seconds", "detail",
-                                                                                "approve_paths", "into_branch")}
+        arguments = {key: value for key, value in keywords.items()
+                     if key in ("wait_seconds", "detail", "approve_paths", "into_branch")}
         state = {"goal": goal, "created": time.time(), "arguments": arguments, "client": client}
         if spec.waits == "until":
             state["start"] = spec.service(repo, **{**keywords, "until": "started"})
         store = Store(repo)
-        task_id = state["start"]["taskId"] if "start" in state else normalize_task_id(keywords["task_id"])
-        store.load(task_id)                     # an unknown task is refused now, not in the background
+        task_id = (state["start"]["taskId"]
+                   if "start" in state else normalize_task_id(keywords["task_id"]))
+        # an unknown task is refused now, not in the background
+        store.load(task_id)
         state["keepUntil"] = state["created"] + self.keep_for(store, task_id, goal, arguments)
         handle, path = self.claim(store, task_id, goal, state)
         follower = self.follow(handle, store, path)
@@ -6821,14 +7343,15 @@ class BackgroundTasks:
         state = load_json(path, None)
         if not isinstance(state, dict) or "goal" not in state:
             return mcp_task(handle, {"created": time.time(), "keepUntil": time.time()}, "failed",
-                            f"codex-mcp keeps no background task {handle.partition('@')[0]} (expired or deleted); "
-                            "check-task says where the task stands")
+                            f"codex-mcp keeps no background task {handle.partition('@')[0]} "
+                            "(expired or deleted); check-task says where the task stands")
         if state.get("cancelled"):
             return mcp_task(handle, state, "cancelled", "stopped")
         if "answer" in state:
             return mcp_task(handle, state, "completed", "finished")
         if time.time() > state["keepUntil"]:
-            return mcp_task(handle, state, "failed", "expired: the task took longer than its limits allow")
+            return mcp_task(handle, state, "failed",
+                            "expired: the task took longer than its limits allow")
         follower = self.follow(handle, store, path)
         task_id = parse_handle(handle)[1]
         try:
@@ -6844,7 +7367,8 @@ class BackgroundTasks:
             follower = self.followers.get(handle)
             if follower is None or follower.done.is_set() and "answer" not in load_json(path, {}):
                 follower = self.followers[handle] = Follower()
-                follower.thread = threading.Thread(target=self.carry_out, args=(handle, store, path, follower),
+                follower.thread = threading.Thread(target=self.carry_out,
+                                                   args=(handle, store, path, follower),
                                                    daemon=True, name=f"follow {handle[:40]}")
                 follower.thread.start()
         return follower
@@ -6857,7 +7381,8 @@ class BackgroundTasks:
                 if not free or "answer" in state or state.get("cancelled"):
                     return
                 try:
-                    result, error = self.answer(store, parse_handle(handle)[1], path, state, follower), False
+                    result, error = self.answer(store, parse_handle(handle)[1], path, state,
+                                                follower), False
                 except CodexMcpError as failure:
                     result, error = failure.to_json(), True
                 except OSError as failure:
@@ -6870,19 +7395,24 @@ class BackgroundTasks:
         finally:
             follower.done.set()
 
-    def answer(self, store: Store, task_id: str, path: Path, state: dict, follower: Follower) -> dict:
-        goal, arguments, command = state["goal"], state["arguments"], codex_command_from(self.codex_cmd)
+    def answer(self, store: Store, task_id: str, path: Path, state: dict,
+               follower: Follower) -> dict:
+        goal, arguments, command = (state["goal"], state["arguments"],
+                                    codex_command_from(self.codex_cmd))
         if goal == "wait":
             left = max(0.0, state["created"] + float(arguments["wait_seconds"]) - time.time())
-            return check_task(store.repo, task_id=task_id, wait_seconds=left, detail=arguments.get("detail"),
-                              stop=follower.stop, on_change=follower.note, wait_limit=float("inf"))
+            return check_task(store.repo, task_id=task_id, wait_seconds=left,
+                              detail=arguments.get("detail"), stop=follower.stop,
+                              on_change=follower.note, wait_limit=float("inf"))
         if goal == "accept":
             task = look(store, task_id)
-            if task.status != "review" and state.get("tried"):   # it ran before a restart: its outcome
+            # it ran before a restart: its outcome
+            if task.status != "review" and state.get("tried"):
                 return check_view(store, task)
             atomic_write(path, json.dumps({**state, "tried": True}), durable=False)
             follower.phase = "accept"
-            return accept_task(store.repo, task_id=task_id, approve_paths=arguments.get("approve_paths"),
+            return accept_task(store.repo, task_id=task_id,
+                               approve_paths=arguments.get("approve_paths"),
                                into_branch=arguments.get("into_branch"), codex_cmd=command)
         return carry_to(store, state["start"], goal, command, follower.note, follower.stop)
 
@@ -6907,18 +7437,20 @@ class BackgroundTasks:
             follower.stop.set()
         if parsed[2] in ("review", "verdict"):
             with contextlib.suppress(CodexMcpError):
-                cancel_task(store.repo, task_id=parsed[1], by=f"from {client} (its background task was stopped)")
+                cancel_task(store.repo, task_id=parsed[1],
+                            by=f"from {client} (its background task was stopped)")
 
 
-# ====================================================================================================
+# ==================================================================================================
 # 20. main
-# ====================================================================================================
+# ==================================================================================================
 
 def main(argv: list | None = None) -> int:
     """Run the CLI; print one JSON object; return the exit status (0, 1 or 2)."""
     argv = sys.argv[1:] if argv is None else argv
     # An empty or relative PATH entry would find programs (git, find) in the folder Codex writes.
-    os.environ["PATH"] = os.pathsep.join(entry for entry in os.environ.get("PATH", "").split(os.pathsep)
+    os.environ["PATH"] = os.pathsep.join(entry
+                                         for entry in os.environ.get("PATH", "").split(os.pathsep)
                                          if os.path.isabs(entry))
     pretty = "--pretty" in argv
     try:
