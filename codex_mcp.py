@@ -50,7 +50,8 @@ Layout, in the order data flows:
  13. Review, acting: the facts, the verdict, acting on it; the output a task wrote, removed
  14. Answers: the shape of every result, within 1.5 KB
  15. Services: one function per tool, shared by the CLI and the MCP server
- 16. Set-up: the server's private environment, doctor, the plugin's Stop hook
+ 16. Set-up: the server's private environment, doctor, the plugin's hooks: hold-review and the
+     review gate at Stop (Codex reviews Claude Code's changes before it stops)
  17. The commands: one table of tools, CLI words and parameters, for both ways in
  18. CLI: its parser and dispatch, made from that table
  19. MCP server: its tools, made from that table
@@ -118,6 +119,9 @@ DELEGATE_WAIT = 10.0                   # how long delegate waits for Codex to an
 MAX_WAIT_SECONDS = 600
 RUN_LOCK_WAIT = MAX_WAIT_SECONDS       # how long accept waits for a running Codex to finish
 RESULT_BUDGET = 1500                   # bytes of JSON per result: the caller's context is scarce
+GATE_BLOCKS = 2                        # the review gate's blocks in a row in one session, at most
+GATE_LIMIT = 300                       # seconds a gate review may take (the hook's timeout is 600)
+GATE_THRESHOLD = "P1"                  # findings this severe or more block the stop
 LIST_LIMIT = 20                        # tasks per list page by default
 # paths named in one review item or result list before grouping
 PATH_LINES = 12
@@ -2965,8 +2969,9 @@ class Worktree(Workspace):
 
 
 def repo_settings(store: Store) -> dict:
-    """Settings for worktree tasks, from `.codex-mcp.json` as committed at HEAD: an uncommitted edit
-    has no effect, so that no task's Codex can change what runs outside its sandbox."""
+    """Settings for worktree tasks and the review gate, from `.codex-mcp.json` as committed at HEAD:
+    an uncommitted edit has no effect, so that no task's Codex can change what runs outside its
+    sandbox."""
     try:
         text = run_git(store.repo, "show", "HEAD:./.codex-mcp.json").decode("utf-8")
     except OperationFailed:
@@ -2986,7 +2991,15 @@ def repo_settings(store: Store) -> dict:
                     for n in share):
         raise MalformedRecord(f"{where}: worktreeSetup must be a command "
                               "and worktreeShare a list of folder names")
-    return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share}
+    gate, threshold, seconds = (settings.get("gate", False),
+                                settings.get("gateThreshold", GATE_THRESHOLD),
+                                settings.get("gateLimitSeconds", GATE_LIMIT))
+    if gate not in (True, False) or threshold not in PRIORITIES or isinstance(seconds, bool) \
+            or not isinstance(seconds, int) or not 1 <= seconds <= 540:
+        raise MalformedRecord(f"{where}: gate must be true or false, gateThreshold one of "
+                              "P0-P3, and gateLimitSeconds a whole number from 1 to 540")
+    return {"worktreeLimit": limit, "worktreeSetup": setup, "worktreeShare": share, "gate": gate,
+            "gateThreshold": threshold, "gateLimitSeconds": seconds}
 
 
 def shared_dependencies(store: Store, settings: dict) -> list:
@@ -6029,7 +6042,7 @@ def read_cursor(cursor: str) -> tuple:
 
 
 # ==================================================================================================
-# 16. Set-up: the server's private environment, doctor, the plugin's Stop hook
+# 16. Set-up: the server's private environment, doctor, the plugin's hooks
 # ==================================================================================================
 #
 # Only `serve` needs a package beyond the standard library. When the Python running us lacks it and
@@ -6397,6 +6410,30 @@ def check_claude(repo: Path) -> dict:
                                         "command (shown above) by hand; then restart Claude Code")
 
 
+def check_gate(repo: Path) -> dict:
+    """Whether the review gate at Stop is on, and what it costs."""
+    try:
+        store = Store(repo)
+        settings = repo_settings(store) if store.git is not None else {}
+    except (CodexMcpError, OSError) as error:
+        message = error.message if isinstance(error, CodexMcpError) else str(error)
+        return check("gate", False, f"cannot read the gate's settings: {message}",
+                     "fix .codex-mcp.json and commit it")
+    cost = ("each stop after new changes costs one read-only Codex review (up to "
+            f"{settings.get('gateLimitSeconds', GATE_LIMIT)} s); an unchanged tree costs a git "
+            "status")
+    if os.environ.get("CODEX_MCP_GATE") == "1" or settings.get("gate"):
+        why = "CODEX_MCP_GATE=1" if os.environ.get("CODEX_MCP_GATE") == "1" else ".codex-mcp.json"
+        threshold = settings.get("gateThreshold", GATE_THRESHOLD)
+        said = (f"the review gate at Stop is on ({why}): findings {threshold} or worse send Claude "
+                f"Code back, at most {GATE_BLOCKS} times in a row; {cost}")
+        return check("gate", True, said)
+    return check("gate", True, "the review gate at Stop is off; to have Codex review Claude Code's "
+                               "changes before it stops, set CODEX_MCP_GATE=1 in Claude Code's "
+                               "environment, or commit \"gate\": true in .codex-mcp.json "
+                               f"({cost})")
+
+
 def check_claude_tasks() -> dict:
     """Whether the installed Claude Code runs waiting calls as background tasks. Observed: 2.1.332
     does in interactive sessions (never with -p); 2.1.197 answers every call synchronously."""
@@ -6477,7 +6514,8 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
     checks += [check_git(repo_path), check_confinement(repo_path, codex),
-               check_tasks_dir(repo_path), check_claude(repo_path), check_claude_tasks()]
+               check_tasks_dir(repo_path), check_claude(repo_path), check_claude_tasks(),
+               check_gate(repo_path)]
     result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
     if failed:
@@ -6512,6 +6550,129 @@ def held_reviews(hook_input: dict) -> dict:
         f"{', '.join(waiting)} {'waits' if len(waiting) == 1 else 'wait'} in review: call "
         f"accept-task for {'it' if len(waiting) == 1 else 'each'} and act on its action, or tell "
         "the user why you leave it (codex-mcp's Stop hook, on because CODEX_MCP_HOLD_REVIEW=1)")}
+
+
+# -- the review gate at Stop -----------------------------------------------------------------------
+#
+# Claude Code runs the plugin's Stop and SubagentStop hooks (hooks/hooks.json) before it ends a
+# turn: `codex-mcp gate` reads the hook's JSON on stdin and answers in the hook protocol ({} lets
+# the stop through, {"decision": "block", "reason"} sends the model back with the reason, and
+# "systemMessage" is shown to the person). Off unless CODEX_MCP_GATE=1, or `"gate": true` in the
+# committed .codex-mcp.json. It reviews only a tree that changed since its last review, blocks only
+# for findings at or above the threshold, at most GATE_BLOCKS times in a row in one session, and
+# lets the stop through whenever it cannot review (no git, no Codex, a review that fails or takes
+# too long, another session's review under way).
+
+def tree_fingerprint(store: Store) -> str:
+    """What the working tree's changes are now ("" for none): each changed or untracked path that
+    git does not ignore, with its size and change times, and HEAD. Task records are left out: a
+    review writes one."""
+    import hashlib
+    listed = run_git(store.repo, "status", "--porcelain=v1", "-z", "--no-renames",
+                     "--untracked-files=all").split(b"\0")
+    head = run_git(store.repo, "rev-parse", "--verify", "--quiet", "HEAD", ok=(0, 1))
+    digest, changed = hashlib.sha256(head), 0
+    for entry in sorted(entry for entry in listed if len(entry) > 3):
+        if tool_path(path_parts(os.fsdecode(entry[3:]))):
+            continue
+        changed += 1
+        found = entry_of(os.path.join(os.fsencode(store.repo), entry[3:]))
+        digest.update(entry + repr(found and found[:CTIME + 1]).encode() + b"\0")
+    return digest.hexdigest() if changed else ""
+
+
+def gate_verdict(findings: list, threshold: str, blocked_before: int, named: list) -> tuple:
+    """(block the stop?, the findings that would, those of them the last block named too)."""
+    worst = PRIORITIES.index(threshold)
+    blocking = [f for f in findings if PRIORITIES.index(f["priority"]) <= worst]
+    still = [f for f in blocking if [f["file"], f["title"]] in named]
+    return bool(blocking) and blocked_before < GATE_BLOCKS, blocking, still
+
+
+def gate_reason(task_id: str, blocking: list, still: list) -> str:
+    """The block's reason: a finding a line, most severe first, within the answer budget."""
+    head = (f"codex-mcp's review gate: Codex reviewed your changes ({task_id}) and found "
+            f"{plural(len(blocking), 'problem')} to fix before you stop:")
+    tail = (f"Fix them, or tell the user why not. The whole review: `check-task "
+            f'{{"taskId": "{task_id}", "detail": true}}`.')
+    lines = [f"- [{f['priority']}] {f['file']}:{f['lines']} {f['title']}: "
+             f"{one_line(f['body'], 160)}{' (still there after your last change)' * (f in still)}"
+             for f in blocking]
+    kept: list = []
+    for line in lines:
+        if len("\n".join([head, *kept, line, tail]).encode()) > RESULT_BUDGET - 60:
+            kept.append(f"- and {len(lines) - len(kept)} more in {task_id}")
+            break
+        kept.append(line)
+    return "\n".join([head, *kept, tail])
+
+
+def gate(repo: object, hook: dict, codex_cmd: object = None) -> dict:
+    """The Stop (or SubagentStop) hook's answer: review the changes that are new since the gate's
+    last review, and block the stop for findings at or above the threshold. Never raises: a gate
+    that cannot review lets the stop through and says why."""
+    try:
+        store = Store(hook.get("cwd") or repo)
+        settings = repo_settings(store) if store.git is not None else {}
+    except (CodexMcpError, OSError) as error:
+        message = error.message if isinstance(error, CodexMcpError) else str(error)
+        return {"systemMessage": f"codex-mcp gate: {one_line(message, 300)}; the stop goes through"}
+    if store.git is None or not (os.environ.get("CODEX_MCP_GATE") == "1" or settings.get("gate")):
+        return {}
+    try:
+        return gate_review(store, hook, settings, codex_command_from(codex_cmd))
+    except (CodexMcpError, OSError) as error:
+        message = error.message if isinstance(error, CodexMcpError) else str(error)
+        return {"systemMessage": f"codex-mcp gate: no review ({one_line(message, 300)}); "
+                                 "the stop goes through"}
+
+
+def gate_review(store: Store, hook: dict, settings: dict, command: list) -> dict:
+    fingerprint = tree_fingerprint(store)
+    path = store.state_dir / "gate.json"
+    state = load_json(path, {})
+    if not fingerprint or fingerprint == state.get("fingerprint"):
+        return {}                           # nothing changed, or nothing since the last review
+    session = str(hook.get("session_id") or "")
+    blocked_before = state.get("sessions", {}).get(session, 0)
+    limit = settings.get("gateLimitSeconds", GATE_LIMIT)
+    with store.lock("gate", blocking=False) as free:
+        if not free:
+            return {"systemMessage": "codex-mcp gate: another session's review of this repository "
+                                     "is running; the stop goes through"}
+        job = review_changes(store.repo, codex_cmd=command,
+                             focus="what Claude Code changed: bugs, security, data loss; not style")
+        task = wait_until(store, job["taskId"], lambda t: t.status not in ACTIVE, limit)
+        if task.status in ACTIVE:
+            cancel_task(store.repo, task_id=task.id, by="by the review gate (it took too long)")
+            return {"systemMessage": f"codex-mcp gate: the review ({task.id}) took longer than "
+                                     f"{limit} s and was stopped; the stop goes through"}
+        answer = parse_review_answer(task.result)[0] if task.status == "done" else None
+        if answer is None:
+            return {"systemMessage": f"codex-mcp gate: the review ({task.id}) gave no findings "
+                                     f"({task.reason}); the stop goes through"}
+        block, blocking, still = gate_verdict(answer["findings"],
+                                              settings.get("gateThreshold", GATE_THRESHOLD),
+                                              blocked_before, state.get("blocking", []))
+        sessions = {**state.get("sessions", {}), session: blocked_before + 1 if block else 0}
+        atomic_write(path, json.dumps({
+            "fingerprint": fingerprint, "task": task.id, "sessions": sessions,
+            "blocking": [[f["file"], f["title"]] for f in blocking]}), durable=False)
+    if block:
+        return {"decision": "block", "reason": gate_reason(task.id, blocking, still)}
+    if blocking:
+        return {"systemMessage": f"codex-mcp gate: {plural(len(blocking), 'finding')} left after "
+                                 f"{GATE_BLOCKS} rounds ({task.id}); the stop goes through"}
+    return {}
+
+
+def hook_input() -> dict:
+    """The JSON a Claude Code hook gets on stdin ({} when there is none)."""
+    try:
+        found = json.loads(sys.stdin.read() or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 # ==================================================================================================
@@ -6717,6 +6878,10 @@ COMMANDS = [
     Command("", "serve",
             "run the stdio MCP server (needs the mcp package; see CODEX_MCP_ENV_DIR in the README)",
             "", lambda repo, codex_cmd=None: serve(repo, codex_cmd), "", [], codex=True),
+    Command("", "gate",
+            "the review gate for Claude Code's Stop hook: reads the hook's JSON on stdin (off "
+            "unless CODEX_MCP_GATE=1 or \"gate\": true in .codex-mcp.json)", "",
+            lambda repo, codex_cmd=None: gate(repo, hook_input(), codex_cmd), "", [], codex=True),
     Command("", "doctor",
             "check this machine's set-up: Python, mcp, the Codex CLI, its login and sandbox, git, "
             "agents/tasks, Claude Code's registration; exit 1 if a check failed", "", doctor, "", [
@@ -6884,10 +7049,7 @@ def run_command(args: object) -> dict | None:
         build_environment(Path(args.env_dir))
         return None
     if name == "_hold-review":
-        try:
-            return held_reviews(json.loads(sys.stdin.read() or "{}"))
-        except ValueError:
-            return {}
+        return held_reviews(hook_input())
     if name == "_work":
         work(args.cwd, args.task_id, args.mode, codex_command_from(args.codex_cmd))
         return None

@@ -291,7 +291,7 @@ def test_plugin_validates(claude_bin, tmp_path, model):
     assert provides["skills"] == ["codex-mcp:delegating-to-codex"] and provides["bin"] == ["codex-mcp"]
     assert provides["mcpServers"] == [{"name": "codex-mcp", "type": "stdio",
                                        "target": "${CLAUDE_PLUGIN_ROOT}/bin/codex-mcp", "args": ["serve"]}]
-    assert [hook["event"] for hook in provides["hooks"]] == ["Stop"]
+    assert [hook["event"] for hook in provides["hooks"]] == ["Stop", "Stop", "SubagentStop"]   # hold-review, gate
     # The plugin directory's own checks (they do not change the result) find at most the optional icon missing.
     findings = report["directory"]["findings"]
     assert {f["code"] for f in findings} <= {"ICON_MISSING"} and not any(f["blocking"] for f in findings)
@@ -698,7 +698,7 @@ def test_doctor_on_a_healthy_set_up(tmp_path, codex_bin, claude_bin, model):
     assert status == 0 and result["ok"] is True and "failed" not in result, result
     found = checks(result)
     assert set(found) == {"python", "mcp", "codex", "codex-login", "sandbox", "git", "confinement", "agents/tasks",
-                          "claude", "claude-tasks"}
+                          "claude", "claude-tasks", "gate"}
     assert found["claude-tasks"]["detail"].startswith(f"Claude Code {CLAUDE_VERSION} runs waiting calls")
     assert found["confinement"]["ok"] and "a temporary folder of its own" in found["confinement"]["detail"]
     assert "model provider 'fake' is configured" in found["codex-login"]["detail"]

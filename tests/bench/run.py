@@ -55,6 +55,9 @@ The benchmarks, in the order of issue 12's table (the name selects one):
                     byte-code cache) and `python codex_mcp.py check T-001` (a copied file, compiled on
                     every start) vs `python -c pass`. The notes add the console script with no usable
                     byte-code cache (PYTHONDONTWRITEBYTECODE=1 and an empty cache folder).
+  gate           6b. The review gate at Stop (issue 24) on a tree unchanged since its last review (a
+                    stop after nothing new): `codex-mcp gate` with the hook's JSON on stdin vs `git
+                    status --porcelain`, at 10 and 100,000 files. No Codex call may happen.
   list           7. `codex-mcp list --status doing --limit 20` with 10,000 records vs one `codex-mcp
                     check` in the same repo: cold (the state folder deleted, so the index is built) and
                     warm. Also `check` with 10,000 records vs with 1.
@@ -601,6 +604,34 @@ def bench_startup(b: Bench) -> None:
               data={"ours": samples[name], "floor": samples["floor"], "no_cache": samples["no-cache"]})
 
 
+def bench_gate(b: Bench) -> None:
+    """The review gate at Stop on a tree that has not changed since its last review: what every
+    further stop costs (a git status and a fingerprint), vs a bare git status, at 10 and at
+    100,000 files."""
+    for order, name in ((6.5, "orchestration"), (6.6, "big")):
+        repo = b.repo(name)
+        (repo / "src" / "gate-change.py").write_text("x = 1\n")     # a change the gate reviewed before
+        store = cm.Store(repo)
+        cm.atomic_write(store.state_dir / "gate.json", json.dumps({"fingerprint": cm.tree_fingerprint(store)}))
+        hook = json.dumps({"session_id": "bench", "cwd": str(repo), "hook_event_name": "Stop"}).encode()
+        env = {**b.env, "CODEX_MCP_GATE": "1"}
+        forms = {"ours": lambda: run_timed([CONSOLE, "gate"], env=env, cwd=repo, input=hook),
+                 "floor": lambda: run_timed(["git", "-C", repo, "status", "--porcelain"], env=b.env)}
+        samples: dict = {"ours": [], "floor": []}
+        for n in range(b.args.runs):
+            for form in rotate(list(forms), n):
+                elapsed, done = forms[form]()
+                if form == "ours" and done.stdout.strip() != b"{}":
+                    raise BenchError(f"the gate did not let an unchanged tree through: {done.stdout[:300]!r}")
+                samples[form].append(elapsed)
+        (repo / "src" / "gate-change.py").unlink()
+        b.add(order, f"Review gate at Stop, tree unchanged since its review, {size_label(b.files[repo])}: "
+              "codex-mcp gate vs git status --porcelain", median(samples["ours"]), median(samples["floor"]),
+              "<= 1 s; information", 1.0, absolute=True,
+              notes=f"median of {b.args.runs}; no Codex call; per-run ratios "
+              f"{spread([o / f for o, f in zip(samples['ours'], samples['floor'])])}", data=samples)
+
+
 # ====================================================================================================
 # 7. list with 10,000 records
 # ====================================================================================================
@@ -873,7 +904,7 @@ def bench_worktrees(b: Bench) -> None:
 
 
 BENCHES = {"task": bench_task, "ignored": bench_ignored, "orchestration": bench_orchestration, "wait": bench_wait,
-           "tasks": bench_tasks,
+           "tasks": bench_tasks, "gate": bench_gate,
            "startup": bench_startup, "list": bench_list, "server": bench_server, "stream": bench_stream,
            "parallel": bench_parallel, "worktrees": bench_worktrees}
 
