@@ -66,7 +66,7 @@ def test_the_fingerprint_follows_the_changes_and_ignores_the_task_records(tmp_pa
     (repo / "agents" / "tasks" / "T-001.md").write_text("# T-001: a review's record\n")
     (repo / "dist").mkdir()
     (repo / ".gitignore").write_text(".env\ndist/\n")
-    git(repo, "commit", "-qam", "ignore dist", "--allow-empty")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "ignore dist")
     (repo / "src" / "app.py").write_text("x = 2\n")
     second = cm.tree_fingerprint(store)
     (repo / "dist" / "out.js").write_text("ignored output\n")

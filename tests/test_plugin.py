@@ -300,9 +300,10 @@ def test_plugin_validates(claude_bin, tmp_path, model):
 
 # -- install, connect, uninstall -------------------------------------------------------------------
 
-def test_install_from_local_checkout_connects_runs_doctor_and_uninstalls(any_claude, tmp_path, model):
+def test_install_from_local_checkout_connects_runs_doctor_and_uninstalls(any_claude, codex_bin, tmp_path, model):
     project = make_repo(tmp_path / "project")
-    claude = Claude(any_claude, tmp_path / "home", model)
+    # Codex named outright: the folder of an older Claude Code pin need not hold a codex as well
+    claude = Claude(any_claude, tmp_path / "home", model, CODEX_CMD=codex_bin)
     claude.install(str(ROOT), cwd=project)
     line = claude.server_line(project)
     assert "✔ Connected" in line and f"{ROOT}/" in line, line     # a local marketplace runs the live checkout
