@@ -2766,7 +2766,12 @@ class Worktree(Workspace):
 
     @classmethod
     def check_start(cls, store: Store, command: list) -> None:
-        """A worktree is confined when it is made (it lies in the repository's .git)."""
+        """A worktree is made from a commit of the working tree, so it needs git; it is confined
+        when it is made (it lies in the repository's .git)."""
+        if store.git is None:
+            raise BadInput(f"`isolation` \"worktree\" needs a git repository, and {store.repo} is "
+                           "a plain folder: a worktree is made from a commit of your working tree. "
+                           "Use \"inplace\", or `git init` first")
 
     @classmethod
     def holder(cls, store: Store) -> str:
@@ -5496,7 +5501,7 @@ def delegate_task(repo: object, *, goal: object = None, allowed_paths: object = 
     store = Store(repo)
     until = until_arg(until)
     command = codex_command_from(codex_cmd)
-    isolation = isolation_arg(store, isolation)
+    isolation = isolation_arg(isolation)
     task = new_task(
         "T-0", text_arg("goal", goal, required=True),
         validate_allowed_paths(allowed_paths, store.repo), text_arg("constraints", constraints),
@@ -5540,15 +5545,11 @@ def require_codex(store: Store, command: list) -> None:
         atomic_write(known, key, durable=False)
 
 
-def isolation_arg(store: Store, value: object) -> str:
-    """"" (keep what the record says), "inplace" or "worktree" (which needs git)."""
+def isolation_arg(value: object) -> str:
+    """"" (keep what the record says), "inplace" or "worktree"."""
     value = text_arg("isolation", value)
     if value and value not in ISOLATIONS:
         raise BadInput(f"`isolation` must be \"inplace\" or \"worktree\", not {value!r}")
-    if value == "worktree" and store.git is None:
-        raise BadInput(f"`isolation` \"worktree\" needs a git repository, and {store.repo} is a "
-                       "plain folder: a worktree is made from a commit of your working tree. Use "
-                       "\"inplace\", or `git init` first")
     return value
 
 
@@ -5559,7 +5560,7 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, until
     store = Store(repo)
     until = until_arg(until)
     command = codex_command_from(codex_cmd)
-    isolation = isolation_arg(store, isolation)
+    isolation = isolation_arg(isolation)
     task_id = normalize_task_id(task_id)
     task = recover(store, task_id)
     require_status(task, "todo", "start")
@@ -5575,8 +5576,6 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, until
         require_status(record, "todo", "start")
         record.allowed_paths = paths if paths != record.allowed_paths else record.allowed_paths
         record.isolation = isolation or record.isolation
-        if record.isolation == "worktree" and store.git is None:
-            isolation_arg(store, "worktree")
         Workspace.kind_of(record).check_start(store, command)
         record.thread_id = record.progress = record.last_event = record.reason = ""
         record.commands = record.tokens = 0

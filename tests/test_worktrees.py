@@ -227,6 +227,14 @@ def test_a_plain_folder_refuses_worktree_isolation(tmp_path, codex_bin):
     from conftest import run_cli
     status, out = run_cli("delegate", "--goal", "g", "--paths", "src/", "--isolation", "worktree", cwd=tmp_path)
     assert status == 2 and "needs a git repository" in out["error"]["message"]
+    assert not (tmp_path / "agents" / "tasks").exists() or not list((tmp_path / "agents" / "tasks").glob("T-*.md"))
+    # a hand-written todo task that asks for a worktree is refused the same way, and stays todo
+    record = tmp_path / "agents" / "tasks" / "T-001.md"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(cm.MINIMAL_RECORD["task"].format(id="T-001"))
+    status, out = run_cli("start", "T-001", "--isolation", "worktree", cwd=tmp_path, codex=codex_bin)
+    assert status == 2 and "needs a git repository" in out["error"]["message"]
+    assert "Status: todo" in record.read_text() and "worktree" not in record.read_text()
 
 
 def test_only_the_reviewed_changes_land_not_what_setup_changed(harness):
