@@ -5283,14 +5283,13 @@ def tools_copy(store: Store, task_id: str) -> Task | None:
     return task
 
 
-def look(store: Store, task_id: str) -> Task:
-    """A task as it stands, for the tools that only read (check, list): its record; the tool's copy
-    instead where the record may be Codex's word (written while Codex ran, by a worker that has died
-    since); and a task whose worker died shown blocked, saying so. Writes nothing: the next command
-    that writes puts the record right (`recover`)."""
+def owned(store: Store, task_id: str) -> tuple:
+    """(task, the tool's copy of its record if the file changed since the tool wrote it, and the
+    process that owned the task if it died, else ""). The task is its record, or the tool's copy
+    where the record is gone or has a second spelling beside it while Codex runs; a task whose
+    queued worker is alive says so."""
     try:
         task = store.load(task_id)
-    # gone, or a second spelling beside it, while Codex runs?
     except (NotFound, MalformedRecord):
         task = tools_copy(store, normalize_task_id(task_id))
         if task is None:
@@ -5298,11 +5297,20 @@ def look(store: Store, task_id: str) -> Task:
     runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
     if runner and process_alive(runner):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
-        return task
+        return task, None, ""
     copy = overwritten(store, task.id)
     # a changed file's word could be Codex's
     owner = copy[1].worker if copy is not None else task.worker
-    if not owner or process_alive(owner):
+    return task, copy, "" if not owner or process_alive(owner) else owner
+
+
+def look(store: Store, task_id: str) -> Task:
+    """A task as it stands, for the tools that only read (check, list): its record; the tool's copy
+    instead where the record may be Codex's word (written while Codex ran, by a worker that has died
+    since); and a task whose worker died shown blocked, saying so. Writes nothing: the next command
+    that writes puts the record right (`recover`)."""
+    task, copy, owner = owned(store, task_id)
+    if not owner:
         return task
     if copy is not None and copy[1].child_process:
         task = copy[1]
@@ -5337,20 +5345,8 @@ def recover(store: Store, task_id: str) -> Task:
     While a task's worker is in the repo's run queue, the worker is the truth: Codex can write the
     record, so a finished status there before the worker has ended can only be forged (the worker
     puts the record back)."""
-    try:
-        task = store.load(task_id)
-    except (NotFound, MalformedRecord):
-        task = tools_copy(store, normalize_task_id(task_id))
-        if task is None:
-            raise
-    runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
-    if runner and process_alive(runner):
-        task.status, task.reason = "doing", "Codex is running (its worker is alive)"
-        return task
-    copy = overwritten(store, task.id)
-    # a changed file's word could be Codex's
-    owner = copy[1].worker if copy is not None else task.worker
-    if not owner or process_alive(owner):
+    task, copy, owner = owned(store, task_id)
+    if not owner:
         return task
     guard = None
     if copy is not None and copy[1].child_process:
