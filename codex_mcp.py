@@ -1299,8 +1299,14 @@ class Store:
                     text = on_disk = self.read_text(task_id, guard.path)
             else:
                 text = on_disk = self.read_text(task_id)
+            saved = ""
+            if guard is None or guard.last_text is None:
+                text, saved = self.set_aside(task_id, text)
             path = guard.path if guard is not None else self.path_for_write(task_id)
             task = parse_task(text, task_id, self.relative(path))
+            if saved:
+                note(task, "an edit made while a Codex ran in place was set aside (records are the "
+                           f"tool's while Codex runs); the edited text is saved at {saved}")
             yield task
             rendered = render_task(task)
             if rendered != text:                 # the caller changed the task
@@ -1311,6 +1317,19 @@ class Store:
                 self.write_record(task_id, rendered, path)
             if guard is not None:
                 guard.last_text, guard.last_stat = rendered, stat_key(path.stat())
+
+    def set_aside(self, task_id: str, text: str) -> tuple:
+        """While an in-place Codex may be writing agents/tasks/ (a live worker in the run queue), a
+        record that is not what the tool last wrote is not taken as a person's edit: its text is
+        saved and the tool's copy goes on, as the worker would put it back when the run ends.
+        Returns (the text to go on from, where the edit was saved or "")."""
+        try:
+            copy = (self.shadow_dir / f"{task_id}.md").read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return text, ""
+        if copy == text or not queue_entries(self, prune=False):
+            return text, ""
+        return copy, self.save_edit(task_id, text)
 
     def save_edit(self, task_id: str, text: str) -> str:
         """Keep a changed text of a record that had to be put back; returns where it is."""
@@ -5286,22 +5305,27 @@ def tools_copy(store: Store, task_id: str) -> Task | None:
 def owned(store: Store, task_id: str) -> tuple:
     """(task, the tool's copy of its record if the file changed since the tool wrote it, and the
     process that owned the task if it died, else ""). The task is its record, or the tool's copy
-    where the record is gone or has a second spelling beside it while Codex runs; a task whose
-    queued worker is alive says so."""
+    where the record is gone, has a second spelling beside it, or was changed, while a Codex runs
+    that could have written it; a task whose queued worker is alive says so."""
     try:
         task = store.load(task_id)
     except (NotFound, MalformedRecord):
         task = tools_copy(store, normalize_task_id(task_id))
         if task is None:
             raise
+    copy = overwritten(store, task.id)
+    # a changed file's word could be Codex's
+    owner = copy[1].worker if copy is not None else task.worker
+    alive = bool(owner) and process_alive(owner)
+    if copy is not None and (alive or not owner and queue_head(store)):
+        # While a Codex that can write the record runs (its own task's, or any in-place run: the
+        # worker puts records back when it ends), the tool's copy is the record.
+        task, copy = copy[1], None
     runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
     if runner and process_alive(runner):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task, None, ""
-    copy = overwritten(store, task.id)
-    # a changed file's word could be Codex's
-    owner = copy[1].worker if copy is not None else task.worker
-    return task, copy, "" if not owner or process_alive(owner) else owner
+    return task, copy, "" if not owner or alive else owner
 
 
 def look(store: Store, task_id: str) -> Task:

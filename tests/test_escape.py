@@ -322,14 +322,14 @@ def test_in_a_plain_folder_a_persons_file_under_a_build_folder_is_never_output(h
 
 def test_a_persons_edit_to_a_file_codex_only_reads_is_not_charged_to_codex(harness):
     h = harness
-    h.server.push({"run": "sleep 3 && grep -n demo README.md; printf 'x = 2\\n' > src/app.py"},
+    go = h.tmp_path / "go"             # the grep runs when the test says: an event, not a time
+    h.server.push({"run": f"while [ ! -f {go} ]; do sleep 0.05; done; grep -n demo README.md; "
+                          "printf 'x = 2\\n' > src/app.py"},
                   {"say": report(files=["src/app.py"])})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    deadline = time.monotonic() + 30
-    while "grep -n demo" not in h.ok("check", "T-001")["progress"].get("note", ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    (h.repo / "README.md").write_text("demo\nthe person's own edit\n")      # while Codex's grep runs
+    h.until_running("T-001", "while")
+    (h.repo / "README.md").write_text("demo\nthe person's own edit\n")      # while Codex's command runs
+    go.touch()
     assert h.wait("T-001")["status"] == "review"
     out = h.ok("accept", "T-001")
     assert out["action"] == "boundary_confirmation" and out["uncertain"] == ["README.md"], out

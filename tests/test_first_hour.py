@@ -122,12 +122,14 @@ def test_discard_puts_back_codexs_changes_and_keeps_a_persons_edit(harness):
     (h.repo / "docs").mkdir()
     (h.repo / "docs" / "guide.md").write_text("the guide\n")
     commit(h.repo)
-    h.server.push({"run": "printf 'x = 2\\n' > src/app.py && echo new > src/new.py && echo hacked >> README.md && "
-                          "rm docs/guide.md && sleep 2"},
+    go = h.tmp_path / "go"             # Codex's command ends when the test says: an event, not a time
+    h.server.push({"run": f"while [ ! -f {go} ]; do sleep 0.05; done; printf 'x = 2\\n' > src/app.py && "
+                          "echo new > src/new.py && echo hacked >> README.md && rm docs/guide.md"},
                   {"say": report(files=["src/app.py", "src/new.py"])})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    h.until_running("T-001", "sleep 2")
+    h.until_running("T-001", "while")
     (h.repo / "notes.txt").write_text("the person's notes, written while Codex ran\n")
+    go.touch()
     assert h.wait("T-001")["status"] == "review"
     (h.repo / "src" / "app.py").write_text("x = 2  # the person's touch, after the run\n")
     out = h.ok("discard", "T-001")

@@ -92,13 +92,16 @@ def test_a_read_only_records_folder_is_answered_with_json_on_both_interfaces(tmp
 @pytest.mark.codex
 def test_an_edit_to_a_running_tasks_record_is_kept_and_named(harness):
     h = harness
-    h.server.push({"run": "sleep 3 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
+    go = h.tmp_path / "go"             # Codex's command ends when the test says: an event, not a time
+    h.server.push({"run": f"while [ ! -f {go} ]; do sleep 0.05; done; printf 'x = 2\\n' > src/app.py"},
+                  {"say": report()})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    h.until_running("T-001", "sleep 3")
+    h.until_running("T-001", "while")
     path = h.repo / "agents/tasks/T-001.md"
     edited = path.read_text().replace("## Goal\n\nChange x to 2\n",
                                       "## Goal\n\nChange x to 2\n\nAlso: mind the tabs (a person's note).\n", 1)
     path.write_text(edited)
+    go.touch()
     out = h.wait("T-001")
     assert out["status"] == "review"
     task = h.task("T-001")
@@ -114,10 +117,13 @@ def test_an_edit_to_a_running_tasks_record_is_kept_and_named(harness):
 @pytest.mark.codex
 def test_a_running_tasks_record_deleted_by_hand_is_recreated_and_the_task_goes_on(harness):
     h = harness
-    h.server.push({"run": "sleep 3 && printf 'x = 2\\n' > src/app.py"}, {"say": report()})
+    go = h.tmp_path / "go"
+    h.server.push({"run": f"while [ ! -f {go} ]; do sleep 0.05; done; printf 'x = 2\\n' > src/app.py"},
+                  {"say": report()})
     h.ok("delegate", "--goal", "Change x to 2", "--paths", "src/")
-    h.until_running("T-001", "sleep 3")
+    h.until_running("T-001", "while")
     (h.repo / "agents/tasks/T-001.md").unlink()
+    go.touch()
     out = h.wait("T-001")
     assert out["status"] == "review"
     assert "deleted (recreated from the tool's copy)" in h.task("T-001").tampered

@@ -395,3 +395,37 @@ def test_start_after_retry_answers_for_the_new_run(harness):
     assert out["status"] in ("todo", "doing") and out.get("threadId") != old
     assert not out.get("progress", "").startswith("finished")
     assert h.wait("T-001")["lastCodexResultSummary"] == "Again."
+
+
+def test_a_record_an_in_place_codex_forges_is_not_believed_while_it_runs(harness):
+    """An in-place Codex can write every record in agents/tasks/: another job's record rewritten to
+    a finished status (the review job the gate waits for, a worktree task `until` follows) is not
+    what `check` answers, while that job runs or after it ends, as long as the forger runs."""
+    h = harness
+    stop = h.tmp_path / "stop-forging"
+    forge = (f"while [ ! -f {stop} ]; do [ -f agents/tasks/T-002.md ] && sed -i -e "
+             "'s/^- Status: .*/- Status: blocked/' -e '/^- Worker:/d' agents/tasks/T-002.md; "
+             "sleep 0.02; done")
+    h.server.route("FORGER", {"run": forge}, {"say": report(files=[])})
+    answer = threading.Event()
+    findings = {"verdict": "needs changes", "explanation": "The token leaks.", "findings": [
+        {"priority": "P0", "file": "src/app.py", "lines": "1", "title": "Token leak", "body": "b"}]}
+    h.server.route("REVIEW-MARKER", {"say": json.dumps(findings), "wait": answer})
+    (h.repo / "src" / "app.py").write_text("x = 1\nprint(token)\n")
+    h.ok("delegate", "--goal", "FORGER: tidy src", "--paths", "src/")
+    h.until_running("T-001", "while")
+    assert h.ok("review", "--focus", "REVIEW-MARKER")["taskId"] == "T-002"
+    record = h.repo / "agents" / "tasks" / "T-002.md"
+    deadline = time.monotonic() + 60
+    while "Status: blocked" not in record.read_text():         # the forger got to it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert h.ok("check", "T-002")["status"] == "doing"         # its worker runs: the tool's copy says so
+    answer.set()
+    done = h.wait("T-002")                                      # the job's own end, not the forged one
+    assert done["status"] == "done" and done["findings"][0]["title"] == "Token leak", done
+    assert "Status: blocked" in record.read_text()              # the forger still rewrites it
+    assert h.ok("check", "T-002")["status"] == "done"
+    stop.touch()
+    h.wait("T-001")
+    assert "Status: done" in record.read_text()                 # put back when the forger's run ended
