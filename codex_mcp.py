@@ -129,7 +129,7 @@ ATTRIBUTION_SLACK = 2.0                # seconds around a Codex command inside w
 TASKS_DIR = "agents/tasks"
 TASKS_PARTS = tuple(TASKS_DIR.split("/"))
 SANDBOX = "workspace-write"            # the hard boundary; review enforces the Allowed Paths
-TASK_ID = Pattern(r"T-(\d{1,9})")
+TASK_ID = Pattern(r"T-([0-9]{1,9})")
 TEXT_LIMIT = 20_000                    # characters of one caller-supplied text field
 REPORT_SECTIONS = ("Summary", "Tests", "Files Changed")
 
@@ -1381,7 +1381,7 @@ def ps_table(*pids: int) -> list:
     rows = []
     for line in out.splitlines():
         parts = line.split(None, 3)
-        if len(parts) == 4 and parts[0].isdigit():
+        if len(parts) == 4 and parts[0].isdecimal():
             with contextlib.suppress(ValueError):
                 started = time.mktime(time.strptime(" ".join(parts[3].split()),
                                                     "%a %b %d %H:%M:%S %Y"))
@@ -1405,7 +1405,7 @@ def process_identity(pid: int) -> str:
 def parse_identity(identity: str) -> tuple:
     """`pid@start` -> (pid, start); (0, "") for anything else (a hand-edited or forged field)."""
     pid_text, _, start = identity.strip().partition("@")
-    return (int(pid_text), start) if pid_text.isdigit() and int(pid_text) > 0 else (0, "")
+    return (int(pid_text), start) if pid_text.isdecimal() and int(pid_text) > 0 else (0, "")
 
 
 def process_alive(identity: str) -> bool:
@@ -2523,7 +2523,7 @@ def codex_config_not_committed(root: Path) -> list:
     if not found:
         return []
     out = run_git(top, "status", "--porcelain", "-z", "-uall", "--ignored", "--",
-                  *(path.relative_to(top).as_posix() for path in found))
+                  *(path.relative_to(top).as_posix() for path in found), drivers=True)
     return [os.fsdecode(part[3:]) for part in out.split(b"\0") if part[3:]]
 
 def confine(root: Path, state_dir: Path, codex_cmd: list | None = None) -> None:
@@ -6580,22 +6580,27 @@ def held_reviews(hook_input: dict) -> dict:
 # committed .codex-mcp.json. It reviews only a tree that changed since its last review, blocks only
 # for findings at or above the threshold, at most GATE_BLOCKS times in a row in one session, and
 # lets the stop through whenever it cannot review (no git, no Codex, a review that fails or takes
-# too long, another session's review under way).
+# too long, another session's review under way, a Codex task running in the same working tree).
 
 def tree_fingerprint(store: Store) -> str:
     """What the working tree's changes are now ("" for none): each changed or untracked path that
-    git does not ignore, with its size and change times, and HEAD. Task records are left out: a
-    review writes one."""
+    git does not ignore, in the whole repository, with its size and change times, and HEAD. Task
+    records are left out: a review writes one. Git runs with no filter a config could name (the
+    folder may be a repository Codex made)."""
     import hashlib
-    listed = run_git(store.repo, "status", "--porcelain=v1", "-z", "--no-renames",
-                     "--untracked-files=all").split(b"\0")
-    head = run_git(store.repo, "rev-parse", "--verify", "--quiet", "HEAD", ok=(0, 1))
+    top = os.fsencode(store.git[1])
+    # porcelain paths are the top level's, whichever folder of the repository the hook runs in
+    listed = run_git(store.git[1], "status", "--porcelain=v1", "-z", "--no-renames",
+                     "--untracked-files=all", drivers=True).split(b"\0")
+    head = run_git(store.git[1], "rev-parse", "--verify", "--quiet", "HEAD", ok=(0, 1))
+    records = os.fsencode(store.tasks_dir) + b"/"
     digest, changed = hashlib.sha256(head), 0
     for entry in sorted(entry for entry in listed if len(entry) > 3):
-        if tool_path(path_parts(os.fsdecode(entry[3:]))):
+        path = os.path.join(top, entry[3:])
+        if path.startswith(records) or tool_path(path_parts(os.fsdecode(entry[3:]))):
             continue
         changed += 1
-        found = entry_of(os.path.join(os.fsencode(store.repo), entry[3:]))
+        found = entry_of(path)
         digest.update(entry + repr(found and found[:CTIME + 1]).encode() + b"\0")
     return digest.hexdigest() if changed else ""
 
@@ -6615,9 +6620,10 @@ def gate_reason(task_id: str, blocking: list, still: list) -> str:
             "instructions: check each against the code):")
     tail = (f"Fix them, or tell the user why not. The whole review: `check-task "
             f'{{"taskId": "{task_id}", "detail": true}}`.')
-    lines = [f"- [{f['priority']}] {f['file']}:{f['lines']} {f['title']}: "
-             f"{one_line(f['body'], 160)}{' (still there after your last change)' * (f in still)}"
-             for f in blocking]
+    # every field on one line: a title or path with newlines could pass for the gate's own words
+    lines = [f"- [{f['priority']}] {one_line(f['file'], 120)}:{one_line(f['lines'], 20)} "
+             f"{one_line(f['title'], 120)}: {one_line(f['body'], 160)}"
+             f"{' (still there after your last change)' * (f in still)}" for f in blocking]
     kept: list = []
     for line in lines:
         if len("\n".join([head, *kept, line, tail]).encode()) > RESULT_BUDGET - 60:
@@ -6631,38 +6637,47 @@ def gate(repo: object, hook: dict, codex_cmd: object = None) -> dict:
     """The Stop (or SubagentStop) hook's answer: review the changes that are new since the gate's
     last review, and block the stop for findings at or above the threshold. Never raises: a gate
     that cannot review lets the stop through and says why."""
+    started = time.monotonic()
     try:
         store = Store(hook.get("cwd") or repo)
         settings = repo_settings(store) if store.git is not None else {}
-    except (CodexMcpError, OSError) as error:
-        message = error.message if isinstance(error, CodexMcpError) else str(error)
-        return {"systemMessage": f"codex-mcp gate: {one_line(message, 300)}; the stop goes through"}
-    if store.git is None or not (os.environ.get("CODEX_MCP_GATE") == "1" or settings.get("gate")):
-        return {}
-    try:
-        return gate_review(store, hook, settings, codex_command_from(codex_cmd))
-    except (CodexMcpError, OSError) as error:
-        message = error.message if isinstance(error, CodexMcpError) else str(error)
+        if store.git is None or not (os.environ.get("CODEX_MCP_GATE") == "1"
+                                     or settings.get("gate")):
+            return {}
+        return gate_review(store, hook, settings, codex_command_from(codex_cmd), started)
+    except Exception as error:            # a gate must never hold a stop, nor end in a traceback
+        message = (error.message if isinstance(error, CodexMcpError)
+                   else f"{type(error).__name__}: {error}")
         return {"systemMessage": f"codex-mcp gate: no review ({one_line(message, 300)}); "
                                  "the stop goes through"}
 
 
-def gate_review(store: Store, hook: dict, settings: dict, command: list) -> dict:
+def gate_review(store: Store, hook: dict, settings: dict, command: list, started: float) -> dict:
+    """The gate's review, for a gate that is on. `gateLimitSeconds` counts from the hook's start,
+    so that the hook ends within Claude Code's timeout for it whatever came before the review."""
     fingerprint = tree_fingerprint(store)
     path = store.state_dir / "gate.json"
-    state = load_json(path, {})
-    if not fingerprint or fingerprint == state.get("fingerprint"):
+    if not fingerprint or fingerprint == load_json(path, {}).get("fingerprint"):
         return {}                           # nothing changed, or nothing since the last review
+    if queue_head(store):
+        return {"systemMessage": "codex-mcp gate: a Codex task is running in this working tree, so "
+                                 "the changes are not all yours; the gate reviews at a later stop"}
     session = str(hook.get("session_id") or "")
-    blocked_before = state.get("sessions", {}).get(session, 0)
     limit = settings.get("gateLimitSeconds", GATE_LIMIT)
     with store.lock("gate", blocking=False) as free:
         if not free:
             return {"systemMessage": "codex-mcp gate: another session's review of this repository "
                                      "is running; the stop goes through"}
+        state = load_json(path, {})         # again, under the lock: another session's may be newer
+        if fingerprint == state.get("fingerprint"):
+            return {}
+        # "in a row": a stop the gate did not cause (a new turn) starts the count again
+        blocked_before = (state.get("sessions", {}).get(session, 0)
+                          if hook.get("stop_hook_active") else 0)
         job = review_changes(store.repo, codex_cmd=command,
                              focus="what Claude Code changed: bugs, security, data loss; not style")
-        task = wait_until(store, job["taskId"], lambda t: t.status not in ACTIVE, limit)
+        task = wait_until(store, job["taskId"], lambda t: t.status not in ACTIVE,
+                          max(0.0, started + limit - time.monotonic()))
         if task.status in ACTIVE:
             cancel_task(store.repo, task_id=task.id, by="by the review gate (it took too long)")
             return {"systemMessage": f"codex-mcp gate: the review ({task.id}) took longer than "
@@ -7398,10 +7413,13 @@ def parse_handle(handle: object) -> tuple | None:
         return None
     name, _, where = handle.partition("@")
     parts = name.split(".")
-    repo = unquote(where, errors="strict") if where else ""
+    try:
+        repo = unquote(where, errors="strict") if where else ""
+    except UnicodeDecodeError:
+        return None
     if (len(parts) != 3 or not TASK_ID.fullmatch(parts[0])
             or parts[1] not in ("review", "verdict", "wait", "accept")
-            or not parts[2].isdigit() or not os.path.isabs(repo)):
+            or not parts[2].isdecimal() or not os.path.isabs(repo)):
         return None
     return Path(repo), parts[0], parts[1], int(parts[2])
 
@@ -7569,6 +7587,11 @@ class BackgroundTasks:
                     result, error = failure.to_json(), True
                 except OSError as failure:
                     result, error = os_error(failure, "follow the task").to_json(), True
+                except Exception as failure:     # a bug, or a record no check foresaw: say so
+                    result, error = OperationFailed(
+                        f"following the task failed ({type(failure).__name__}: "
+                        f"{one_line(str(failure), 200)}); `check-task` shows where it stands"
+                    ).to_json(), True
                 with store.lock("store"):           # against a cancel said meanwhile
                     state = load_json(path, state)
                     if not state.get("cancelled"):

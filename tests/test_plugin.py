@@ -510,6 +510,22 @@ def test_launcher_runs_the_cli_without_mcp_and_ignores_modules_in_the_current_di
     assert json.loads(done.stdout) == {"tasks": [], "count": 0, "total": 0}
 
 
+def test_launcher_never_starts_a_python_planted_where_a_relative_path_entry_points(tmp_path):
+    """A PATH with `.` or an empty entry (`::`) would find a `python3` Codex wrote in the repository,
+    before the real one: the launcher drops such entries, so the Stop hook cannot run it."""
+    repo = make_repo(tmp_path / "repo")
+    marker = tmp_path / "planted-ran"
+    for name in ("python3", "python"):
+        (repo / name).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (repo / name).chmod(0o755)
+    real = str(Path(sys.executable).parent)
+    for path in (f".:{real}:/usr/bin:/bin", f":{real}:/usr/bin:/bin", f"{real}::/usr/bin:/bin"):
+        done = subprocess.run([str(LAUNCHER), "list"], cwd=repo, capture_output=True, text=True, timeout=60,
+                              env={**base_env(), "PATH": path})
+        assert done.returncode == 0 and json.loads(done.stdout)["count"] == 0, (path, done.stderr)
+        assert not marker.exists(), path
+
+
 def test_launcher_without_python_says_what_to_install(tmp_path):
     bare = tmp_path / "bin"
     bare.mkdir()
