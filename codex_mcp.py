@@ -5944,9 +5944,9 @@ def restore_codex_changes(workspace: Workspace, task_id: str) -> tuple:
 def index_row(store: Store, task_id: str, name: str) -> list:
     """[status, updated, rework count, goal, kind, worker] of a record, or an error row.
 
-    A record that is not the tool's copy while the copy names a worker was written by someone else
-    during a run (Codex can): the copy's status and worker stand, so that `list` notices if that
-    worker died, and its refresh puts the record back."""
+    A record that is not the tool's copy while the copy names a worker, or while an in-place Codex
+    runs, was written by someone else during a run (Codex can): the copy's status and worker stand,
+    so that `list` notices if that worker died, and its refresh puts the record back."""
     try:
         raw = (store.tasks_dir / name).read_bytes()
         task = parse_task(raw.decode("utf-8"), task_id, f"{TASKS_DIR}/{name}")
@@ -5957,7 +5957,7 @@ def index_row(store: Store, task_id: str, name: str) -> list:
     row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind,
            task.worker]
     copy = overwritten(store, task_id, raw)
-    if copy is not None and copy[1].worker:
+    if copy is not None and (copy[1].worker or queue_head(store)):
         row[0], row[5] = copy[1].status, copy[1].worker
     return row
 
