@@ -2984,8 +2984,11 @@ class Worktree(Workspace):
         if path is None:
             return
         with store.lock("worktrees"):
+            claim = path.parent / f"{path.name}.task"
             with contextlib.suppress(OSError):
-                (path.parent / f"{path.name}.task").unlink()
+                if claim.read_text().strip() != task_id:
+                    return                  # since claimed by another task: it is theirs now
+                claim.unlink()
             idle = [p for p in path.parent.glob("w*")
                     if p.is_dir() and not (path.parent / f"{p.name}.task").exists()]
             if remove or len(idle) > WORKTREE_LIMIT:
@@ -3074,8 +3077,10 @@ def prune_worktrees(store: Store) -> None:
     for owner in sorted(folder.glob("w*.task")):
         task_id = owner.read_text().strip() if owner.exists() else ""
         row = rows.get(task_id)
-        over = row is None or row[0] == "done" or row[0] == "todo" and not row[5] or \
-            not (folder / owner.name[:-5] / ".git").is_file()
+        # a live worker may have claimed its worktree and not made it yet: that claim stands
+        alive = bool(row and row[5]) and process_alive(row[5])
+        over = row is None or row[0] == "done" or not alive and (
+            row[0] == "todo" or not (folder / owner.name[:-5] / ".git").is_file())
         if over:
             Worktree.release(store, task_id, remove=row is None or row[0] != "done")
             with contextlib.suppress(FileNotFoundError):

@@ -269,3 +269,41 @@ def test_a_worktree_task_cannot_rewrite_a_record_through_the_landing(harness):
     assert h.record("T-001") == before
     status, refused = h.cli("accept", "T-001")
     assert status == 1 and refused["error"]["code"] == "refused_transition"
+
+
+def test_four_worktree_tasks_started_together_each_get_a_worktree_of_their_own(harness):
+    """Started as parallel tool calls are: a claim made a moment before its worktree exists is not
+    taken for an abandoned one by the next task's clean-up (two tasks in one worktree, and the
+    first accept removing the second's work, until this held)."""
+    from concurrent.futures import ThreadPoolExecutor
+    h = harness
+    for n in range(4):
+        h.server.route(f"together {n}", {"run": f"echo {n} > src/t{n}.py", "delay": 1.0},
+                       {"say": report(files=[f"src/t{n}.py"])})
+    with ThreadPoolExecutor(4) as pool:
+        ids = [out["taskId"] for out in pool.map(lambda n: delegate(h, f"together {n}"), range(4))]
+    for task_id in ids:
+        assert h.wait(task_id)["status"] == "review"
+    places = [h.task(task_id).workspace for task_id in ids]
+    assert len(set(places)) == 4, places
+    for task_id in ids:
+        out = h.ok("accept", task_id)
+        assert out["action"] == "done", out
+    assert sorted(p.name for p in (h.repo / "src").glob("t*.py")) == [f"t{n}.py" for n in range(4)]
+
+
+def test_a_claim_stands_while_its_worker_lives_and_a_release_frees_only_its_own(repo):
+    store = cm.Store(repo)
+    me = cm.process_identity(os.getpid())
+    first, second = (store.create(cm.new_task("", goal, ["src/"], isolation="worktree")) for goal in "ab")
+    for task in (first, second):
+        with store.update(task.id) as record:
+            record.worker = me                       # their workers run (this process stands in)
+    claimed = cm.claim_worktree(store, first.id)     # not made yet: its worker is about to
+    cm.prune_worktrees(store)
+    assert (claimed.parent / f"{claimed.name}.task").read_text() == first.id
+    assert cm.claim_worktree(store, second.id) != claimed
+    # A claim another task holds now (the first's was released and taken since) stays theirs.
+    (claimed.parent / f"{claimed.name}.task").write_text(second.id)
+    cm.Worktree.release(store, first.id)
+    assert (claimed.parent / f"{claimed.name}.task").read_text() == second.id
