@@ -315,8 +315,11 @@ def task_cycle(b: Bench, repo: Path, first: bool, accept: bool = True) -> dict:
 def bare_turn(b: Bench, repo: Path) -> float:
     """A bare `codex exec --json` of the turn the tool would run: its command line and prompt."""
     task = cm.new_task("T-001", GOAL, ["src/"], verify="true")
-    argv = cm.build_codex_command([b.codex], task, repo)
-    elapsed, _ = run_timed(argv, env=b.env, cwd=repo, input=cm.start_prompt(task).encode())
+    temp = Path(tempfile.mkdtemp(prefix="bare-turn-", dir=b.tmp))    # the run's own, as the tool's
+    argv = cm.build_codex_command([b.codex], task, repo, temp)
+    elapsed, _ = run_timed(argv, env={**b.env, "TMPDIR": str(temp)}, cwd=repo,
+                           input=cm.start_prompt(task).encode())
+    shutil.rmtree(temp, ignore_errors=True)
     return elapsed
 
 
