@@ -1281,7 +1281,8 @@ class Store:
 
     @contextlib.contextmanager
     def update(self, task_id: str, guard: RecordGuard | None = None) -> Iterator[Task]:
-        """Read, let the caller change, write back only if the text changed; all under the lock."""
+        """Read, let the caller change, write back only if the text changed; all under the lock.
+        A record an in-place Codex may have written goes on from the tool's copy (`set_aside`)."""
         task_id = normalize_task_id(task_id)
         if guard is not None and guard.path is not None and guard.changed_on_disk(guard.path):
             settle(guard.path)     # not under the lock: a writer that never stops would hold it
