@@ -118,10 +118,14 @@ class Harness:
         assert status == 0, out
         return out
 
-    def wait(self, task_id: str, repo: Path | None = None, seconds: int = 60) -> dict:
+    def wait(self, task_id: str, repo: Path | None = None, seconds: int = 180) -> dict:
         """check --wait until the task leaves todo/doing."""
-        out = self.ok("check", task_id, "--wait", str(seconds), repo=repo)
-        assert out["status"] not in ("todo", "doing"), out
+        status, out = self.cli("check", task_id, "--wait", str(seconds), repo=repo, timeout=seconds + 60)
+        assert status == 0, out
+        if out["status"] in ("todo", "doing"):          # say where it stood, for the failure report
+            detail = self.ok("check", task_id, "--detail", repo=repo)
+            raise AssertionError(f"{task_id} still {out['status']} after {seconds} s: "
+                                 f"{json.dumps(detail)[:4000]}")
         return out
 
     def until_running(self, task_id: str, words: str, seconds: float = 60) -> None:
