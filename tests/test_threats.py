@@ -429,7 +429,8 @@ def forged_and_believed_not(h: Harness, answer: threading.Event) -> None:
     while "Status: blocked" not in record.read_text():         # the forger got to it
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert h.ok("check", "T-002")["status"] == "doing"         # its worker runs: the tool's copy says so
+    # its worker runs (or, on a loaded machine, is starting): the tool's copy says so, not the forgery
+    assert h.ok("check", "T-002")["status"] in ("todo", "doing")
     answer.set()
     done = h.wait("T-002")                                      # the job's own end, not the forged one
     assert done["status"] == "done" and done["findings"][0]["title"] == "Token leak", done
