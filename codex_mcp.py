@@ -1319,6 +1319,11 @@ class Store:
             if guard is not None:
                 guard.last_text, guard.last_stat = rendered, stat_key(path.stat())
 
+    def codex_in_place(self) -> bool:
+        """Whether an in-place Codex may be writing agents/tasks/ now: a live worker in the run
+        queue. Read without pruning dead entries, so that the tools that only read write nothing."""
+        return bool(queue_entries(self, prune=False))
+
     def set_aside(self, task_id: str, text: str) -> tuple:
         """While an in-place Codex may be writing agents/tasks/ (a live worker in the run queue), a
         record that is not what the tool last wrote is not taken as a person's edit: its text is
@@ -1328,7 +1333,7 @@ class Store:
             copy = (self.shadow_dir / f"{task_id}.md").read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return text, ""
-        if copy == text or not queue_entries(self, prune=False):
+        if copy == text or not self.codex_in_place():
             return text, ""
         return copy, self.save_edit(task_id, text)
 
@@ -5323,7 +5328,7 @@ def owned(store: Store, task_id: str) -> tuple:
     # a changed file's word could be Codex's
     owner = copy[1].worker if copy is not None else task.worker
     alive = bool(owner) and process_alive(owner)
-    if copy is not None and (alive or not owner and queue_head(store)):
+    if copy is not None and (alive or not owner and store.codex_in_place()):
         # While a Codex that can write the record runs (its own task's, or any in-place run: the
         # worker puts records back when it ends), the tool's copy is the record.
         task, copy = copy[1], None
@@ -5963,7 +5968,7 @@ def index_row(store: Store, task_id: str, name: str) -> list:
     row = [task.status, task.updated, task.rework_count, clip(one_line(task.goal), 80), task.kind,
            task.worker]
     copy = overwritten(store, task_id, raw)
-    if copy is not None and (copy[1].worker or queue_head(store)):
+    if copy is not None and (copy[1].worker or store.codex_in_place()):
         row[0], row[5] = copy[1].status, copy[1].worker
     return row
 
@@ -6665,7 +6670,7 @@ def gate_review(store: Store, hook: dict, settings: dict, command: list, started
     path = store.state_dir / "gate.json"
     if not fingerprint or fingerprint == load_json(path, {}).get("fingerprint"):
         return {}                           # nothing changed, or nothing since the last review
-    if queue_head(store):
+    if store.codex_in_place():
         return {"systemMessage": "codex-mcp gate: a Codex task is running in this working tree, so "
                                  "the changes are not all yours; the gate reviews at a later stop"}
     session = str(hook.get("session_id") or "")
