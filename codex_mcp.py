@@ -210,8 +210,7 @@ def seconds_since(iso: str) -> int | None:
 
 def one_line(text: str, limit: int = 300) -> str:
     """Fold text into one line, so that nobody's words can add lines to a list they land in."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(" ".join(str(text).split()), limit)
 
 
 def clip(text: str, limit: int) -> str:
@@ -357,8 +356,7 @@ def split_sections(text: str, where: str) -> Document:
     bom = "\ufeff" if text.startswith("\ufeff") else ""
     text = text[len(bom):]
     eol = "\r\n" if "\r\n" in text else "\n"
-    if eol == "\r\n":
-        text = text.replace("\r\n", "\n")
+    text = text.replace("\r\n", "\n")
     preamble: list = []
     sections: list = []
     fences: list = []
@@ -398,11 +396,6 @@ def closes_fence(line: str, opening: str) -> bool:
         and not mark.group(2).strip()
 
 
-def fence_for(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def render_text(value: str, always_fence: bool = False, info: str = "") -> list:
     """Plain text when it cannot be mistaken for structure, else a fenced block."""
     if not value:
@@ -410,18 +403,15 @@ def render_text(value: str, always_fence: bool = False, info: str = "") -> list:
     unsafe = any(line.startswith("#") or FENCE.match(line) for line in value.split("\n"))
     if not (always_fence or unsafe):
         return value.split("\n")
-    fence = fence_for(value)
+    longest = max(map(len, re.findall(r"`+", value)), default=0)
+    fence = "`" * max(3, longest + 1)
     return [fence + info, *value.split("\n"), fence]
 
 
 def parse_text(lines: list, where: str, line_no: int) -> str:
     """The inverse of render_text: the inside of a lone fenced block, else the trimmed text."""
-    start, end = 0, len(lines)
-    while start < end and not lines[start].strip():
-        start += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    body = lines[start:end]
+    filled = [number for number, line in enumerate(lines) if line.strip()]
+    body = lines[filled[0]:filled[-1] + 1] if filled else []
     opening = FENCE.match(body[0]) if len(body) >= 2 else None
     if opening and closes_fence(body[-1], opening.group(1)) \
             and not any(closes_fence(line, opening.group(1)) for line in body[1:-1]):
@@ -444,14 +434,6 @@ def parse_bullets(lines: list, where: str, line_no: int) -> list:
 
 def parse_paths(lines: list, where: str, line_no: int) -> list:
     return [item.strip("`").strip() for item in parse_bullets(lines, where, line_no)]
-
-
-def render_paths(paths: list) -> list:
-    return [f"- `{path}`" for path in paths]
-
-
-def render_bullets(items: list) -> list:
-    return [f"- {item}" for item in items]
 
 
 def parse_rounds(lines: list, where: str, line_no: int) -> list:
@@ -580,15 +562,10 @@ def parse_meta(lines: list, where: str, line_no: int) -> dict:
                 raise MalformedRecord(f"{where}:{line_no + offset}: "
                                       f"'{label}' must be a whole number, found {value!r}")
             value = int(value or 0)
-        if attr == "status" and value not in STATUSES:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Status must be one of "
-                                  f"{', '.join(STATUSES)}, found {value!r}")
-        if attr == "isolation" and value not in ISOLATIONS:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Isolation must be one of "
-                                  f"{', '.join(ISOLATIONS)}, found {value!r}")
-        if attr == "kind" and value not in KIND_SECTIONS:
-            raise MalformedRecord(f"{where}:{line_no + offset}: Kind must be one of "
-                                  f"{', '.join(KIND_SECTIONS)}, found {value!r}")
+        choices = {"status": STATUSES, "isolation": ISOLATIONS, "kind": KIND_SECTIONS}.get(attr)
+        if choices is not None and value not in choices:
+            raise MalformedRecord(f"{where}:{line_no + offset}: {label} must be one of "
+                                  f"{', '.join(choices)}, found {value!r}")
         values[label] = value
     return values
 
@@ -616,7 +593,7 @@ def meta_values(lines: list, where: str, line_no: int) -> dict:
 SECTIONS = (
     ("Status", None, meta_values, render_meta),
     ("Goal", "goal", parse_text, render_text),
-    ("Allowed Paths", "allowed_paths", parse_paths, render_paths),
+    ("Allowed Paths", "allowed_paths", parse_paths, lambda v: [f"- `{path}`" for path in v]),
     ("Constraints", "constraints", parse_text, render_text),
     ("Acceptance Criteria", "criteria", parse_text, render_text),
     ("Verify", "verify", parse_text, lambda v: render_text(v, always_fence=True, info="sh")),
@@ -631,7 +608,7 @@ SECTIONS = (
     ("Setup", "setup_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
     ("Findings", "findings", parse_text,
      lambda v: render_text(v, always_fence=True, info="markdown")),
-    ("History", "history", parse_bullets, render_bullets),
+    ("History", "history", parse_bullets, lambda v: [f"- {item}" for item in v]),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
 ISOLATIONS = ("inplace", "worktree")
@@ -670,8 +647,8 @@ def parse_task(text: str, task_id: str, where: str) -> Task:
     return task
 
 
-def missing_section_message(text: str, doc: Document, heading: str, where: str, kind: str = "task",
-                            task_id: str = "T-NNN") -> str:
+def missing_section_message(text: str, doc: Document, heading: str, where: str, kind: str,
+                            task_id: str) -> str:
     """Why a required section is missing: most often a code fence left open above it swallowed
     it."""
     lines = text.lstrip("\ufeff").replace("\r\n", "\n").split("\n")
