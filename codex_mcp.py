@@ -740,21 +740,9 @@ TRANSITIONS = {
 }
 
 
-class JobKind:
-    """What differs between a delegated task and a review job: the sandbox Codex runs in, and
-    which of the commands that move a task along the table apply to it."""
-    __slots__ = ("name", "sandbox", "commands")
-
-    def __init__(self, name: str, sandbox: str, commands: tuple) -> None:
-        self.name, self.sandbox, self.commands = name, sandbox, commands
-
-
-KIND_COMMANDS = ("start", "accept", "rework", "retry", "discard")
-JOB_KINDS = {
-    "task": JobKind("task", SANDBOX, KIND_COMMANDS),
-    # delivered when done; a new review is a new job
-    "review": JobKind("review", "read-only", ()),
-}
+# Which of the commands that move a task along the table apply to each kind of job: a review job
+# (Codex's read-only review of changes) is delivered when done; a new review is a new job.
+KIND_COMMANDS = {"task": ("start", "accept", "rework", "retry", "discard"), "review": ()}
 
 # What to do next. A tool in backticks, with the names of the arguments it needs, becomes a call the
 # caller can make as written, naming the task: `accept-task` -> `accept-task {"taskId": "T-004"}`;
@@ -807,20 +795,9 @@ def step_calls(text: str, task_id: str, values: dict) -> str:
     return STEP.sub(call, text)
 
 
-def check_transition(task: Task, new: str, doing: str) -> None:
-    """Raise RefusedTransition naming the current status and what may be done from it."""
-    if new in TRANSITIONS.get(task.status, {}):
-        return
-    allowed = "; ".join(f"{target} ({why})"
-                        for target, why in TRANSITIONS.get(task.status, {}).items())
-    raise RefusedTransition(f"cannot {doing} {task.id}: it is {task.status}, and from "
-                            f"{task.status} it can go to: {allowed or 'nowhere'}. "
-                            f"Next: {next_step(task)}.", status=task.status)
-
-
 def require_status(task: Task, expected: str, action: str) -> None:
     """A command is one edge of the table: `rework` is review -> doing, not todo -> doing."""
-    if action in KIND_COMMANDS and action not in JOB_KINDS[task.kind].commands:
+    if action in KIND_COMMANDS["task"] and action not in KIND_COMMANDS[task.kind]:
         raise RefusedTransition(f"cannot {action} {task.id}: it is a {task.kind} job (Codex's "
                                 f"review of changes), and {action} applies only to delegated "
                                 f"tasks. Next: {next_step(task)}.", status=task.status)
@@ -831,9 +808,15 @@ def require_status(task: Task, expected: str, action: str) -> None:
 
 
 def transition(task: Task, new: str, reason: str, doing: str = "change") -> None:
-    """Move a task along the table and append the step to its History. A tool the reason names
-    becomes a call on this task (`retry-task {"taskId": "T-004"}`), to be made as written."""
-    check_transition(task, new, doing)
+    """Move a task along the table and append the step to its History; a step the table lacks is
+    refused, naming what may be done instead. A tool the reason names becomes a call on this task
+    (`retry-task {"taskId": "T-004"}`), to be made as written."""
+    edges = TRANSITIONS.get(task.status, {})
+    if new not in edges:
+        allowed = "; ".join(f"{target} ({why})" for target, why in edges.items())
+        raise RefusedTransition(f"cannot {doing} {task.id}: it is {task.status}, and from "
+                                f"{task.status} it can go to: {allowed or 'nowhere'}. "
+                                f"Next: {next_step(task)}.", status=task.status)
     reason = step_calls(reason, task.id, {})
     entry = f"{now_iso()} {task.status} -> {new}: {one_line(reason)}"
     task.status, task.reason = new, one_line(reason)
@@ -4025,7 +4008,7 @@ class ReviewJob(Worker):
             log = self.store.run_file(task.id, "jsonl")
             task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
         hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
-                     should_stop=self.stop_reason, sandbox=JOB_KINDS["review"].sandbox,
+                     should_stop=self.stop_reason, sandbox="read-only",
                      schema=schema)
         outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd,
                              **hooks)
@@ -5860,7 +5843,7 @@ def discard_task(repo: object, *, task_id: object) -> dict:
     worktree is dropped: its changes never reached the working tree."""
     store = Store(repo)
     task = recover(store, normalize_task_id(task_id))
-    if "discard" not in JOB_KINDS[task.kind].commands or task.status not in ("review", "blocked"):
+    if "discard" not in KIND_COMMANDS[task.kind] or task.status not in ("review", "blocked"):
         raise RefusedTransition(f"cannot discard {task.id}: it is {task.status}"
                                 + (" (a review job changes nothing)" if task.kind == "review" else
                                    "; discard works on a task in review or blocked") +
