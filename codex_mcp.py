@@ -948,8 +948,7 @@ def find_git_dir(root: Path) -> tuple | None:
             if dotgit.is_file():
                 line = dotgit.read_text(encoding="utf-8", errors="replace").strip()
                 if line.startswith("gitdir:"):
-                    target = Path(line[7:].strip())
-                    target = (target if target.is_absolute() else folder / target).resolve()
+                    target = (folder / line[7:].strip()).resolve()    # an absolute one as it is
                     if (target / "HEAD").is_file():
                         return target, folder
         except OSError:
@@ -1169,8 +1168,7 @@ class Store:
         """The repairs of the records folder not yet reported, which the caller now reports."""
         path = self.state_dir / "repairs.json"
         notes = load_json(path, [])
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
         return notes
 
     def run_file(self, task_id: str, suffix: str) -> Path:
@@ -1236,8 +1234,7 @@ class Store:
         return self.load(task.id)
 
     def next_free_number(self) -> int:
-        ids = self.ids()
-        return task_number(ids[-1]) + 1 if ids else 1
+        return max(map(task_number, self.spellings()), default=0) + 1
 
     @contextlib.contextmanager
     def update(self, task_id: str, guard: RecordGuard | None = None) -> Iterator[Task]:
@@ -1376,13 +1373,9 @@ def parse_identity(identity: str) -> tuple:
 
 def process_alive(identity: str) -> bool:
     pid, start = parse_identity(identity)
-    if not pid:
-        return False
-    current = process_start(pid)
-    if not current:
-        return False
-    same_kind = start[:1] == current[:1]
-    return not same_kind or current == start
+    current = process_start(pid) if pid else ""
+    # marks of two kinds (/proc's and ps's) cannot be compared: a live pid is taken as ours
+    return bool(current) and (start[:1] != current[:1] or current == start)
 
 
 def start_value(mark: str) -> float:
@@ -1399,12 +1392,9 @@ def group_members(pgid: int, since: str) -> list:
     reused only by processes started later than ours, so the start time tells ours apart."""
     floor = start_value(since)
     if HAVE_PROC:
-        members = []
-        for name in os.listdir("/proc"):
-            fields = proc_stat(name) if name.isdigit() else None
-            if fields and int(fields[2]) == pgid and int(fields[19]) >= floor:
-                members.append(int(name))
-        return members
+        return [int(name) for name in os.listdir("/proc")
+                if name.isdigit() and (fields := proc_stat(name))
+                and int(fields[2]) == pgid and int(fields[19]) >= floor]
     slack = 1 if since[:1] == "s" else 0     # ps has whole seconds: a same-second start is ours
     return [pid for pid, group, state, started in ps_table()
             if group == pgid and state != "Z" and started + slack >= floor]
@@ -1424,11 +1414,9 @@ def kill_group(pgid: int, grace: float = 3.0) -> None:
         except (ProcessLookupError, PermissionError):
             return
         deadline = time.monotonic() + wait
-        while group_alive(pgid):
-            if time.monotonic() >= deadline:
-                break
+        while (alive := group_alive(pgid)) and time.monotonic() < deadline:
             time.sleep(0.02)
-        else:
+        if not alive:
             return
 
 
