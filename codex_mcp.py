@@ -459,25 +459,25 @@ def render_rounds(rounds: list) -> list:
     return out[:-1]
 
 
-# The Status section: `- Label: value` lines. (label, attribute, type)
+# The Status section: `- Label: value` lines. (label, attribute, default; a value has its type)
 META = (
-    ("Status", "status", str), ("Kind", "kind", str), ("Rework Count", "rework_count", int),
-    ("Codex Thread", "thread_id", str), ("Created", "created", str), ("Updated", "updated", str),
-    ("Reason", "reason", str), ("Model", "model", str), ("Reasoning", "reasoning", str),
-    ("Timeout", "timeout", int), ("Idle Timeout", "idle_timeout", int),
-    ("Verify Sandbox", "verify_sandbox", str),
+    ("Status", "status", "todo"), ("Kind", "kind", "task"), ("Rework Count", "rework_count", 0),
+    ("Codex Thread", "thread_id", ""), ("Created", "created", ""), ("Updated", "updated", ""),
+    ("Reason", "reason", ""), ("Model", "model", ""), ("Reasoning", "reasoning", ""),
+    ("Timeout", "timeout", DEFAULT_TIMEOUT), ("Idle Timeout", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+    ("Verify Sandbox", "verify_sandbox", "on"),
     # Where Codex works: in place (the repository itself), or a worktree made from the base commit.
-    ("Isolation", "isolation", str), ("Base", "base", str), ("Workspace", "workspace", str),
+    ("Isolation", "isolation", "inplace"), ("Base", "base", ""), ("Workspace", "workspace", ""),
     # The process running Codex for the task (its worker, or an accept), and the process group it
     # started (Codex, or the verify command): what check cleans up if the first one dies.
-    ("Worker", "worker", str), ("Child Process", "child_process", str), ("Started", "started", str),
-    ("Progress", "progress", str), ("Last Event", "last_event", str), ("Commands", "commands", int),
-    ("Tokens", "tokens", int), ("Record Tampered", "tampered", str), ("Log", "log", str),
+    ("Worker", "worker", ""), ("Child Process", "child_process", ""), ("Started", "started", ""),
+    ("Progress", "progress", ""), ("Last Event", "last_event", ""), ("Commands", "commands", 0),
+    ("Tokens", "tokens", 0), ("Record Tampered", "tampered", ""), ("Log", "log", ""),
     # A review job (`review-changes`): what it looks at, and what it found.
-    ("Review Base", "review_base", str), ("Review Paths", "review_paths", str),
-    ("Adversarial", "adversarial", str), ("Verdict", "verdict", str),
+    ("Review Base", "review_base", ""), ("Review Paths", "review_paths", ""),
+    ("Adversarial", "adversarial", ""), ("Verdict", "verdict", ""),
 )
-META_BY_LABEL = {label.lower(): (attr, kind, label) for label, attr, kind in META}
+META_BY_LABEL = {label.lower(): (attr, type(default), label) for label, attr, default in META}
 # not written while they hold
 META_HIDDEN_DEFAULTS = {"kind": "task", "verify_sandbox": "on", "isolation": "inplace"}
 
@@ -486,31 +486,8 @@ class Task:
     """One task, as its record file says. Owned sections are attributes; the rest rides in `doc`.
 
     A plain class, not a dataclass: importing `dataclasses` (it imports `inspect`) was a quarter of
-    the CLI's start-up. Immutable defaults live on the class; lists and dicts are made per task."""
-    status: str = "todo"
-    kind: str = "task"
-    rework_count: int = 0
-    thread_id: str = ""
-    created: str = ""
-    updated: str = ""
-    reason: str = ""
-    model: str = ""
-    reasoning: str = ""
-    timeout: int = DEFAULT_TIMEOUT
-    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
-    verify_sandbox: str = "on"
-    isolation: str = "inplace"
-    base: str = ""
-    workspace: str = ""
-    worker: str = ""
-    child_process: str = ""
-    started: str = ""
-    progress: str = ""
-    last_event: str = ""
-    commands: int = 0
-    tokens: int = 0
-    tampered: str = ""
-    log: str = ""
+    the CLI's start-up. Immutable defaults live on the class (the Status values', set from META just
+    below, so that one list names them); lists and dicts are made per task."""
     goal: str = ""
     constraints: str = ""
     criteria: str = ""
@@ -519,10 +496,6 @@ class Task:
     run_log: str = ""
     changes: str = ""
     verification: str = ""
-    review_base: str = ""
-    review_paths: str = ""
-    adversarial: str = ""
-    verdict: str = ""
     focus: str = ""
     findings: str = ""
     setup_log: str = ""
@@ -543,6 +516,8 @@ class Task:
         return {**values, **self.extra_meta}
 
 
+for _label, _attr, _default in META:
+    setattr(Task, _attr, _default)
 META_DEFAULTS = Task(id="").meta()
 
 
