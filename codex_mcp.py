@@ -396,16 +396,17 @@ def closes_fence(line: str, opening: str) -> bool:
         and not mark.group(2).strip()
 
 
-def render_text(value: str, always_fence: bool = False, info: str = "") -> list:
-    """Plain text when it cannot be mistaken for structure, else a fenced block."""
+def render_text(value: str, fence_info: str | None = None) -> list:
+    """Plain text when it cannot be mistaken for structure, else a fenced block; always a fenced
+    block when its info string is given (`sh`, or "" for none)."""
     if not value:
         return []
     unsafe = any(line.startswith("#") or FENCE.match(line) for line in value.split("\n"))
-    if not (always_fence or unsafe):
+    if fence_info is None and not unsafe:
         return value.split("\n")
     longest = max(map(len, re.findall(r"`+", value)), default=0)
     fence = "`" * max(3, longest + 1)
-    return [fence + info, *value.split("\n"), fence]
+    return [fence + (fence_info or ""), *value.split("\n"), fence]
 
 
 def parse_text(lines: list, where: str, line_no: int) -> str:
@@ -455,7 +456,7 @@ def parse_rounds(lines: list, where: str, line_no: int) -> list:
 def render_rounds(rounds: list) -> list:
     out: list = []
     for number, text in enumerate(rounds, 1):
-        out += [f"### Round {number}", "", *render_text(text, always_fence=True), ""]
+        out += [f"### Round {number}", "", *render_text(text, fence_info=""), ""]
     return out[:-1]
 
 
@@ -571,18 +572,15 @@ SECTIONS = (
     ("Allowed Paths", "allowed_paths", parse_paths, lambda v: [f"- `{path}`" for path in v]),
     ("Constraints", "constraints", parse_text, render_text),
     ("Acceptance Criteria", "criteria", parse_text, render_text),
-    ("Verify", "verify", parse_text, lambda v: render_text(v, always_fence=True, info="sh")),
-    ("Codex Result", "result", parse_text,
-     lambda v: render_text(v, always_fence=True, info="markdown")),
-    ("Codex Run", "run_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
-    ("Changes", "changes", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
-    ("Verification", "verification", parse_text,
-     lambda v: render_text(v, always_fence=True, info="text")),
+    ("Verify", "verify", parse_text, lambda v: render_text(v, fence_info="sh")),
+    ("Codex Result", "result", parse_text, lambda v: render_text(v, fence_info="markdown")),
+    ("Codex Run", "run_log", parse_text, lambda v: render_text(v, fence_info="text")),
+    ("Changes", "changes", parse_text, lambda v: render_text(v, fence_info="text")),
+    ("Verification", "verification", parse_text, lambda v: render_text(v, fence_info="text")),
     ("Review Rounds", "rounds", parse_rounds, render_rounds),
     ("Focus", "focus", parse_text, render_text),
-    ("Setup", "setup_log", parse_text, lambda v: render_text(v, always_fence=True, info="text")),
-    ("Findings", "findings", parse_text,
-     lambda v: render_text(v, always_fence=True, info="markdown")),
+    ("Setup", "setup_log", parse_text, lambda v: render_text(v, fence_info="text")),
+    ("Findings", "findings", parse_text, lambda v: render_text(v, fence_info="markdown")),
     ("History", "history", parse_bullets, lambda v: [f"- {item}" for item in v]),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
@@ -884,7 +882,6 @@ def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True)
 
 
 def load_json(path: Path, default: object) -> object:
-    """A JSON file of the tool's state, or `default` when it is missing or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -1086,10 +1083,8 @@ class Store:
 
     def spellings(self) -> dict:
         """normalized id -> the record file names on disk that claim it (`T-19.md`, `T-019.md`)."""
-        if not self.tasks_dir.is_dir():
-            return {}
         found: dict = {}
-        for entry in os.scandir(self.tasks_dir):
+        for entry in os.scandir(self.tasks_dir) if self.tasks_dir.is_dir() else ():
             if record_id(entry.name):
                 found.setdefault(record_id(entry.name), []).append(entry.name)
         return found
