@@ -186,14 +186,13 @@ def os_error(error: OSError, doing: str) -> OperationFailed:
     cure."""
     import errno
     where = f" {error.filename}" if error.filename else ""
-    cure = {errno.ENOSPC: "free some disk space, then try again",
-            errno.EDQUOT: "free some disk space (the quota is used up), then try again",
-            errno.EROFS: "the file system is read-only: make it writable, then try again",
-            errno.EACCES: "make it readable and writable for this user, then try again",
-            errno.EPERM: "make it readable and writable for this user, then try again"}.get(
-        error.errno, "fix that, then try again")
-    return OperationFailed(f"could not {doing}:{where}: {error.strerror or error} ({cure}); "
-                           "nothing was left half-written")
+    cure = {errno.ENOSPC: "free some disk space",
+            errno.EDQUOT: "free some disk space (the quota is used up)",
+            errno.EROFS: "the file system is read-only: make it writable",
+            errno.EACCES: "make it readable and writable for this user",
+            errno.EPERM: "make it readable and writable for this user"}.get(error.errno, "fix that")
+    return OperationFailed(f"could not {doing}:{where}: {error.strerror or error} "
+                           f"({cure}, then try again); nothing was left half-written")
 
 
 def now_iso() -> str:
@@ -859,11 +858,9 @@ def atomic_write(path: Path, data: str | bytes | Iterable, durable: bool = True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as handle:
-            if isinstance(data, (str, bytes)):
-                handle.write(data.encode("utf-8", "surrogateescape")
-                             if isinstance(data, str) else data)
-            else:
-                handle.writelines(data)
+            if isinstance(data, str):
+                data = data.encode("utf-8", "surrogateescape")
+            handle.writelines([data] if isinstance(data, bytes) else data)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
