@@ -372,10 +372,9 @@ def split_sections(text: str, where: str) -> Document:
                 fence = None
         else:
             mark = FENCE.match(line)
-            heading = HEADING.match(line)
             if mark:
                 fence = (mark.group(1), number)
-            elif heading:
+            elif heading := HEADING.match(line):
                 sections.append(Section(heading.group(1), [], number))
                 body = sections[-1].lines
                 continue
