@@ -1481,22 +1481,16 @@ def driver_overrides(root: Path) -> list:
                              env=git_env()).stdout
     except OSError:
         return []
-    overrides: list = []
-    for key in unique(out.decode("utf-8", "surrogateescape").split("\0")):
+    settings: list = []
+    for key in out.decode("utf-8", "surrogateescape").split("\0"):
         section, _, rest = key.partition(".")
         driver = rest.rpartition(".")[0]
         if section == "filter" and driver:
-            overrides += ["-c", f"filter.{driver}.clean=", "-c", f"filter.{driver}.smudge=",
-                          "-c", f"filter.{driver}.process=", "-c",
-                          f"filter.{driver}.required=false"]
+            settings += [f"filter.{driver}.clean=", f"filter.{driver}.smudge=",
+                         f"filter.{driver}.process=", f"filter.{driver}.required=false"]
         elif section == "merge" and driver:
-            overrides += ["-c", f"merge.{driver}.driver=false"]
-    return unique_pairs(overrides)
-
-
-def unique_pairs(flags: list) -> list:
-    pairs = unique(zip(flags[::2], flags[1::2]))
-    return [part for pair in pairs for part in pair]
+            settings.append(f"merge.{driver}.driver=false")
+    return [part for setting in unique(settings) for part in ("-c", setting)]
 
 
 def run_git(root: Path, *args: str, input: bytes | None = None, drivers: bool = False,
@@ -1627,10 +1621,6 @@ def nul_chunks(handle: object) -> Iterator[list]:
         yield [pending]
 
 
-def nul_parts(handle: object) -> Iterator[bytes]:
-    return itertools.chain.from_iterable(nul_chunks(handle))
-
-
 def nul_dict(chunks: Iterator[list]) -> dict:
     """key, value, key, value, ... as a dict, built a chunk at a time (at C speed: a snapshot has a
     hundred thousand entries, parsed while `find` walks)."""
@@ -1693,19 +1683,22 @@ def same_entry(a: tuple | None, b: tuple | None) -> bool:
     return a[SIZE:INO + 1] == b[SIZE:INO + 1]
 
 
+def folder_entries(root: bytes, folder: bytes) -> list:
+    """[(path, DirEntry)] of what `root/folder` holds, paths relative to root, the workspace's own
+    `.git` left out; [] if it cannot be listed."""
+    try:
+        listing = list(os.scandir(os.path.join(root, folder) if folder else root))
+    except OSError:
+        return []
+    return [(folder + b"/" + item.name if folder else item.name, item) for item in listing
+            if folder or item.name != b".git"]
+
+
 def walk_paths(root: bytes, start: bytes = b"") -> Iterator[bytes]:
     """Every path under `root/start` (relative to root), the workspace's own `.git` left out."""
     stack = [start]
     while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, folder) if folder else root))
-        except OSError:
-            continue
-        for entry in entries:
-            if not folder and entry.name == b".git":
-                continue
-            rel = folder + b"/" + entry.name if folder else entry.name
+        for rel, entry in folder_entries(root, stack.pop()):
             yield rel
             with contextlib.suppress(OSError):
                 if entry.is_dir(follow_symlinks=False):
@@ -1732,7 +1725,10 @@ class Hasher:
                     if len(data) > ORIGINAL_LIMIT:
                         return "-"       # it grew while we read: the next update sees it again
                     cid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-                    self.keep(cid, data)
+                    target = self.objects / cid[:2] / cid
+                    if not target.exists():
+                        with contextlib.suppress(OSError):
+                            atomic_write(target, data, durable=False)
                     return cid
                 digest = hashlib.sha1(b"blob %d\0" % size)
                 read = 0
@@ -1742,12 +1738,6 @@ class Hasher:
                 return digest.hexdigest() if read == size else "-"
         except OSError:
             return "-"
-
-    def keep(self, cid: str, data: bytes) -> None:
-        target = self.objects / cid[:2] / cid
-        if not target.exists():
-            with contextlib.suppress(OSError):
-                atomic_write(target, data, durable=False)
 
 
 class Snapshot:
@@ -1792,8 +1782,7 @@ class Snapshot:
             return self.drop_finder()
         self.records = len(self.entries)
         marker = self.entries.pop(MARKER_KEY, b"")
-        for gone in [rel for rel, value in self.entries.items() if not value]:
-            del self.entries[gone]
+        self.entries = {rel: value for rel, value in self.entries.items() if value}
         if not marker or self.folder / os.fsdecode(marker) != self.marker:
             return self.drop_finder()
         try:   # a clock set back would make later changes look older than the marker
@@ -1866,7 +1855,6 @@ class Snapshot:
                     old.unlink()
         self.marker = marker
 
-
     def forget(self, paths: list) -> None:
         """Record that the tool itself removed `paths` since the last update, under that update's
         marker: the next update sees them gone, and whatever is made there again (with the same
@@ -1890,8 +1878,7 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
     inode and ctime."""
     snapshot = Snapshot(root, folder, name)
     marker = snapshot.new_marker()
-    with contextlib.suppress(FileNotFoundError):
-        snapshot.blobs_file.unlink()
+    snapshot.blobs_file.unlink(missing_ok=True)
     if git:
         with open(snapshot.blobs_file, "wb") as blobs:
             staged = start_git(root, "ls-files", "-z", "--format=%(stage)%(path)%x00%(objectname)",
@@ -1900,21 +1887,17 @@ def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
                           "--ignore-submodules=all", drivers=True)
         untracked = start_git(root, "ls-files", "-o", "-z", "--directory", "--exclude-standard")
     entries = list_everything(root, folder)
-    hashing: list = []
     if not git or git_parts(staged) is None:
         # not git: hash what we can
         hashing = [rel for rel, value in entries.items() if value[:1] == b"f"]
-        for rel in hashing:
-            entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
     else:
         dirty_list, fresh = git_parts(dirty) or [], git_parts(untracked) or []
         folders = tuple(rel for rel in fresh if rel.endswith(b"/"))
-        hashing = [rel for rel in dirty_list if rel in entries]
-        hashing += [rel for rel in fresh if rel in entries]
+        hashing = [rel for rel in dirty_list + fresh if rel in entries]
         if folders:
             hashing += [rel for rel in entries if rel.startswith(folders)]
-        for rel in hashing:            # known not to match the index, even if hashing is skipped
-            entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
+    for rel in hashing:                # known not to match the index, even if hashing is skipped
+        entries[rel] = entries[rel].rsplit(b" ", 1)[0] + b" -"
     hasher = Hasher(folder.parent / "objects")
     base = os.fsencode(root)
     for rel in unique(hashing):
@@ -1966,7 +1949,7 @@ def finds_output(started: list) -> Iterator[bytes] | None:
             return None
         out.seek(0)
         outputs.append(out)
-    return itertools.chain.from_iterable(nul_parts(out) for out in outputs)
+    return itertools.chain.from_iterable(chunk for out in outputs for chunk in nul_chunks(out))
 
 
 def stop_finds(started: list) -> None:
@@ -2094,9 +2077,9 @@ class SnapshotUpdate:
         prefix = folder + b"/"
         return {rel for rel in self.under(prefix) if rel.find(b"/", len(prefix)) < 0}
 
-    def gone(self, rel: bytes) -> None:
-        """A path no longer there, and everything the snapshot had under it."""
-        for inner in (rel, *self.under(rel + b"/")):
+    def gone(self, paths: Iterable) -> None:
+        """Paths no longer there (those not already recorded)."""
+        for inner in paths:
             if inner not in self.changed:
                 self.changes[inner] = (self.snapshot.entry(inner), None)
                 self.changed[inner] = b""
@@ -2104,10 +2087,7 @@ class SnapshotUpdate:
     def replaced(self, folder: bytes, now: tuple | None) -> None:
         """A folder removed or replaced: what was under it is gone, and what is there now (a new
         folder of that name) is compared afresh."""
-        for inner in self.under(folder + b"/"):
-            if inner not in self.changed:
-                self.changes[inner] = (self.snapshot.entry(inner), None)
-                self.changed[inner] = b""
+        self.gone(self.under(folder + b"/"))
         if now is not None and now[KIND] == "d":
             for inner in walk_paths(self.root, folder):
                 self.changed.pop(inner, None)
@@ -2123,20 +2103,13 @@ class SnapshotUpdate:
                     self.look(rel)
             return
         known, present = self.children(folder), set()
-        try:
-            listing = list(os.scandir(os.path.join(self.root, folder) if folder else self.root))
-        except OSError:
-            listing = []
-        for item in listing:
-            if not folder and item.name == b".git":
-                continue
-            rel = folder + b"/" + item.name if folder else item.name
+        for rel, item in folder_entries(self.root, folder):
             present.add(rel)
             if rel not in self.candidates:
                 self.look_if_new(rel, item.inode())
         for rel in known - present:
-            if rel not in self.changed:
-                self.gone(rel)
+            if rel not in self.changed:     # gone, and everything the snapshot had under it
+                self.gone((rel, *self.under(rel + b"/")))
 
     def look_if_new(self, rel: bytes, inode: int) -> None:
         """An entry `find` did not name: compared only if it is not the inode the snapshot had."""
@@ -2147,9 +2120,7 @@ class SnapshotUpdate:
             self.replaced(rel, None)
         now = self.look(rel)
         if now is not None and now[KIND] == "d":
-            for inner in walk_paths(self.root, rel):
-                if inner not in self.candidates:
-                    self.look(inner)
+            self.relist(rel, True)
 
 
 # -- paths and changes (pure) ----------------------------------------------------------------------
@@ -2376,18 +2347,10 @@ def change_label(item: dict, outside: tuple = ()) -> str:
 # First, confinement: Codex's sandbox lets it write the whole workspace, so a workspace that holds
 # what programs outside the sandbox load or believe is refused before anything runs in it.
 
+# Codex's Linux sandbox keeps these read-only by mounting over them, making an empty folder to mount
+# on where there is none; a command killed as Codex exits leaves that folder behind. Such an empty
+# folder, absent before the run, is the sandbox's, not Codex's work: it goes.
 SANDBOX_MOUNT_POINTS = (".agents", ".aws", ".codex")
-
-
-def remove_mount_points(root: Path, names: list) -> None:
-    """Codex's Linux sandbox keeps these read-only by mounting over them, making an empty folder to
-    mount on where there is none; a command killed as Codex exits leaves that folder behind. Such
-    an empty folder, absent before the run, is the sandbox's, not Codex's work: it goes."""
-    for name in names:
-        path = root / name
-        if path.is_dir() and not path.is_symlink():
-            with contextlib.suppress(OSError):
-                path.rmdir()            # only if empty: anything written into it stays, and counts
 
 
 def trusted_places(state_dir: Path, codex_cmd: list | None = None) -> list:
@@ -2417,17 +2380,12 @@ def trusted_places(state_dir: Path, codex_cmd: list | None = None) -> list:
 def exposed_places(root: Path, state_dir: Path, codex_cmd: list | None = None) -> list:
     """The trusted places a sandbox rooted at `root` could write: those inside it (its own .git
     aside, which the sandbox keeps read-only)."""
-    root, git = Path(os.path.realpath(root)), Path(os.path.realpath(root)) / ".git"
-    exposed = []
-    for what, path in trusted_places(state_dir, codex_cmd):
-        # Both the path and where it leads: a link in the workspace can be replaced, a target there
-        # rewritten.
-        for where in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
-            if ((where == root or root in where.parents)
-                    and not (where == git or git in where.parents)):
-                exposed.append(f"{what} {path}")
-                break
-    return unique(exposed)
+    root = Path(os.path.realpath(root))
+    # Both the path and where it leads: a link in the workspace can be replaced, a target there
+    # rewritten.
+    return unique(f"{what} {path}" for what, path in trusted_places(state_dir, codex_cmd)
+                  if any(where.is_relative_to(root) and not where.is_relative_to(root / ".git")
+                         for where in (Path(os.path.abspath(path)), Path(os.path.realpath(path)))))
 
 def codex_config_not_committed(root: Path) -> list:
     """`.codex` folders in `root` or above it, up to the repository's top, that are not as
@@ -2530,7 +2488,10 @@ class Workspace:
         try:
             yield temp
         finally:
-            remove_mount_points(self.root, mount_points)
+            for path in (self.root / name for name in mount_points):
+                if path.is_dir() and not path.is_symlink():
+                    with contextlib.suppress(OSError):
+                        path.rmdir()    # only if empty: anything written into it stays, and counts
             shutil.rmtree(temp, ignore_errors=True)
 
     def land(self, task: Task, into_branch: bool) -> dict:
@@ -2597,8 +2558,7 @@ class InPlace(Workspace):
                 time.sleep(0.2)
             yield False
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+            entry.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, worker: Worker) -> InPlace:
@@ -2632,8 +2592,7 @@ class InPlace(Workspace):
                                           "then `accept-task` again", task_id, {}))
                 time.sleep(0.2)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
+            entry.unlink(missing_ok=True)
 
     @classmethod
     def release(cls, store: Store, task_id: str, remove: bool = False) -> None:
@@ -2839,15 +2798,11 @@ class Worktree(Workspace):
         what its setup command changed, and never the records, which are the person's
         repository's."""
         shared = shared_dependencies(self.store, repo_settings(self.store))
-        paths = []
-        for rel, (first, now, _) in load_json(
-                self.store.run_file(task_id, "touched.json"), {}).items():
-            entry = now or first
-            if (same_entry(first, now) or entry[KIND] not in ("f", "l")
-                    or tool_path(path_parts(rel)) or rel.split("/")[0] in shared):
-                continue
-            paths.append(rel)
-        ignored = ignored_paths(self.store.repo, paths) if paths else set()
+        touched = load_json(self.store.run_file(task_id, "touched.json"), {})
+        paths = [rel for rel, (first, now, _) in touched.items()
+                 if not (same_entry(first, now) or (now or first)[KIND] not in ("f", "l")
+                         or tool_path(path_parts(rel)) or rel.split("/")[0] in shared)]
+        ignored = ignored_paths(self.store.repo, paths)
         return sorted(path for path in paths if path not in ignored)
 
     @classmethod
@@ -2867,9 +2822,8 @@ class Worktree(Workspace):
             yours = tree_commit(store.repo, "codex-mcp: your working tree", base)
             run_git(self.root, "checkout", "--detach", "--force", "--quiet", yours, drivers=True)
             run_git(self.root, "clean", "-ffdq", *(f"--exclude=/{name}" for name in shared))
-            with contextlib.suppress(FileNotFoundError):
-                # the task's changes now count from `yours`
-                store.run_file(task.id, "touched.json").unlink()
+            # the task's changes now count from `yours`
+            store.run_file(task.id, "touched.json").unlink(missing_ok=True)
             self.changes()
             run_git(self.root, "merge", "--no-commit", "--no-ff", "--quiet", theirs, ok=(0, 1),
                     env=IDENTITY, drivers=True)
@@ -2879,8 +2833,7 @@ class Worktree(Workspace):
             run_git(self.root, "reset", "--quiet")
             add_changes(store, task.id, self.changes(), lambda rel, after: "codex")
         atomic_write(store.run_file(task.id, "base"), yours, durable=False)
-        with contextlib.suppress(FileNotFoundError):
-            store.run_file(task.id, "conflict").unlink()
+        store.run_file(task.id, "conflict").unlink(missing_ok=True)
         with store.update(task.id) as record:
             record.base = yours
             note(record, "worktree moved onto your current tree; conflicts marked in "
@@ -2954,7 +2907,7 @@ def shared_dependencies(store: Store, settings: dict) -> list:
     read-only."""
     names = [name for name in settings.get("worktreeShare", SHARED_DEPENDENCIES)
              if (store.repo / name).is_dir()]
-    return sorted(ignored_paths(store.repo, names)) if names else []
+    return sorted(ignored_paths(store.repo, names))
 
 
 def worktree_of(store: Store, task_id: str) -> Path | None:
@@ -3003,8 +2956,7 @@ def prune_worktrees(store: Store) -> None:
             row[0] == "todo" or not (folder / owner.name[:-5] / ".git").is_file())
         if over:
             Worktree.release(store, task_id, remove=row is None or row[0] != "done")
-            with contextlib.suppress(FileNotFoundError):
-                owner.unlink()
+            owner.unlink(missing_ok=True)
     with contextlib.suppress(OperationFailed):
         run_git(store.repo, "worktree", "prune")
 
@@ -3119,11 +3071,7 @@ def merge_into(store: Store, base: str, theirs: str) -> tuple:
     out = run_git(store.repo, "merge-tree", "--write-tree", "--name-only", "-z", yours, theirs,
                   ok=(0, 1), drivers=True)
     parts = out.split(b"\0")
-    conflicts = []
-    for part in parts[1:]:
-        if not part:
-            break
-        conflicts.append(os.fsdecode(part))
+    conflicts = [os.fsdecode(part) for part in itertools.takewhile(bool, parts[1:])]
     return yours, parts[0].decode(), unique(conflicts)
 
 
