@@ -1603,8 +1603,7 @@ def ignored_paths(root: Path, paths: list) -> set:
 
 HASH_FILE_LIMIT = 64 * 1024 * 1024     # larger files are compared by their metadata alone
 HASH_BUDGET = 256 * 1024 * 1024        # bytes hashed per update beyond what git already knows
-# files up to this size are kept, so that a revert can restore them
-ORIGINAL_LIMIT = 1024 * 1024
+ORIGINAL_LIMIT = 1024 * 1024           # files up to this size are kept, for a revert to restore
 KIND, MODE, SIZE, MTIME, CTIME, INO, CID = range(7)   # the fields of an entry
 SNAPSHOT_HEADER = b"codex-mcp-snapshot 2"
 MARKER_KEY = b"/marker"                # no relative path starts with a slash
@@ -1860,15 +1859,12 @@ class Snapshot:
         marker: the next update sees them gone, and whatever is made there again (with the same
         content, even the same inode) as new. Without a usable snapshot there is nothing to do:
         the next one is taken whole."""
-        try:
-            with open(self.file, "r+b") as handle:
-                handle.seek(max(0, os.fstat(handle.fileno()).st_size - 512))
-                last = handle.read().split(b"\0")
-                if len(last) >= 3 and last[-3] == MARKER_KEY:
-                    handle.write(b"".join(os.fsencode(rel) + b"\0\0" for rel in paths)
-                                 + MARKER_KEY + b"\0" + last[-2] + b"\0")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open(self.file, "r+b") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 512))
+            last = handle.read().split(b"\0")
+            if len(last) >= 3 and last[-3] == MARKER_KEY:
+                handle.write(b"".join(os.fsencode(rel) + b"\0\0" for rel in paths)
+                             + MARKER_KEY + b"\0" + last[-2] + b"\0")
 
 
 def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
@@ -1966,7 +1962,7 @@ def list_everything(root: Path, spool: Path) -> dict:
     started = start_finds(root, ["-printf", "%p\\0%y %m %s %T@ %C@ %i %l\\0"], spool)
     parts = finds_output(started) if started else None
     if parts is not None:
-        entries = {path[2:] if path != b"." else b"": value for path, value in zip(parts, parts)}
+        entries = {path[2:]: value for path, value in zip(parts, parts)}    # b"." becomes b""
         stop_finds(started)
         if (entries.pop(b"", None) or b"")[:1] == b"d":
             return entries
@@ -1990,8 +1986,7 @@ class NewerFinder:
     def result(self) -> set | None:
         """The paths, or None if `find` could not say."""
         parts = finds_output(self.started) if self.started else None
-        found = (None if parts is None
-                 else {path[2:] if path != b"." else b"" for path in parts if path})
+        found = None if parts is None else {path[2:] for path in parts if path}
         self.cancel()
         return found
 
@@ -2218,10 +2213,8 @@ def change_items(touched: dict) -> list:
     """The task's real changes, first entry -> now: [{path, change, who, from?, link?, dir?}],
     sorted. A folder added or removed is listed only when nothing under it is (an empty one)."""
     changes = {rel: value for rel, value in touched.items() if not same_entry(value[0], value[1])}
-    added = {rel for rel, value in changes.items() if value[0] is None}
-    deleted = {rel for rel, value in changes.items() if value[1] is None}
-    by_content = {changes[rel][0][CID]: rel for rel in sorted(deleted)
-                  if changes[rel][0][KIND] == "f" and changes[rel][0][CID] not in ("", "-")}
+    by_content = {old[CID]: rel for rel, (old, new, _) in sorted(changes.items())
+                  if new is None and old[KIND] == "f" and old[CID] not in ("", "-")}
     out = []
     for rel in sorted(changes):
         old, new, who = changes[rel]
@@ -2230,11 +2223,11 @@ def change_items(touched: dict) -> list:
         if (kind == "d" and (old is None or new is None)
                 and any(other.startswith(rel + "/") for other in changes)):
             continue
-        if rel in added and new[KIND] == "f" and new[CID] in by_content:
+        if old is None and new[KIND] == "f" and new[CID] in by_content:
             item.update(change="renamed", **{"from": by_content.pop(new[CID])})
-        elif rel in added:
+        elif old is None:
             item["change"] = "added"
-        elif rel in deleted:
+        elif new is None:
             item["change"] = "deleted"
         elif old[KIND] != new[KIND]:
             item["change"] = "type"
