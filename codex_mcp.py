@@ -1806,11 +1806,9 @@ class Snapshot:
         entry = decode_entry(value)
         if entry[CID] == "":
             if self.blobs is None:
-                try:
-                    with open(self.blobs_file, "rb") as handle:
-                        self.blobs = nul_dict(nul_chunks(handle))
-                except OSError:
-                    self.blobs = {}
+                self.blobs = {}
+                with contextlib.suppress(OSError), open(self.blobs_file, "rb") as handle:
+                    self.blobs = nul_dict(nul_chunks(handle))
             entry = entry[:CID] + (self.blobs.get(b"0" + rel, b"-").decode(),)
         return entry
 
@@ -1937,15 +1935,13 @@ def start_finds(root: Path, expression: list, spool: Path) -> list:
 
 def finds_output(started: list) -> Iterator[bytes] | None:
     """The NUL-separated parts the finds printed, or None if one of them failed outright."""
-    outputs = []
     for process, out in started:
         if (process.wait() not in (0, 1)
                 or out.seek(0, os.SEEK_END) == 0 and process.returncode != 0):
             stop_finds(started)
             return None
         out.seek(0)
-        outputs.append(out)
-    return itertools.chain.from_iterable(chunk for out in outputs for chunk in nul_chunks(out))
+    return itertools.chain.from_iterable(chunk for _, out in started for chunk in nul_chunks(out))
 
 
 def stop_finds(started: list) -> None:
@@ -2293,11 +2289,10 @@ def group_paths(paths: list, limit: int = PATH_LINES, show: dict | None = None) 
 def render_changes(items: list, outside: tuple = ()) -> str:
     """The Changes section: a count by kind, then the changes grouped by kind and folder. A change
     outside the allowed paths is never folded into a folder: the reader must see it."""
+    import collections
     if not items:
         return "no files changed"
-    counts: dict = {}
-    for item in items:
-        counts[item["change"]] = counts.get(item["change"], 0) + 1
+    counts = collections.Counter(item["change"] for item in items)
     files = "1 path" if len(items) == 1 else f"{len(items)} paths"
     lines = [f"{files}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
     for kind in sorted(counts):
@@ -2619,8 +2614,7 @@ def queue_entries(store: Store, prune: bool = True) -> list:
 
 def queue_head(store: Store) -> str:
     """The first entry of the run queue (running, or next to run); "" if the queue is empty."""
-    entries = queue_entries(store)
-    return entries[0] if entries else ""
+    return next(iter(queue_entries(store)), "")
 
 
 def queue_label(head: str) -> str:
