@@ -3239,8 +3239,8 @@ def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path
         argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(workspace)]
     argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
              "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
-             "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]"]
-    argv += ["-c", f"developer_instructions={toml_string(developer_instructions(task))}"]
+             "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]",
+             "-c", f"developer_instructions={toml_string(developer_instructions(task))}"]
     if schema is not None:
         argv += ["--output-schema", str(schema)]
     if task.model:
@@ -3469,14 +3469,16 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
                                        preexec_fn=die_with_parent(),
                                        env={**os.environ, **(env or {})})
         except OSError as error:
-            missing = isinstance(error, FileNotFoundError)
-            reason = ((f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
-                       "'npm install -g @openai/codex' or point --codex-cmd / CODEX_CMD at it")
-                      if missing
+            reason = (f"the Codex CLI was not found ({argv[0]!r} is not on PATH): install it with "
+                      "'npm install -g @openai/codex' or point --codex-cmd / CODEX_CMD at it"
+                      if isinstance(error, FileNotFoundError)
                       else f"could not start {argv[0]!r}: {error}")
             return RunOutcome(digest, None, reason, "")
         on_start(process.pid)
-        send_prompt(process, prompt)
+        # The prompt goes on stdin, which is then closed: left open, Codex would wait for more.
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(prompt.encode("utf-8", "replace"))
+            process.stdin.close()
         stopped = follow_events(process, log_path, start, digest, timeout, idle_timeout, on_event,
                                 should_stop)
         if stopped:
@@ -3486,15 +3488,6 @@ def run_codex(argv: list, prompt: str, cwd: Path, log_path: Path, timeout: float
         digest.close()
     return RunOutcome(digest, returncode, stopped,
                       tail(stderr_path.read_text(errors="replace"), 4000), log_path)
-
-
-def send_prompt(process: object, prompt: str) -> None:
-    """The prompt goes on stdin, which is then closed: left open, Codex would wait for more."""
-    try:
-        process.stdin.write(prompt.encode("utf-8", "replace"))
-        process.stdin.close()
-    except BrokenPipeError:
-        pass
 
 
 def follow_events(process: object, log_path: Path, start: int, digest: EventDigest, timeout: float,
@@ -3632,13 +3625,10 @@ def sync_shadows(store: Store) -> None:
             if not (record_id(entry.name) and entry.is_file(follow_symlinks=False)):
                 continue
             shadow = store.shadow_dir / f"{record_id(entry.name)}.md"
-            try:
-                if shadow.exists() and (entry.stat(follow_symlinks=False).st_ctime_ns
-                                        <= shadow.stat().st_mtime_ns):
-                    continue
-                atomic_write(shadow, Path(entry.path).read_bytes(), durable=False)
-            except OSError:
-                continue
+            with contextlib.suppress(OSError):
+                if not shadow.exists() or (entry.stat(follow_symlinks=False).st_ctime_ns
+                                           > shadow.stat().st_mtime_ns):
+                    atomic_write(shadow, Path(entry.path).read_bytes(), durable=False)
 
 
 def guard_records(store: Store, changes: dict, running: str, evidence: list) -> tuple:
@@ -3663,14 +3653,11 @@ def guard_records(store: Store, changes: dict, running: str, evidence: list) -> 
         shadow = store.shadow_dir / f"{task_id}.md"
         current = path.read_bytes() if record and path.is_file() and not path.is_symlink() else None
         original = shadow.read_bytes() if record and shadow.exists() else None
-        # Its own file, not a second spelling that appeared beside it (T-1.md beside T-001.md).
         own = record and not (changes[rel][0] is None
                               and any(n != name for n in store.spellings().get(task_id, [])))
-        if own and current is not None and current == original:
-            # as the tool wrote it (a task created meanwhile)
+        # as the tool wrote it (a task created meanwhile), or its worker's guard looks after it
+        if own and ((current is not None and current == original) or task_id == running):
             continue
-        if own and task_id == running:
-            continue                                       # its worker's guard looks after it
         if own and original is not None:
             by_codex = by_codex or named
             saved = (store.save_edit(task_id, current.decode("utf-8", "replace"))
@@ -3726,9 +3713,6 @@ class Worker:
         self.thread_announced = False
         self.on_progress: Callable | None = None      # delegate --wait prints progress as it runs
 
-    def stop_reason(self) -> str:
-        return self.cancelled
-
     def on_cancel(self, *_: object) -> None:
         try:
             # who stopped it
@@ -3738,9 +3722,11 @@ class Worker:
 
     def run(self) -> None:
         import signal
-        if threading_is_main():
+        import threading
+        if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.on_cancel)
-        with life_lock(self.store, self.task_id):
+        # the life lock: a waiter blocked on it wakes however the worker ends (kill -9 included)
+        with file_lock(self.store.state_dir / "live" / f"{self.task_id}.lock"):
             try:
                 if not self.queued:
                     self.take_record()
@@ -3795,7 +3781,7 @@ class Worker:
 
     def turn(self, task: Task) -> tuple:
         hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
-                     should_stop=self.stop_reason)
+                     should_stop=lambda: self.cancelled)
         if self.mode == "rework":
             return resumed_turn(self.workspace, task, rework_prompt(task), self.codex_cmd, **hooks)
         return codex_turn(self.workspace, task, start_prompt(task), self.codex_cmd, **hooks), ""
@@ -3897,7 +3883,7 @@ class ReviewJob(Worker):
             log = self.store.run_file(task.id, "jsonl")
             task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
         hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
-                     should_stop=self.stop_reason, sandbox="read-only",
+                     should_stop=lambda: self.cancelled, sandbox="read-only",
                      schema=schema)
         outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd,
                              **hooks)
@@ -3966,19 +3952,6 @@ class ReviewJob(Worker):
                 transition(task, "blocked", f"{reason}; {workspace}" if written else reason,
                            "finish")
             task.progress = f"finished: {task.reason}"
-
-
-def threading_is_main() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def life_lock(store: Store, task_id: str) -> Iterator[None]:
-    """Held by a task's worker for as long as it lives: a waiter blocked on it wakes the moment the
-    worker ends, however it ends (kill -9 included)."""
-    with file_lock(store.state_dir / "live" / f"{task_id}.lock"):
-        yield
 
 
 def work(repo: str, task_id: str, mode: str, codex_cmd: list) -> None:
@@ -4243,17 +4216,11 @@ def declared_files(text: str, repo: Path) -> list:
                       "", line, flags=re.I)
         if not line or NO_TESTS.match(line) or line.upper().startswith("SANDBOX DENIED"):
             continue
-        quoted = re.findall(r"`([^`]+)`", line)
-        if quoted:
-            candidates = quoted
-        elif "->" in line or "→" in line:
-            candidates = [ANNOTATION.sub("", part).strip() for part in re.split(r"->|→", line)]
-        else:
-            candidates = [ANNOTATION.sub("", line).strip()]
+        # the quoted paths, else each side of a rename's arrow
+        candidates = (re.findall(r"`([^`]+)`", line)
+                      or [ANNOTATION.sub("", part).strip() for part in re.split(r"->|→", line)])
         for candidate in candidates:
-            candidate = candidate.strip().strip("'\"").rstrip(":,;.")
-            if candidate.startswith(str(repo) + "/"):
-                candidate = candidate[len(str(repo)) + 1:]
+            candidate = candidate.strip().strip("'\"").rstrip(":,;.").removeprefix(f"{repo}/")
             while candidate.startswith("./"):
                 candidate = candidate[2:]
             if candidate:
@@ -4275,16 +4242,12 @@ def permission_denial(message: str) -> str:
 def files_changed_mismatch(declared: list, changes: list) -> dict:
     real = {path for item in changes for path in change_names(item)}
     said = set(declared)
-    mismatch = {}
     unchanged = sorted(p for p in said - real
                        if not any(r.startswith(p.rstrip("/") + "/") for r in real))
     unreported = sorted(p for p in real - said
                         if not any(p.startswith(s.rstrip("/") + "/") for s in said))
-    if unchanged:
-        mismatch["reportedButUnchanged"] = unchanged
-    if unreported:
-        mismatch["changedButUnreported"] = unreported
-    return mismatch
+    return {key: paths for key, paths in (("reportedButUnchanged", unchanged),
+                                          ("changedButUnreported", unreported)) if paths}
 
 
 # -- a review job's answer -------------------------------------------------------------------------
@@ -4341,9 +4304,9 @@ def fit_findings(answer: dict, budget: int) -> dict:
     kept: list = []
     for finding in answer["findings"]:
         trial = {**answer, "findings": [*kept, finding]}
-        if kept and len(json.dumps(trial, ensure_ascii=False).encode()) > budget:
+        too_big = len(json.dumps(trial, ensure_ascii=False).encode()) > budget
+        if too_big and kept:
             break
-        too_big = not kept and len(json.dumps(trial, ensure_ascii=False).encode()) > budget
         kept.append({**finding, "body": clip(finding["body"], budget // 3)} if too_big else finding)
     fitted = {**answer, "findings": kept}
     if len(kept) < len(answer["findings"]):
