@@ -3385,6 +3385,14 @@ class EventDigest:
         lines += [f"not JSON: {d}" for d in self.diagnostics]
         return "\n".join(lines)
 
+    def record(self, task: Task) -> None:
+        """Copy what the run shows so far into the task's record (its commands for `check-task`
+        with `detail`)."""
+        task.thread_id = self.thread_id or task.thread_id
+        task.last_event, task.commands, task.tokens = (self.last_event, self.command_count,
+                                                       self.tokens)
+        task.run_log = self.summary()
+
 
 class RunOutcome:
     __slots__ = ("digest", "returncode", "stopped", "stderr_tail", "log")
@@ -3597,11 +3605,10 @@ def refresh_changes(store: Store, task_id: str, changes: dict) -> None:
     Codex's work: nothing may revert it in Codex's name (a rework's script, discard-task)."""
     path = store.run_file(task_id, "touched.json")
     touched = load_json(path, {})
-    if any(rel in touched for rel in changes):
-        for rel, (_, after) in changes.items():
-            if rel in touched:
-                touched[rel][1] = after
-                touched[rel][2] = "unknown"
+    known = [rel for rel in changes if rel in touched]
+    for rel in known:
+        touched[rel][1], touched[rel][2] = changes[rel][1], "unknown"
+    if known:
         atomic_write(path, json.dumps(touched), durable=False)
 
 
@@ -3800,9 +3807,7 @@ class Worker:
         self.thread_announced = bool(digest.thread_id)
         self.last_write = time.monotonic()
         with self.store.update(self.task_id, self.guard) as task:
-            task.thread_id = digest.thread_id or task.thread_id
-            task.last_event, task.commands, task.tokens = (digest.last_event, digest.command_count,
-                                                           digest.tokens)
+            digest.record(task)
             elapsed = seconds_since(task.started) or 0
             waiting = f", reconnecting to the model service ({digest.reconnects} attempts)" \
                 if digest.reconnects and time.monotonic() - digest.progress_at > 5 else ""
@@ -3810,8 +3815,6 @@ class Worker:
             task.progress = (f"Codex running {duration(elapsed)}, "
                              f"{plural(digest.command_count, 'command')}"
                              f"{', ' + doing if doing else ''}{waiting}")
-            # the commands so far, for `check-task` with `detail`
-            task.run_log = digest.summary()
         if self.on_progress:
             self.on_progress(task)
 
@@ -3830,18 +3833,13 @@ class Worker:
             add_facts(self.store, self.task_id, notes, by_codex)
         status, reason = run_verdict(outcome, self.codex_cmd[0])
         with self.store.update(self.task_id, self.guard) as task:
-            task.thread_id = digest.thread_id or task.thread_id
+            digest.record(task)
             task.result = digest.final_message or task.result
-            task.run_log = digest.summary()
-            task.last_event, task.commands = digest.last_event, digest.command_count
-            task.tokens = digest.tokens
             task.changes = render_changes(task_changes(self.store, task.id))
             task.child_process = task.worker = ""
             task.progress = f"finished: {reason}"
             task.tampered = one_line("; ".join(filter(None, [self.guard.summary(), *notes])), 480)
-            if recovered:
-                note(task, recovered)
-            for line in notes:
+            for line in [recovered, *notes] if recovered else notes:
                 note(task, line)
             transition(task, status, reason, "finish")
         # Codex's doing only if its events name the record when it changed
@@ -3897,9 +3895,8 @@ class ReviewJob(Worker):
                 task.result = outcome.digest.final_message
                 note(task,
                      f"the review's answer could not be read ({problem}): completion requested")
-            outcome, recovered = resumed_turn(self.workspace, task,
-                                              review_completion_prompt(problem), self.codex_cmd,
-                                              **hooks)
+            outcome, _ = resumed_turn(self.workspace, task, review_completion_prompt(problem),
+                                      self.codex_cmd, **hooks)
             evidence += outcome.digest.evidence
             status, reason = run_verdict(outcome, self.codex_cmd[0])
             if status == "review":
@@ -3932,11 +3929,8 @@ class ReviewJob(Worker):
             workspace = "the workspace is unchanged"
         digest = outcome.digest
         with self.store.update(self.task_id, self.guard) as task:
-            task.thread_id = digest.thread_id or task.thread_id
+            digest.record(task)
             task.result = digest.final_message or task.result
-            task.run_log = digest.summary()
-            task.last_event, task.commands, task.tokens = (digest.last_event, digest.command_count,
-                                                           digest.tokens)
             task.child_process = task.worker = ""
             task.tampered = self.guard.summary()
             if answer is not None:
@@ -4345,8 +4339,7 @@ class ReviewFacts:
         self.output: list = []
         # folders it made outside the boundary and left empty: not judged
         self.empty: list = []
-        for name, value in values.items():
-            setattr(self, name, value)
+        self.__dict__.update(values)
 
 
 class Verdict:
@@ -4529,59 +4522,53 @@ def verify_profile(temp: Path) -> str:
     return f"permissions.codex_mcp_verify.filesystem={toml_inline(entries)}"
 
 
-def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Callable,
-               timeout: float = VERIFY_TIMEOUT) -> dict:
+def run_verify(task: Task, workspace: Workspace, codex_cmd: list, on_start: Callable) -> dict:
     """Run the task's verify command in the workspace, under the same kind of sandbox as Codex
     (unless the task opted out): its exit status is the fact behind 'tests pass'. Only exit 0
     passes; a signal or a timeout fails. It runs in a process group of its own, recorded through
-    `on_start`, so that a killed accept's verify (and what it started) can be stopped by check."""
+    `on_start`, so that a killed accept's verify (and what it started) can be stopped by check, and
+    killed when it ends. Returns how it ended and the tail of what it printed."""
+    import signal
+    import subprocess
     sandboxed = task.verify_sandbox != "off"
+    result = {"command": task.verify, "sandboxed": sandboxed}
     with workspace.scratch(f"verify-{task.id}", codex_cmd) as temp:
         argv = ([*codex_cmd, "sandbox", "-c", verify_profile(temp), "-P", "codex_mcp_verify", "-C",
                  str(workspace.root), "--", "/bin/sh", "-c", task.verify] if sandboxed
                 else ["/bin/sh", "-c", task.verify])
-        return run_command_tail(argv, workspace.root, {"TMPDIR": str(temp)}, on_start, timeout,
-                                {"command": task.verify, "sandboxed": sandboxed})
-
-
-def run_command_tail(argv: list, cwd: Path, env: dict, on_start: Callable, timeout: float,
-                     result: dict) -> dict:
-    """Run a verify command to its end (or its timeout), its process group killed afterwards; add to
-    `result` how it ended and the tail of what it printed."""
-    import signal
-    import subprocess
-    sandboxed = result["sandboxed"]
-    started = time.monotonic()
-    try:
-        process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   preexec_fn=die_with_parent(), env={**os.environ, **env})
-    except OSError as error:
-        what = (f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox"
-                if sandboxed else "/bin/sh")
-        return {**result, "passed": False,
-                "unavailable": f"could not start {what}: {error.strerror or error}"}
-    on_start(process.pid)
-    try:
-        out, _ = process.communicate(timeout=timeout)
-        status = process.returncode
-    except subprocess.TimeoutExpired:
-        kill_group(process.pid)
-        out, _ = process.communicate()
-        status = None
-        result["timedOut"] = True
-    finally:
-        kill_group(process.pid, grace=0.5)
-    if sandboxed and status is not None and status > 128 and status - 128 in signal.valid_signals():
-        result["signal"] = signal.Signals(status - 128).name      # the sandbox passes 128+N through
-    elif status is not None and status < 0:
-        result["signal"] = (signal.Signals(-status).name
-                            if -status in signal.valid_signals() else str(-status))
-    output = (CODEX_NOISE.sub("", out.decode("utf-8", "replace"))
-              if sandboxed else out.decode("utf-8", "replace"))
-    result.update(exitStatus=status, passed=status == 0,
-                  seconds=round(time.monotonic() - started, 1),
-                  outputTail=tail(output.strip(), 1500))
+        started = time.monotonic()
+        try:
+            process = subprocess.Popen(argv, cwd=workspace.root, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=die_with_parent(),
+                                       env={**os.environ, "TMPDIR": str(temp)})
+        except OSError as error:
+            what = (f"the Codex CLI ({argv[0]!r}) that runs it in the sandbox"
+                    if sandboxed else "/bin/sh")
+            return {**result, "passed": False,
+                    "unavailable": f"could not start {what}: {error.strerror or error}"}
+        on_start(process.pid)
+        try:
+            out, _ = process.communicate(timeout=VERIFY_TIMEOUT)
+            status = process.returncode
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            out, _ = process.communicate()
+            status = None
+            result["timedOut"] = True
+        finally:
+            kill_group(process.pid, grace=0.5)
+        if (sandboxed and status is not None and status > 128
+                and status - 128 in signal.valid_signals()):
+            result["signal"] = signal.Signals(status - 128).name  # the sandbox passes 128+N through
+        elif status is not None and status < 0:
+            result["signal"] = (signal.Signals(-status).name
+                                if -status in signal.valid_signals() else str(-status))
+        output = (CODEX_NOISE.sub("", out.decode("utf-8", "replace"))
+                  if sandboxed else out.decode("utf-8", "replace"))
+        result.update(exitStatus=status, passed=status == 0,
+                      seconds=round(time.monotonic() - started, 1),
+                      outputTail=tail(output.strip(), 1500))
     denied = [path for found in TMP_DENIED.findall(output) for path in found if path]
     if (sandboxed and status != 0
             and any(not Path(path).is_relative_to(Path.home()) for path in denied)):
@@ -4769,6 +4756,7 @@ def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: Review
     such path whose it is (declared by Codex, its events, the verify command's, or nobody's we can
     tell); ignored output the task wrote (removed, never judged); the records put right; a script
     that puts back what code Codex wrote changed outside."""
+    import shlex
     facts.changes = task_changes(store, task.id)
     touched = load_json(store.run_file(task.id, "touched.json"), {})
     facts.reported = declared_files(facts.report.get("Files Changed", ""), store.repo)
@@ -4808,15 +4796,11 @@ def boundary_facts(store: Store, task: Task, workspace: Workspace, facts: Review
                                                       store.state_dir / "objects",
                                                       store.git is not None)
         if lines:
-            facts.revert = f"sh {write_revert_script(store, task, workspace.root, lines)}"
-
-
-def write_revert_script(store: Store, task: Task, root: Path, lines: list) -> Path:
-    import shlex
-    script = store.run_file(task.id, f"revert-{task.rework_count + 1}.sh")
-    atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\nset -e\n"
-                 f"cd -- {shlex.quote(str(root))}\n" + "\n".join(lines) + "\n", durable=False)
-    return script
+            script = store.run_file(task.id, f"revert-{task.rework_count + 1}.sh")
+            atomic_write(script, "#!/bin/sh\n# codex-mcp: put back what was there before the task\n"
+                         f"set -e\ncd -- {shlex.quote(str(workspace.root))}\n"
+                         + "\n".join(lines) + "\n", durable=False)
+            facts.revert = f"sh {script}"
 
 
 def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFacts, command: list,
