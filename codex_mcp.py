@@ -3823,9 +3823,8 @@ class Worker:
         changes = self.workspace.changes()
         with self.store.lock("store"):
             notes, by_codex = guard_records(self.store, changes, self.task_id, digest.evidence)
-        work_changes = {rel: pair for rel, pair in changes.items()
-                        if not tool_path(path_parts(rel))}
-        add_changes(self.store, self.task_id, work_changes,
+        add_changes(self.store, self.task_id,
+                    {rel: pair for rel, pair in changes.items() if not tool_path(path_parts(rel))},
                     lambda rel, after: "codex"
                     if attributed(rel, after, digest.evidence) else "unknown")
         clear_output(self.workspace, self.task_id)      # before anything else runs it
