@@ -3934,9 +3934,8 @@ class ReviewJob(Worker):
             task.tampered = self.guard.summary()
             if answer is not None:
                 task.findings, task.verdict = render_findings(answer), answer["verdict"]
-                counts = (", ".join(f"{sum(f['priority'] == p for f in answer['findings'])} {p}"
-                                    for p in PRIORITIES
-                                    if any(f["priority"] == p for f in answer["findings"]))
+                found = [finding["priority"] for finding in answer["findings"]]
+                counts = (", ".join(f"{found.count(p)} {p}" for p in PRIORITIES if p in found)
                           or "no findings")
                 transition(task, "review", "Codex finished its review", "finish")
                 transition(task, "done", f"review delivered: {answer['verdict']} "
@@ -4807,6 +4806,8 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
     """Record the verdict, send the rework it asks for, and answer."""
     verification = facts.verify
     verdict.reason = step_calls(verdict.reason, task_id, {})
+    asking = {"boundary_confirmation": "boundary confirmation needed",
+              "conflict": "conflict"}.get(verdict.action)
     with store.update(task_id) as task:
         task.worker = task.child_process = ""
         task.changes = render_changes(facts.changes, tuple(facts.outside))
@@ -4821,16 +4822,13 @@ def apply_verdict(store: Store, task_id: str, verdict: Verdict, facts: ReviewFac
             transition(task, "done", f"accepted: {verdict.reason}", "accept")
         elif verdict.action == "blocked":
             transition(task, "blocked", verdict.reason, "block")
-        elif verdict.action in ("boundary_confirmation", "conflict"):
-            needed = "boundary confirmation needed" if verdict.action == "boundary_confirmation" \
-                else "conflict"
-            note(task, f"{needed}: {verdict.reason}")
-        if verdict.action not in ("boundary_confirmation", "conflict"):
+        if asking:
+            note(task, f"{asking}: {verdict.reason}")
+        else:
             task.tampered = ""
-    if verdict.action not in ("boundary_confirmation", "conflict"):
+    if not asking:
         with contextlib.suppress(FileNotFoundError):
-            # reported once: this verdict said it
-            store.run_file(task_id, "facts.json").unlink()
+            store.run_file(task_id, "facts.json").unlink()   # reported once: this verdict said it
     result = {"taskId": task_id, "action": verdict.action, "reason": verdict.reason,
               "status": task.status}
     if verdict.action == "rework":
