@@ -4920,7 +4920,8 @@ def progress_view(task: Task) -> dict:
 
 def task_view(store: Store, task: Task, detail: bool = False) -> dict:
     """check's answer."""
-    report = parse_report(task.result)
+    # a review job's result is its findings, not a report
+    report = parse_report(task.result) if task.kind != "review" else {}
     view = compact({
         "taskId": task.id, "kind": task.kind if task.kind != "task" else None,
         "isolation": task.isolation if task.isolation != "inplace" else None,
@@ -4941,8 +4942,6 @@ def task_view(store: Store, task: Task, detail: bool = False) -> dict:
                              "reviewRounds": task.rounds, "history": task.history[-20:],
                              "log": task.log}))
     if task.kind == "review":
-        for key in ("lastCodexResultSummary", "lastCodexTestReport"):
-            view.pop(key, None)
         answer = parse_review_answer(task.result)[0] if task.status == "done" else None
         if answer is not None:
             room = RESULT_BUDGET - len(json.dumps(view, ensure_ascii=False).encode()) - 40
@@ -4956,12 +4955,6 @@ def start_answer(store: Store, task: Task) -> dict:
     return compact({"taskId": task.id, "threadId": task.thread_id, "status": task.status,
                     "filePath": store.relative(store.path_for_write(task.id)),
                     "reason": task.reason, "progress": task.progress, "next": next_step(task)})
-
-
-def without_progress(answer: dict) -> dict:
-    """An answer without its progress (a start's note, a check's object): at the end of a followed
-    call, the rest says it better."""
-    return {key: value for key, value in answer.items() if key != "progress"}
 
 
 def task_line(task: Task, phase: str = "") -> str:
@@ -5020,7 +5013,7 @@ def accept_answer(facts: ReviewFacts) -> dict:
     return answer
 
 
-def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
+def fit_result(result: dict) -> dict:
     """Halve the longest list in the result (top level or one down) until the JSON fits the caller's
     context budget; each cut says how much it left out. The task record keeps everything."""
     def lists() -> Iterator[tuple]:
@@ -5030,7 +5023,7 @@ def fit_result(result: dict, budget: int = RESULT_BUDGET) -> dict:
             elif isinstance(value, dict):
                 yield from ((value, inner) for inner, v in value.items() if isinstance(v, list))
 
-    while len(json.dumps(result, ensure_ascii=False).encode()) > budget:
+    while len(json.dumps(result, ensure_ascii=False).encode()) > RESULT_BUDGET:
         candidates = [(holder, key) for holder, key in lists() if len(holder[key]) > 2]
         if not candidates:
             break
@@ -5097,8 +5090,7 @@ def tools_copy(store: Store, task_id: str) -> Task | None:
         task = parse_task(text, task_id, f"{TASKS_DIR}/{task_id}.md")
     except (OSError, UnicodeDecodeError, MalformedRecord):
         return None
-    if not (process_alive(queued_worker(store, task_id))
-            or task.worker and process_alive(task.worker)):
+    if not worker_alive(store, task):
         return None
     task.progress = (f"{TASKS_DIR}/{task_id}.md cannot be read while Codex runs (deleted, moved, "
                      "or another file claims its id): this is the tool's copy, which the worker "
@@ -5144,23 +5136,20 @@ def look(store: Store, task_id: str) -> Task:
         task = copy[1]
     # no Codex (or verify) outlives its owner; no file changes
     stop_child(task.child_process)
+    died = owner_died(task)
     if task.status in ACTIVE:
-        task.reason = worker_died(task)
-        task.status, task.progress = "blocked", "finished: the worker died"
+        task.reason, task.status, task.progress = died, "blocked", "finished: the worker died"
     else:
-        task.reason = f"{owner_died(task)}; {task.reason}"
+        task.reason = f"{died}; {task.reason}"
     task.worker = task.child_process = ""
     return task
 
 
-def worker_died(task: Task) -> str:
-    pid = parse_identity(task.worker)[0] or task.worker
-    return (f"the worker process ({pid}) died while the task was {task.status} (killed, or the "
-            "machine restarted); Codex was stopped")
-
-
 def owner_died(task: Task) -> str:
     pid = parse_identity(task.worker)[0] or task.worker
+    if task.status in ACTIVE:
+        return (f"the worker process ({pid}) died while the task was {task.status} (killed, or the "
+                "machine restarted); Codex was stopped")
     return (f"the process ({pid}) running a Codex request or the verify command for this "
             f"{task.status} task died; what it started was stopped")
 
@@ -5184,7 +5173,7 @@ def recover(store: Store, task_id: str) -> Task:
         guard.last_text = copy[0]
     with store.update(task.id, guard) as task:
         if task.worker and not process_alive(task.worker):
-            died = worker_died(task) if task.status in ACTIVE else owner_died(task)
+            died = owner_died(task)
             stop_child(task.child_process)
             task.worker, task.child_process = "", ""
             if guard is not None and guard.summary():
@@ -5257,9 +5246,8 @@ def wait_until(store: Store, task_id: str, done: Callable, seconds: float,
         if stop is not None and stop.is_set():
             raise OperationFailed("the wait was cancelled by the client")
         if waiter is not None and worker_alive(store, task):
-            free = waiter.wait(min(remaining, PROGRESS_NOTIFY_EVERY,
-                                   0.25 if stop is not None else remaining))
-            if free:
+            if waiter.wait(min(remaining, PROGRESS_NOTIFY_EVERY,
+                               0.25 if stop is not None else remaining)):
                 # not held yet: starting
                 time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
         elif task.status in ACTIVE and not task.worker:
@@ -5398,7 +5386,7 @@ def start_task(repo: object, *, task_id: object, isolation: object = None, until
     require_codex(store, command)
     with store.update(task_id) as record:
         require_status(record, "todo", "start")
-        record.allowed_paths = paths if paths != record.allowed_paths else record.allowed_paths
+        record.allowed_paths = paths
         record.isolation = isolation or record.isolation
         Workspace.kind_of(record).check_start(store, command)
         record.thread_id = record.progress = record.last_event = record.reason = ""
@@ -5443,14 +5431,13 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
         worker = ReviewJob(store, task.id, "review", command)
         worker.on_progress = on_progress
         worker.run()
-        return carry_to(store, start_answer(store, look(store, task.id)), until, command,
-                        on_progress, stop)
-    identity = spawn_worker(store, task.id, "review", command)
-    with store.update(task.id) as record:
-        if record.status == "todo" and not record.worker:
-            record.worker = identity
-    wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT,
-               at_end=False)
+    else:
+        identity = spawn_worker(store, task.id, "review", command)
+        with store.update(task.id) as record:
+            if record.status == "todo" and not record.worker:
+                record.worker = identity
+        wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT,
+                   at_end=False)
     return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress,
                     stop)
 
@@ -5595,7 +5582,9 @@ def carry_to(store: Store, answer: dict, until: str, command: list, on_change: C
     if until == "started":
         return answer
     end = follow(store, answer["taskId"], until, command, on_change, stop)
-    return fit_result({**without_progress(answer), **without_progress(end)})
+    # neither progress (a start's note, a check's object): at the end of a followed call, the rest
+    # says it better
+    return fit_result({key: value for key, value in {**answer, **end}.items() if key != "progress"})
 
 
 def follow(store: Store, task_id: str, until: str, command: list, on_change: Callable | None = None,
@@ -5999,20 +5988,16 @@ def build_environment(env_dir: Path) -> None:
         say(f"building with {'uv' if builder == 'uv' else 'venv and pip'} in {building}")
         started = time.monotonic()
         for step in build_steps(builder, building):
-            run_build_step(step)
+            status, out, err = probe(step, timeout=ENV_BUILD_TIMEOUT)
+            if status != 0:
+                outcome = "could not run" if status is None else f"exited {status}"
+                raise OperationFailed(f"building the server's environment failed: "
+                                      f"{' '.join(step)} {outcome}: {tail(err or out, 1500)}; "
+                                      f"or pip install '{MCP_REQUIREMENT}' into {sys.executable}")
         (building / ENV_READY).write_text(f"{MCP_REQUIREMENT}\n{sys.executable}\n",
                                           encoding="utf-8")
         os.replace(building, venv)      # a venv's interpreter finds its packages relative to itself
         say(f"private environment ready in {time.monotonic() - started:.1f} s")
-
-
-def run_build_step(argv: list) -> None:
-    status, out, err = probe(argv, timeout=ENV_BUILD_TIMEOUT)
-    if status != 0:
-        outcome = "could not run" if status is None else f"exited {status}"
-        raise OperationFailed(f"building the server's environment failed: {' '.join(argv)} "
-                              f"{outcome}: {tail(err or out, 1500)}; or pip install "
-                              f"'{MCP_REQUIREMENT}' into {sys.executable}")
 
 
 def serve_elsewhere(missing: ImportError) -> Path:
@@ -6339,11 +6324,8 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     checks += [check_git(repo_path), check_confinement(repo_path, codex),
                check_tasks_dir(repo_path), check_claude(repo_path), check_claude_tasks(),
                check_gate(repo_path)]
-    result = {"ok": all(c["ok"] for c in checks), "checks": checks}
     failed = [c["name"] for c in checks if not c["ok"]]
-    if failed:
-        result["failed"] = failed
-    return result
+    return compact({"ok": not failed, "checks": checks, "failed": failed})
 
 
 # The plugin's Stop hook (hooks/hooks.json; off unless CODEX_MCP_HOLD_REVIEW=1): Claude Code runs
