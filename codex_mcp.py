@@ -6193,9 +6193,8 @@ def check_claude(repo: Path) -> dict:
     import tempfile
     claude = shutil.which("claude")
     if not claude:
-        result = check("claude", True, "the claude CLI is not on PATH: not checked")
-        result["skipped"] = True
-        return result
+        return {**check("claude", True, "the claude CLI is not on PATH: not checked"),
+                "skipped": True}
     root = Path(__file__).resolve().parent
     install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
                if (root / ".claude-plugin" / "plugin.json").is_file() else
