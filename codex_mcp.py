@@ -5935,12 +5935,8 @@ def build_steps(builder: str, target: Path) -> list:
 
 
 def server_environment(env_dir: Path) -> Path:
-    """The Python of the private environment in `env_dir`, built first if needed. Raises
-    OperationFailed.
-
-    The build runs in a detached process of its own: if Claude Code gives up on this start (30 s)
-    and kills the server, the build still finishes, and the next start finds the environment
-    ready."""
+    """The Python of the private environment in `env_dir`, built first if needed, by a detached
+    process (this section's head says why). Raises OperationFailed."""
     import subprocess
     venv = env_dir / "venv"
     if env_ready(venv):
