@@ -4971,9 +4971,7 @@ def task_line(task: Task, phase: str = "") -> str:
     return clip(line, 70)
 
 
-def list_row(task_id: str, row: list | None) -> dict:
-    if row is None:
-        return {"taskId": task_id, "error": "deleted since this listing began"}
+def list_row(task_id: str, row: list) -> dict:
     if row[5] and not row[0]:
         return {"taskId": task_id, "error": row[5]}
     return compact({"taskId": task_id, "kind": row[4] if row[4] != "task" else None,
