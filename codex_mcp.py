@@ -5486,10 +5486,7 @@ def changed_so_far(store: Store, task: Task) -> list:
 def accept_task(repo: object, *, task_id: object, approve_paths: object = None,
                 into_branch: object = None, codex_cmd: object = None) -> dict:
     """Review a task in `review`: permission, completeness, boundary, verify; then act on the
-    verdict.
-
-    Returns {taskId, action, reason, status, ...}; action is done, rework (already sent back),
-    blocked, or boundary_confirmation (approve the listed paths or ask for a rework)."""
+    verdict (the accept-task command's description lists the actions)."""
     store = Store(repo)
     task_id = normalize_task_id(task_id)
     approve = list_arg("approvePaths", approve_paths)
