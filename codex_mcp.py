@@ -6718,7 +6718,10 @@ record, a process that could not run, a full or read-only disk); 2 bad input (un
 bad arguments). Output is one JSON object on stdout; errors are
 {"error": {"code": ..., "message": ...}}."""
 # run by the tool itself: the worker, serve, the Stop hook
-HIDDEN = ("_work", "_build-env", "_hold-review")
+HIDDEN = {"_work": lambda args: work(args.cwd, args.task_id, args.mode,
+                                     codex_command_from(args.codex_cmd)),
+          "_build-env": lambda args: build_environment(Path(args.env_dir)),
+          "_hold-review": lambda args: held_reviews(hook_input())}
 STEP_CALL = Pattern(r"`([a-z]+-[a-z]+) (\{.*?\})`")
 
 
@@ -6797,14 +6800,13 @@ def build_parser(only: str | None = None) -> object:
                                   parents=[common], epilog=EXIT_CODES, formatter_class=Formatter)
         for param in command.params:
             add_option(sub, param)
-    if only == "_work":
-        hidden = commands.add_parser("_work", parents=[common])
-        hidden.add_argument("--mode", choices=("start", "rework", "review"), required=True)
-        hidden.add_argument("task_id")
-    elif only == "_build-env":
-        commands.add_parser("_build-env", parents=[common]).add_argument("env_dir")
-    elif only == "_hold-review":
-        commands.add_parser("_hold-review", parents=[common])
+    if only in HIDDEN:
+        hidden = commands.add_parser(only, parents=[common])
+        if only == "_work":
+            hidden.add_argument("--mode", choices=("start", "rework", "review"), required=True)
+            hidden.add_argument("task_id")
+        elif only == "_build-env":
+            hidden.add_argument("env_dir")
     return parser
 
 
@@ -6855,16 +6857,9 @@ def print_progress(task: Task, phase: str = "") -> None:
 def run_command(args: object) -> dict | None:
     """Carry out a parsed command line: the hidden commands, else the command's service called with
     its options as keywords. `--wait` follows a task the command started, printing progress."""
-    name = args.command
-    if name == "_build-env":
-        build_environment(Path(args.env_dir))
-        return None
-    if name == "_hold-review":
-        return held_reviews(hook_input())
-    if name == "_work":
-        work(args.cwd, args.task_id, args.mode, codex_command_from(args.codex_cmd))
-        return None
-    command = BY_CLI.get(name)
+    if args.command in HIDDEN:
+        return HIDDEN[args.command](args)
+    command = BY_CLI.get(args.command)
     if command is None:
         raise BadInput("no command given: try codex-mcp --help")
     keywords = {param.keyword: getattr(args, param.keyword) for param in command.params
