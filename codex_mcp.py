@@ -6524,10 +6524,9 @@ class Command:
                  shape: str, params: list, read_only: bool = False, idempotent: bool = False,
                  destructive: bool = False, codex: bool = False, waits: str = "") -> None:
         self.tool, self.cli, self.summary, self.description = tool, cli, summary, description
-        self.service, self.shape, self.params = service, shape, params
-        self.read_only, self.idempotent, self.destructive, self.codex = (read_only, idempotent,
-                                                                         destructive, codex)
-        self.waits = waits
+        self.service, self.shape, self.params, self.waits = service, shape, params, waits
+        self.read_only, self.idempotent, self.destructive = read_only, idempotent, destructive
+        self.codex = codex
 
 
 CWD = Param("cwd", "string",
@@ -6872,10 +6871,10 @@ def run_command(args: object) -> dict | None:
     if "wait_seconds" in keywords:          # check --wait: no 600 s cap on the command line
         keywords.update(on_change=print_progress, wait_limit=float("inf"))
     wait = keywords.pop("wait", None)
-    if wait is not None and not wait >= 0:
-        raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
-    # `--wait` with no number: the worker runs in this process
     if wait is not None:
+        if not wait >= 0:
+            raise BadInput(f"`waitSeconds` must be a number of seconds from 0, not {wait!r}")
+        # `--wait` with no number: the worker runs in this process
         keywords.update(inline=wait == float("inf"), on_progress=print_progress)
     followed = keywords.get("until", "started") != "started"
     if followed:
