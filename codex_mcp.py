@@ -6962,19 +6962,15 @@ def call_arguments(spec: Command, arguments: dict) -> dict:
             if param.required:
                 raise BadInput(f"`{name}` is required: {param.description}")
             continue
-        expected = param.type
-        ok = ({"string": isinstance(value, str), "boolean": isinstance(value, bool),
-               "integer": isinstance(value, int) and not isinstance(value, bool)
-               or isinstance(value, float) and value.is_integer(),
-               "number": isinstance(value, (int, float))
-               and not isinstance(value, bool)}.get(expected)
-              if isinstance(expected, str)
-              else isinstance(value, list) and all(isinstance(v, str) for v in value))
+        kind = param.type if isinstance(param.type, str) else "list"
+        ok = {"string": isinstance(value, str), "boolean": isinstance(value, bool),
+              "integer": isinstance(value, int) and not isinstance(value, bool)
+              or isinstance(value, float) and value.is_integer(),
+              "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "list": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
         if not ok:
-            wanted = ({"string": "text", "boolean": "true or false", "integer": "a whole number",
-                       "number": "a number"}.get(expected, "a list of strings")
-                      if isinstance(expected, str)
-                      else "a list of strings")
+            wanted = {"string": "text", "boolean": "true or false", "integer": "a whole number",
+                      "number": "a number", "list": "a list of strings"}[kind]
             raise BadInput(f"`{name}` must be {wanted}, not {json_type(value)}")
         keywords[param.keyword] = value
     return keywords
