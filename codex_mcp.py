@@ -7134,8 +7134,8 @@ def waiting_goal(spec: Command, keywords: dict) -> str:
     """What a call waits for ("" if it answers at once): `until`'s word, "wait" (a check with
     waitSeconds), "accept"."""
     if spec.waits == "until":
-        return (until_arg(keywords.get("until"))
-                if until_arg(keywords.get("until")) != "started" else "")
+        until = until_arg(keywords.get("until"))
+        return "" if until == "started" else until
     if spec.waits == "wait":
         return "wait" if float(keywords.get("wait_seconds") or 0) > 0 else ""
     return "accept" if spec.waits == "always" else ""
