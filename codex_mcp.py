@@ -7207,12 +7207,11 @@ def mcp_task(handle: str, state: dict, status: str, message: str) -> dict:
 
 class Follower:
     """This process's thread following one background task."""
-    __slots__ = ("thread", "stop", "done", "phase")
+    __slots__ = ("stop", "done", "phase")
 
     def __init__(self) -> None:
         import threading
-        self.stop, self.done, self.phase, self.thread = (threading.Event(), threading.Event(), "",
-                                                         None)
+        self.stop, self.done, self.phase = threading.Event(), threading.Event(), ""
 
     def note(self, task: Task, phase: str = "") -> None:
         self.phase = phase
@@ -7333,10 +7332,8 @@ class BackgroundTasks:
             follower = self.followers.get(handle)
             if follower is None or follower.done.is_set() and "answer" not in load_json(path, {}):
                 follower = self.followers[handle] = Follower()
-                follower.thread = threading.Thread(target=self.carry_out,
-                                                   args=(handle, store, path, follower),
-                                                   daemon=True, name=f"follow {handle[:40]}")
-                follower.thread.start()
+                threading.Thread(target=self.carry_out, args=(handle, store, path, follower),
+                                 daemon=True, name=f"follow {handle[:40]}").start()
         return follower
 
     def carry_out(self, handle: str, store: Store, path: Path, follower: Follower) -> None:
