@@ -7242,8 +7242,13 @@ class BackgroundTasks:
         task_id = (state["start"]["taskId"]
                    if "start" in state else normalize_task_id(keywords["task_id"]))
         # an unknown task is refused now, not in the background
-        store.load(task_id)
-        state["keepUntil"] = state["created"] + self.keep_for(store, task_id, goal, arguments)
+        task = store.load(task_id)
+        # ttlMs: the longest the work can take by the task's own limits (every run a verdict may
+        # need; a wait's seconds), and a week to read the answer after
+        runs = MAX_REWORKS + 1 if goal == "verdict" else 1
+        limit = (float(arguments["wait_seconds"]) if goal == "wait"
+                 else runs * (task.timeout or DEFAULT_TIMEOUT))
+        state["keepUntil"] = state["created"] + (limit + TASK_KEEP)
         handle, path = self.claim(store, task_id, goal, state)
         follower = self.follow(handle, store, path)
         if follower.done.wait(TASK_GRACE):
@@ -7251,16 +7256,6 @@ class BackgroundTasks:
             if "answer" in finished:
                 return {"answer": finished["answer"], "isError": finished["isError"]}
         return {"resultType": "task", **self.get(handle)}
-
-    @staticmethod
-    def keep_for(store: Store, task_id: str, goal: str, arguments: dict) -> float:
-        """ttlMs: the longest the work can take by the task's own limits (every run a verdict may
-        need; a wait's seconds), and a week to read the answer after."""
-        if goal == "wait":
-            return float(arguments["wait_seconds"]) + TASK_KEEP
-        task = store.load(task_id)
-        runs = MAX_REWORKS + 1 if goal == "verdict" else 1
-        return runs * (task.timeout or DEFAULT_TIMEOUT) + TASK_KEEP
 
     @staticmethod
     def claim(store: Store, task_id: str, goal: str, state: dict) -> tuple:
