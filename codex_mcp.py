@@ -7277,10 +7277,9 @@ class BackgroundTasks:
         now = time.time()
         for path in folder.glob("T-*.json"):
             if load_json(path, {}).get("keepUntil", now + 1) < now:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                with contextlib.suppress(OSError):
-                    (folder.parent / "locks" / f"mcp-{path.stem}.lock").unlink()
+                for stale in (path, folder.parent / "locks" / f"mcp-{path.stem}.lock"):
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
 
     def locate(self, handle: str) -> tuple | None:
         """(store, the handle's file) when the handle is well formed and its repository is there."""
@@ -7313,9 +7312,8 @@ class BackgroundTasks:
             return mcp_task(handle, state, "failed",
                             "expired: the task took longer than its limits allow")
         follower = self.follow(handle, store, path)
-        task_id = parse_handle(handle)[1]
         try:
-            line = task_line(look(store, task_id), follower.phase)
+            line = task_line(look(store, parse_handle(handle)[1]), follower.phase)
         except CodexMcpError as error:
             line = one_line(error.message, 70)
         return mcp_task(handle, state, "working", line)
