@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,13 +112,15 @@ def test_kill_9_of_the_worker_is_detected_by_check(harness):
 
 def test_two_tasks_in_one_repo_run_one_after_the_other(harness):
     h = harness
-    h.server.default = {"say": report(), "delay": 1.5}
+    go = threading.Event()          # the first run's answer waits for the test, not for a clock
+    h.server.default = {"say": report(), "wait": go}
     first = delegate(h)
     second = delegate(h)
     assert first["status"] == "doing"
     assert second["status"] == "todo" and "threadId" not in second
     queued = h.ok("check", "T-002")
     assert "waiting for T-001" in queued["progress"]["note"]
+    go.set()
     assert h.wait("T-001")["status"] == "review"
     assert h.wait("T-002")["status"] == "review"
     a, b = sorted(h.server.requests, key=lambda r: r["start"])
@@ -127,15 +130,17 @@ def test_two_tasks_in_one_repo_run_one_after_the_other(harness):
 def test_two_repos_run_in_parallel(harness, tmp_path):
     h = harness
     other = make_repo(tmp_path / "other")
-    h.server.default = {"say": report(), "delay": 2.0}
-    started = time.monotonic()
+    go = threading.Event()          # neither run can end before both have asked the model
+    h.server.default = {"say": report(), "wait": go}
     assert delegate(h)["status"] == "doing"
     assert delegate(h, repo=other)["status"] == "doing"
-    h.wait("T-001")
-    h.wait("T-001", repo=other)
-    a, b = sorted(h.server.requests, key=lambda r: r["start"])
-    assert b["start"] < a["end"], "tasks in different repos did not overlap"
-    assert time.monotonic() - started < 8
+    deadline = time.monotonic() + 120
+    while len(h.server.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(h.server.requests) == 2, "tasks in different repos did not run at once"
+    go.set()
+    assert h.wait("T-001")["status"] == "review"
+    assert h.wait("T-001", repo=other)["status"] == "review"
 
 
 def test_queued_tasks_start_in_id_order(harness):
