@@ -3719,6 +3719,8 @@ class Worker:
         self.last_write = 0.0
         self.thread_announced = False
         self.on_progress: Callable | None = None      # delegate --wait prints progress as it runs
+        self.hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
+                          should_stop=lambda: self.cancelled)
 
     def on_cancel(self, *_: object) -> None:
         try:
@@ -3783,15 +3785,12 @@ class Worker:
             task.last_event = ""
             log = self.store.run_file(task.id, "jsonl")
             task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
-        outcome, recovered = self.turn(task)
-        self.finish(outcome, recovered)
-
-    def turn(self, task: Task) -> tuple:
-        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
-                     should_stop=lambda: self.cancelled)
         if self.mode == "rework":
-            return resumed_turn(self.workspace, task, rework_prompt(task), self.codex_cmd, **hooks)
-        return codex_turn(self.workspace, task, start_prompt(task), self.codex_cmd, **hooks), ""
+            self.finish(*resumed_turn(self.workspace, task, rework_prompt(task), self.codex_cmd,
+                                      **self.hooks))
+        else:
+            self.finish(codex_turn(self.workspace, task, start_prompt(task), self.codex_cmd,
+                                   **self.hooks), "")
 
     def on_codex_start(self, pid: int) -> None:
         with self.store.update(self.task_id, self.guard) as task:
@@ -3879,9 +3878,7 @@ class ReviewJob(Worker):
             task.started, task.progress, task.thread_id = now_iso(), "starting Codex", ""
             log = self.store.run_file(task.id, "jsonl")
             task.log = self.store.relative(log) if log.is_relative_to(self.store.repo) else str(log)
-        hooks = dict(on_start=self.on_codex_start, on_event=self.on_event,
-                     should_stop=lambda: self.cancelled, sandbox="read-only",
-                     schema=schema)
+        hooks = dict(self.hooks, sandbox="read-only", schema=schema)
         outcome = codex_turn(self.workspace, task, review_prompt(task, merge_base), self.codex_cmd,
                              **hooks)
         evidence = list(outcome.digest.evidence)
@@ -4480,12 +4477,10 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
                 if (now is not None and now[KIND] == "f" and before[CID] == now[CID]
                         and kept is not None):
                     pass                                   # only its mode changed
-                elif kept is not None and kept.exists():
+                elif kept is not None and ((stored := kept.exists()) or git):
                     files += [f"mkdir -p -- {shlex.quote(parent)}"] * bool(parent)
-                    files.append(f"cp -- {shlex.quote(str(kept))} {quoted}")
-                elif kept is not None and git:
-                    files += [f"mkdir -p -- {shlex.quote(parent)}"] * bool(parent)
-                    files.append(f"git cat-file blob {before[CID]} > {quoted}")
+                    files.append(f"cp -- {shlex.quote(str(kept))} {quoted}" if stored
+                                 else f"git cat-file blob {before[CID]} > {quoted}")
                 else:
                     lost.append(rel)
                     continue
