@@ -3149,6 +3149,7 @@ def completion_prompt(missing: list) -> str:
 # -- a review job: Codex reads the changes Claude Code (or a person) made --------------------------
 
 PRIORITIES = ("P0", "P1", "P2", "P3")
+FINDING_KEYS = ("priority", "file", "lines", "title", "body")
 VERDICTS = ("correct", "needs changes")
 REVIEW_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -3158,10 +3159,9 @@ REVIEW_SCHEMA = {
         "explanation": {"type": "string"},
         "findings": {"type": "array", "items": {
             "type": "object", "additionalProperties": False,
-            "required": ["priority", "file", "lines", "title", "body"],
-            "properties": {"priority": {"type": "string", "enum": list(PRIORITIES)},
-                           "file": {"type": "string"}, "lines": {"type": "string"},
-                           "title": {"type": "string"}, "body": {"type": "string"}}}}},
+            "required": list(FINDING_KEYS),
+            "properties": {**dict.fromkeys(FINDING_KEYS, {"type": "string"}),
+                           "priority": {"type": "string", "enum": list(PRIORITIES)}}}}},
 }
 
 
@@ -4264,12 +4264,10 @@ def parse_review_answer(text: str) -> tuple:
     findings = []
     for number, finding in enumerate(answer["findings"], 1):
         if not isinstance(finding, dict) or finding.get("priority") not in PRIORITIES or \
-                not all(isinstance(finding.get(key), str)
-                        for key in ("file", "lines", "title", "body")):
+                not all(isinstance(finding.get(key), str) for key in FINDING_KEYS):
             return None, (f"finding {number} must have priority P0-P3 and text file, lines, title "
                           f"and body, not {clip(json.dumps(finding, ensure_ascii=False), 120)}")
-        findings.append({key: finding[key]
-                         for key in ("priority", "file", "lines", "title", "body")})
+        findings.append({key: finding[key] for key in FINDING_KEYS})
     findings.sort(key=lambda finding: PRIORITIES.index(finding["priority"]))
     return {"verdict": answer["verdict"], "explanation": answer["explanation"].strip(),
             "findings": findings}, ""
@@ -4866,8 +4864,7 @@ SHAPES = {
               "verification?": "string", "reviewRounds?": ["string"], "history?": ["string"],
               "log?": "string", "verdict?": "string", "explanation?": "string",
               "findingsOmitted?": "integer",
-              "findings?": [{"priority": "string", "file": "string", "lines": "string",
-                             "title": "string", "body": "string"}]},
+              "findings?": [dict.fromkeys(FINDING_KEYS, "string")]},
     "accept": {"taskId": "string", "action": "string", "reason": "string", "status": "string",
                "reworkCount?": "integer", "threadId?": "string", "reviewItems?": ["string"],
                "changedFiles": ["string"], "changedFilesOmitted?": "integer", "diffStat": "string",
