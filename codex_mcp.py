@@ -3214,9 +3214,13 @@ def review_completion_prompt(problem: str) -> str:
 # 10. Codex: the command line, its events, one turn
 # ==================================================================================================
 
-def toml_string(text: str) -> str:
+def toml_inline(value: object) -> str:
+    """A string or a table of them as TOML inline values, for `-c key=value` overrides."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_inline(key)} = {toml_inline(inner)}"
+                               for key, inner in value.items()) + "}"
     # JSON's escapes (\", \\, \n, \uXXXX) are all valid in a TOML basic string.
-    return json.dumps(text)
+    return json.dumps(str(value))
 
 
 def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path, *,
@@ -3234,19 +3238,19 @@ def build_codex_command(codex_cmd: list, task: Task, workspace: Path, temp: Path
     argv = [*codex_cmd, "exec"]
     if resume:
         argv += ["resume", resume, "--json", "--skip-git-repo-check", "-c",
-                 f"sandbox_mode={toml_string(sandbox)}"]
+                 f"sandbox_mode={toml_inline(sandbox)}"]
     else:
         argv += ["--json", "--skip-git-repo-check", "-s", sandbox, "-C", str(workspace)]
     argv += ["-c", "sandbox_workspace_write.exclude_slash_tmp=true",
              "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true",
-             "-c", f"sandbox_workspace_write.writable_roots=[{toml_string(str(temp))}]",
-             "-c", f"developer_instructions={toml_string(developer_instructions(task))}"]
+             "-c", f"sandbox_workspace_write.writable_roots=[{toml_inline(temp)}]",
+             "-c", f"developer_instructions={toml_inline(developer_instructions(task))}"]
     if schema is not None:
         argv += ["--output-schema", str(schema)]
     if task.model:
         argv += ["-m", task.model]
     if task.reasoning:
-        argv += ["-c", f"model_reasoning_effort={toml_string(task.reasoning)}"]
+        argv += ["-c", f"model_reasoning_effort={toml_inline(task.reasoning)}"]
     return argv + ["-"]
 
 
@@ -4495,14 +4499,6 @@ def revert_commands(items: list, touched: dict, objects: Path, git: bool) -> tup
 
 def task_changes(store: Store, task_id: str) -> list:
     return change_items(load_json(store.run_file(task_id, "touched.json"), {}))
-
-
-def toml_inline(value: object) -> str:
-    """A string or a table of them as TOML inline values, for `-c key=value` overrides."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_string(key)} = {toml_inline(inner)}"
-                               for key, inner in value.items()) + "}"
-    return toml_string(str(value))
 
 
 def verify_profile(temp: Path) -> str:
