@@ -4586,28 +4586,9 @@ def track_child(store: Store, task_id: str) -> Callable:
     return on_start
 
 
-def request_completion(workspace: Workspace, task: Task, missing: list, command: list) -> Task:
-    """Ask Codex, on the same thread and with a read-only sandbox, for the missing report
-    sections."""
-    store = workspace.store
-    outcome, recovered = resumed_turn(workspace, task, completion_prompt(missing), command,
-                                      sandbox="read-only", on_start=track_child(store, task.id))
-    status, reason = run_verdict(outcome, command[0])
-    with store.update(task.id) as record:
-        record.worker = record.child_process = ""
-        if recovered:
-            note(record, recovered)
-            record.thread_id = outcome.digest.thread_id or record.thread_id
-        if status == "review":
-            record.result = f"{record.result.rstrip()}\n\n{outcome.digest.final_message.strip()}"
-        note(record, f"completion requested for {', '.join(missing)}: "
-                     f"{'answered' if status == 'review' else 'failed: ' + reason}")
-    return store.load(task.id)
-
-
-def clear_output(workspace: Workspace, task_id: str) -> list:
+def clear_output(workspace: Workspace, task_id: str) -> None:
     """Remove the ignored build and cache output the task has written in the workspace `root` (by
-    Codex's runs, or by the verify command running Codex's code), wherever it lies; return it.
+    Codex's runs, or by the verify command running Codex's code), wherever it lies.
 
     Review does not judge such output (an honest test run writes it), so none of it may outlast the
     run that wrote it: a `__pycache__` file that matches its source's size and time, package
@@ -4640,7 +4621,6 @@ def clear_output(workspace: Workspace, task_id: str) -> list:
         kept = store.run_file(task_id, "output.json")
         atomic_write(kept, json.dumps(unique([*load_json(kept, []), *sorted(removed)])),
                      durable=False)
-    return removed
 
 
 def present_output(store: Store, root: Path, touched: dict) -> list:
@@ -4694,11 +4674,26 @@ def landed_verdict(verdict: Verdict, landed: dict) -> Verdict:
 
 def complete_report(workspace: Workspace, task: Task, facts: ReviewFacts, command: list) -> Task:
     """Codex's report, parsed into `facts`; when sections are missing (and nothing blocks first),
-    asked for once on the same thread."""
+    asked for once, on the same thread and with a read-only sandbox."""
     facts.report = parse_report(task.result)
     facts.missing = missing_sections(facts.report)
     if decide(facts).action == "complete":
-        task = request_completion(workspace, task, facts.missing, command)
+        store = workspace.store
+        outcome, recovered = resumed_turn(workspace, task, completion_prompt(facts.missing),
+                                          command, sandbox="read-only",
+                                          on_start=track_child(store, task.id))
+        status, reason = run_verdict(outcome, command[0])
+        with store.update(task.id) as record:
+            record.worker = record.child_process = ""
+            if recovered:
+                note(record, recovered)
+                record.thread_id = outcome.digest.thread_id or record.thread_id
+            if status == "review":
+                record.result = (f"{record.result.rstrip()}\n\n"
+                                 f"{outcome.digest.final_message.strip()}")
+            note(record, f"completion requested for {', '.join(facts.missing)}: "
+                         f"{'answered' if status == 'review' else 'failed: ' + reason}")
+        task = store.load(task.id)
         facts.report, facts.completion_tried = parse_report(task.result), True
         facts.missing = missing_sections(facts.report)
     facts.tests_run = tests_run(facts.report)
