@@ -181,10 +181,12 @@ class Busy(OperationFailed):
     code = "busy"
 
 
-def os_error(error: OSError, doing: str) -> OperationFailed:
+def os_error(error: OSError | CodexMcpError, doing: str) -> CodexMcpError:
     """An operating-system error as a sentence: what we were doing, the path, the cause, the
-    cure."""
+    cure. An error of the tool's own is already one, and stays as it is."""
     import errno
+    if isinstance(error, CodexMcpError):
+        return error
     where = f" {error.filename}" if error.filename else ""
     cure = {errno.ENOSPC: "free some disk space",
             errno.EDQUOT: "free some disk space (the quota is used up)",
@@ -5209,13 +5211,14 @@ def worker_alive(store: Store, task: Task) -> bool:
             or process_alive(queued_worker(store, task.id)))
 
 
-def wait_until(store: Store, task_id: str, done: Callable, seconds: float,
-               on_change: Callable | None = None, stop: object = None, heartbeat: bool = False,
-               at_end: bool = True) -> Task:
-    """Wait until `done(task)` or the time is up. When what is awaited happens only as the worker
-    ends (`at_end`), the wait is woken by the worker's end (its life lock), not by polling; every
-    PROGRESS_NOTIFY_EVERY seconds it looks at the record, and calls `on_change` when it changed
-    (or, with `heartbeat`, anyway). Otherwise the record is looked at every 50 ms."""
+def wait_until(store: Store, task_id: str, seconds: float, on_change: Callable | None = None,
+               stop: object = None, heartbeat: bool = False,
+               done: Callable = lambda t: t.status not in ACTIVE, at_end: bool = True) -> Task:
+    """Wait until `done(task)` (by default: it left todo/doing) or the time is up. When what is
+    awaited happens only as the worker ends (`at_end`), the wait is woken by the worker's end (its
+    life lock), not by polling; every PROGRESS_NOTIFY_EVERY seconds it looks at the record, and
+    calls `on_change` when it changed (or, with `heartbeat`, anyway). Otherwise the record is looked
+    at every 50 ms."""
     deadline = time.monotonic() + seconds
     waiter = LifeWaiter(store, task_id) if at_end and seconds > 0 else None
     task = look(store, task_id)
@@ -5265,10 +5268,9 @@ def launch(store: Store, task_id: str, command: list, inline: bool,
             if busy and not record.progress.startswith("queued"):
                 record.progress = f"queued: waiting for {busy} to finish"
     if not busy:
-        wait_until(
-            store, task_id,
-            lambda t: t.thread_id or t.status not in ACTIVE or t.progress.startswith("queued"),
-            DELEGATE_WAIT, at_end=False)
+        wait_until(store, task_id, DELEGATE_WAIT, at_end=False,
+                   done=lambda t: (t.thread_id or t.status not in ACTIVE
+                                   or t.progress.startswith("queued")))
     return start_answer(store, look(store, task_id))
 
 
@@ -5417,8 +5419,8 @@ def review_changes(repo: object, *, base: object = None, paths: object = None, f
         with store.update(task.id) as record:
             if record.status == "todo" and not record.worker:
                 record.worker = identity
-        wait_until(store, task.id, lambda t: t.thread_id or t.status not in ACTIVE, DELEGATE_WAIT,
-                   at_end=False)
+        wait_until(store, task.id, DELEGATE_WAIT, at_end=False,
+                   done=lambda t: t.thread_id or t.status not in ACTIVE)
     return carry_to(store, start_answer(store, look(store, task.id)), until, command, on_progress,
                     stop)
 
@@ -5431,8 +5433,7 @@ def check_task(repo: object, *, task_id: object, wait_seconds: object = 0, detai
     store = Store(repo)
     task_id = normalize_task_id(task_id)
     wait = seconds_arg("waitSeconds", wait_seconds, 0, wait_limit, lower=0)
-    task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, wait, on_change, stop,
-                      heartbeat)
+    task = wait_until(store, task_id, wait, on_change, stop, heartbeat)
     return check_view(store, task, bool_arg("detail", detail, False))
 
 
@@ -5572,8 +5573,7 @@ def follow(store: Store, task_id: str, until: str, command: list, on_change: Cal
     action that is final or needs the caller: done, blocked, boundary_confirmation, conflict
     (accept's answer). A review job's verdict is its findings. `stop` (an Event) ends the wait."""
     while True:
-        task = wait_until(store, task_id, lambda t: t.status not in ACTIVE, float("inf"), on_change,
-                          stop)
+        task = wait_until(store, task_id, float("inf"), on_change, stop)
         if until != "verdict" or task.status != "review" or task.kind != "task":
             return check_view(store, task)
         if stop is not None and stop.is_set():
@@ -5622,7 +5622,7 @@ def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict
     if task.worker and process_alive(task.worker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(parse_identity(task.worker)[0], signal.SIGTERM)
-        task = wait_until(store, task.id, lambda t: t.status not in ACTIVE, 15)
+        task = wait_until(store, task.id, 15)
     if task.status in ACTIVE:
         with store.update(task.id) as task:
             if task.status in ACTIVE:
@@ -6435,8 +6435,7 @@ def gate_review(store: Store, hook: dict, settings: dict, command: list, started
                           if hook.get("stop_hook_active") else 0)
         job = review_changes(store.repo, codex_cmd=command,
                              focus="what Claude Code changed: bugs, security, data loss; not style")
-        task = wait_until(store, job["taskId"], lambda t: t.status not in ACTIVE,
-                          max(0.0, started + limit - time.monotonic()))
+        task = wait_until(store, job["taskId"], max(0.0, started + limit - time.monotonic()))
         if task.status in ACTIVE:
             cancel_task(store.repo, task_id=task.id, by="by the review gate (it took too long)")
             return {"systemMessage": f"codex-mcp gate: the review ({task.id}) took longer than "
@@ -6821,12 +6820,10 @@ def add_option(sub: object, param: Param) -> None:
 
 def command_name(argv: list) -> str | None:
     """The command word of an argv, skipping global options and their values."""
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in ("--cwd", "--codex-cmd"):
-            skip = True
+    words = iter(argv)
+    for word in words:
+        if word in ("--cwd", "--codex-cmd"):
+            next(words, None)
         elif not word.startswith("-"):
             return word if word in BY_CLI or word in HIDDEN else None
     return None
@@ -6866,8 +6863,7 @@ def run_command(args: object) -> dict | None:
     if wait is None or answer is None or followed:
         return answer
     store = Store(args.cwd)
-    task = wait_until(store, answer["taskId"], lambda t: t.status not in ACTIVE, wait,
-                      print_progress)
+    task = wait_until(store, answer["taskId"], wait, print_progress)
     return {**answer, **task_view(store, task)}
 
 
@@ -7052,9 +7048,7 @@ def build_server(cwd: str | None = None, codex_cmd: str | None = None) -> object
             result = await anyio.to_thread.run_sync(
                 functools.partial(spec.service, repo, **keywords), abandon_on_cancel=True)
             return answer(result)
-        except CodexMcpError as error:
-            return answer(error.to_json(), True)
-        except OSError as error:
+        except (CodexMcpError, OSError) as error:
             return answer(os_error(error, f"carry out {params.name}").to_json(), True)
         finally:
             stop.set()
@@ -7265,7 +7259,7 @@ class BackgroundTasks:
                         stale.unlink()
 
     def locate(self, handle: str) -> tuple | None:
-        """(store, the handle's file) when the handle is well formed and its repository is there."""
+        """(store, its file, task id, goal) of a well-formed handle whose repository is there."""
         parsed = parse_handle(handle)
         if parsed is None or not parsed[0].is_dir():
             return None
@@ -7273,7 +7267,7 @@ class BackgroundTasks:
             store = Store(parsed[0])
         except CodexMcpError:
             return None
-        return store, store.state_dir / "mcp-tasks" / f"{parsed[1]}.{parsed[3]}.json"
+        return store, store.state_dir / "mcp-tasks" / f"{parsed[1]}.{parsed[3]}.json", *parsed[1:3]
 
     def get(self, handle: str) -> dict | None:
         """The task as it stands (None: not known here, perhaps for now). A thread follows it on
@@ -7281,7 +7275,7 @@ class BackgroundTasks:
         found = self.locate(handle)
         if found is None:
             return None
-        store, path = found
+        store, path, task_id, _ = found
         state = load_json(path, None)
         if not isinstance(state, dict) or "goal" not in state:
             return mcp_task(handle, {"created": time.time(), "keepUntil": time.time()}, "failed",
@@ -7296,7 +7290,7 @@ class BackgroundTasks:
                             "expired: the task took longer than its limits allow")
         follower = self.follow(handle, store, path)
         try:
-            line = task_line(look(store, parse_handle(handle)[1]), follower.phase)
+            line = task_line(look(store, task_id), follower.phase)
         except CodexMcpError as error:
             line = one_line(error.message, 70)
         return mcp_task(handle, state, "working", line)
@@ -7322,9 +7316,7 @@ class BackgroundTasks:
                 try:
                     result, error = self.answer(store, parse_handle(handle)[1], path, state,
                                                 follower), False
-                except CodexMcpError as failure:
-                    result, error = failure.to_json(), True
-                except OSError as failure:
+                except (CodexMcpError, OSError) as failure:
                     result, error = os_error(failure, "follow the task").to_json(), True
                 except Exception as failure:     # a bug, or a record no check foresaw: say so
                     result, error = OperationFailed(
@@ -7365,10 +7357,9 @@ class BackgroundTasks:
         Codex run it started, the record saying who stopped it. Stopping a wait (check-task) or an
         accept stops only the watching: an accept under way finishes. Said twice, done once."""
         found = self.locate(handle)
-        parsed = parse_handle(handle)
         if found is None:
             return
-        store, path = found
+        store, path, task_id, goal = found
         with store.lock("store"):
             state = load_json(path, None)
             if not isinstance(state, dict) or "answer" in state or state.get("cancelled"):
@@ -7379,9 +7370,9 @@ class BackgroundTasks:
             follower = self.followers.get(handle)
         if follower is not None:
             follower.stop.set()
-        if parsed[2] in ("review", "verdict"):
+        if goal in ("review", "verdict"):
             with contextlib.suppress(CodexMcpError):
-                cancel_task(store.repo, task_id=parsed[1],
+                cancel_task(store.repo, task_id=task_id,
                             by=f"from {client} (its background task was stopped)")
 
 
@@ -7402,9 +7393,7 @@ def main(argv: list | None = None) -> int:
         args.cwd = os.path.abspath(getattr(args, "cwd", None) or os.getcwd())
         args.codex_cmd = getattr(args, "codex_cmd", None)
         result = run_command(args)
-    except CodexMcpError as error:
-        result, status = error.to_json(), error.exit_status
-    except OSError as error:
+    except (CodexMcpError, OSError) as error:
         failure = os_error(error, "carry out the command")
         result, status = failure.to_json(), failure.exit_status
     except KeyboardInterrupt:
