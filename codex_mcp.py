@@ -5095,13 +5095,12 @@ def owned(store: Store, task_id: str) -> tuple:
     copy = overwritten(store, task.id)
     # a changed file's word could be Codex's
     owner = copy[1].worker if copy is not None else task.worker
-    alive = bool(owner) and process_alive(owner)
+    alive = process_alive(owner)
     if copy is not None and (alive or not owner and store.codex_in_place()):
         # While a Codex that can write the record runs (its own task's, or any in-place run: the
         # worker puts records back when it ends), the tool's copy is the record.
         task, copy = copy[1], None
-    runner = queued_worker(store, task.id) if task.status not in ACTIVE else ""
-    if runner and process_alive(runner):
+    if task.status not in ACTIVE and process_alive(queued_worker(store, task.id)):
         task.status, task.reason = "doing", "Codex is running (its worker is alive)"
         return task, None, ""
     return task, copy, "" if not owner or alive else owner
@@ -5207,8 +5206,7 @@ class LifeWaiter:
 
 
 def worker_alive(store: Store, task: Task) -> bool:
-    return (bool(task.worker) and process_alive(task.worker)
-            or process_alive(queued_worker(store, task.id)))
+    return process_alive(task.worker) or process_alive(queued_worker(store, task.id))
 
 
 def wait_until(store: Store, task_id: str, seconds: float, on_change: Callable | None = None,
@@ -5619,7 +5617,7 @@ def cancel_task(repo: object, *, task_id: object, by: str = "by cancel") -> dict
     reason = f"cancelled: the run was stopped {by}"
     # the worker's words for it
     atomic_write(store.run_file(task.id, "cancel"), reason, durable=False)
-    if task.worker and process_alive(task.worker):
+    if process_alive(task.worker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(parse_identity(task.worker)[0], signal.SIGTERM)
         task = wait_until(store, task.id, 15)
