@@ -6157,16 +6157,11 @@ def check_tasks_dir(repo: Path) -> dict:
     return check("agents/tasks", True, f"{tasks} is writable")
 
 
-def check_claude(repo: Path) -> dict:
+def check_claude(repo: Path, claude: str) -> dict:
     """Whether Claude Code has codex-mcp registered and connects to it. `claude mcp list` starts
     every server it lists, so it runs in an empty folder: in the repository it would also start what
     the project's `.mcp.json` names, a file Codex may have written. That file is only read here."""
-    import shutil
     import tempfile
-    claude = shutil.which("claude")
-    if not claude:
-        return {**check("claude", True, "the claude CLI is not on PATH: not checked"),
-                "skipped": True}
     root = Path(__file__).resolve().parent
     install = (f"claude plugin marketplace add {root} && claude plugin install codex-mcp@codex-mcp"
                if (root / ".claude-plugin" / "plugin.json").is_file() else
@@ -6213,15 +6208,10 @@ def check_gate(repo: Path) -> dict:
                                f"({cost})")
 
 
-def check_claude_tasks() -> dict:
+def check_claude_tasks(claude: str) -> dict:
     """Whether the installed Claude Code runs waiting calls as background tasks. Observed: 2.1.332
     does in interactive sessions (never with -p); 2.1.197 answers every call synchronously."""
-    import shutil
     import tempfile
-    claude = shutil.which("claude")
-    if not claude:
-        return {**check("claude-tasks", True, "the claude CLI is not on PATH: not checked"),
-                "skipped": True}
     with tempfile.TemporaryDirectory(prefix="codex-mcp-doctor-") as neutral:
         status, out, _ = probe([claude, "--version"], cwd=Path(neutral), timeout=60)
     found = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", out or "")
@@ -6286,6 +6276,7 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     """Check that this machine can run codex-mcp: each check says what it found and, if it failed,
     the command that fixes it. `env_dir` is where serve would build its environment (default
     $CODEX_MCP_ENV_DIR). Never raises for a failed check; `ok` is false when any failed."""
+    import shutil
     repo_path = Path(os.fspath(repo) if repo else os.getcwd()).resolve()
     codex = codex_command_from(codex_cmd)
     codex_ok = check_codex(codex)
@@ -6293,8 +6284,14 @@ def doctor(repo: object, codex_cmd: object = None, env_dir: str | None = None) -
     if codex_ok["ok"]:
         checks += [check_codex_login(codex), check_sandbox(codex)]
     checks += [check_git(repo_path), check_confinement(repo_path, codex),
-               check_tasks_dir(repo_path), check_claude(repo_path), check_claude_tasks(),
-               check_gate(repo_path)]
+               check_tasks_dir(repo_path)]
+    claude = shutil.which("claude")
+    if claude:
+        checks += [check_claude(repo_path, claude), check_claude_tasks(claude)]
+    else:
+        checks += [{**check(name, True, "the claude CLI is not on PATH: not checked"),
+                    "skipped": True} for name in ("claude", "claude-tasks")]
+    checks.append(check_gate(repo_path))
     failed = [c["name"] for c in checks if not c["ok"]]
     return compact({"ok": not failed, "checks": checks, "failed": failed})
 
