@@ -487,19 +487,9 @@ class Task:
     """One task, as its record file says. Owned sections are attributes; the rest rides in `doc`.
 
     A plain class, not a dataclass: importing `dataclasses` (it imports `inspect`) was a quarter of
-    the CLI's start-up. Immutable defaults live on the class (the Status values', set from META just
-    below, so that one list names them); lists and dicts are made per task."""
-    goal: str = ""
-    constraints: str = ""
-    criteria: str = ""
-    verify: str = ""
-    result: str = ""
-    run_log: str = ""
-    changes: str = ""
-    verification: str = ""
-    focus: str = ""
-    findings: str = ""
-    setup_log: str = ""
+    the CLI's start-up. Immutable defaults live on the class, set from the tables below (META's
+    Status values, "" for SECTIONS' texts), so that one list names them; lists and dicts are made
+    per task."""
 
     def __init__(self, id: str, doc: Document | None = None, **values: object) -> None:
         self.id, self.doc = id, doc
@@ -584,6 +574,9 @@ SECTIONS = (
     ("History", "history", parse_bullets, lambda v: [f"- {item}" for item in v]),
 )
 SECTION_INDEX = {heading.lower(): index for index, (heading, *_rest) in enumerate(SECTIONS)}
+for _heading, _attr, _parse, _render in SECTIONS:
+    if _parse is parse_text:
+        setattr(Task, _attr, "")
 ISOLATIONS = ("inplace", "worktree")
 # what each kind needs
 KIND_SECTIONS = {"task": ("Status", "Goal", "Allowed Paths"), "review": ("Status", "Goal")}
@@ -2555,15 +2548,15 @@ class InPlace(Workspace):
         return cls(worker.store)
 
     @contextlib.contextmanager
-    def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
+    def accept_turn(self, task_id: str) -> Iterator[None]:
         """The run lock, for accept's completion request and verify command (they run Codex and
         Codex's code, so no other Codex run may write meanwhile), or for landing a worktree task's
-        changes. An accept waits ahead of queued tasks for the running one; past `wait` it gives
-        up."""
+        changes. An accept waits ahead of queued tasks for the running one; past RUN_LOCK_WAIT it
+        gives up."""
         store = self.store
         entry = store.queue_dir / f"accept-{task_id}"
         atomic_write(entry, process_identity(os.getpid()), durable=False)
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + RUN_LOCK_WAIT
         try:
             while True:
                 head = queue_head(store)
@@ -2578,7 +2571,7 @@ class InPlace(Workspace):
                     raise Busy(step_calls(f"{holder} is running in this repository, and accept "
                                           "runs Codex and the verify command only when no other "
                                           "Codex run writes here; it did not finish within "
-                                          f"{int(wait)} s. Next: wait for it, "
+                                          f"{RUN_LOCK_WAIT} s. Next: wait for it, "
                                           "then `accept-task` again", task_id, {}))
                 time.sleep(0.2)
         finally:
@@ -2743,7 +2736,7 @@ class Worktree(Workspace):
         return cls(store, path, worktree_name(path))
 
     @contextlib.contextmanager
-    def accept_turn(self, task_id: str, wait: float = RUN_LOCK_WAIT) -> Iterator[None]:
+    def accept_turn(self, task_id: str) -> Iterator[None]:
         # its own: only its worker writes here, and not while in review
         with self.run_lock():
             yield
