@@ -1958,12 +1958,8 @@ def list_everything(root: Path, spool: Path) -> dict:
         if (entries.pop(b"", None) or b"")[:1] == b"d":
             return entries
     base = os.fsencode(root)
-    entries = {}
-    for rel in walk_paths(base):
-        entry = entry_of(os.path.join(base, rel))
-        if entry is not None:
-            entries[rel] = encode_entry(entry[:CID] + ((entry[CID] if entry[KIND] == "l" else ""),))
-    return entries
+    return {rel: encode_entry(entry[:CID] + ((entry[CID] if entry[KIND] == "l" else ""),))
+            for rel in walk_paths(base) if (entry := entry_of(os.path.join(base, rel)))}
 
 
 class NewerFinder:
@@ -2368,7 +2364,7 @@ def exposed_places(root: Path, state_dir: Path, codex_cmd: list | None = None) -
     # rewritten.
     return unique(f"{what} {path}" for what, path in trusted_places(state_dir, codex_cmd)
                   if any(where.is_relative_to(root) and not where.is_relative_to(root / ".git")
-                         for where in (Path(os.path.abspath(path)), Path(os.path.realpath(path)))))
+                         for where in (path, Path(os.path.realpath(path)))))
 
 def codex_config_not_committed(root: Path) -> list:
     """`.codex` folders in `root` or above it, up to the repository's top, that are not as
@@ -2668,8 +2664,7 @@ class Worktree(Workspace):
         said = False
         while not worker.cancelled:
             for number in range(limit):
-                with file_lock(store.state_dir / "locks" / f"worktree-slot-{number}.lock",
-                               blocking=False) as mine:
+                with store.lock(f"worktree-slot-{number}", blocking=False) as mine:
                     if mine:
                         yield True
                         return
