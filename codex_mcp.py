@@ -1859,6 +1859,12 @@ class Snapshot:
                 handle.write(b"".join(os.fsencode(rel) + b"\0\0" for rel in paths)
                              + MARKER_KEY + b"\0" + last[-2] + b"\0")
 
+    def remove(self) -> None:
+        """Delete the snapshot: its log, its list of git's blobs, its markers."""
+        for stale in self.folder.glob(f"{self.name}.*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
 
 def take_snapshot(root: Path, folder: Path, name: str, git: bool) -> Snapshot:
     """A new snapshot of everything. Content ids come from git's index for tracked files that match
@@ -2630,6 +2636,10 @@ class Worktree(Workspace):
 
     lands = True
 
+    def __init__(self, store: Store, path: Path) -> None:
+        # the name of its snapshot and of its run lock
+        super().__init__(store, path, f"worktree-{path.name}")
+
     @classmethod
     def held(cls, store: Store, task: Task) -> Worktree:
         path = worktree_of(store, task.id)
@@ -2638,7 +2648,7 @@ class Worktree(Workspace):
                                              "its work is lost. Next: `retry-task`, then "
                                              "`start-task` starts it again from your current tree",
                                              task.id, {}))
-        return cls(store, path, worktree_name(path))
+        return cls(store, path)
 
     @classmethod
     def check_start(cls, store: Store, command: list) -> None:
@@ -2683,7 +2693,7 @@ class Worktree(Workspace):
         store, task_id = worker.store, worker.task_id
         path = worktree_of(store, task_id)
         if path is not None and (path / ".git").is_file():
-            return cls(store, path, worktree_name(path))
+            return cls(store, path)
         if worker.mode == "rework":
             cls.release(store, task_id, remove=True)
             worker.finish_blocked(f"{task_id}'s worktree is gone (deleted by hand?), and the work "
@@ -2728,7 +2738,7 @@ class Worktree(Workspace):
         # into your folder (an editable install pointing your venv at this worktree, which Codex
         # writes).
         link_shared(store, path, shared_dependencies(store, settings))
-        return cls(store, path, worktree_name(path))
+        return cls(store, path)
 
     @contextlib.contextmanager
     def accept_turn(self, task_id: str) -> Iterator[None]:
@@ -2939,26 +2949,15 @@ def prune_worktrees(store: Store) -> None:
 
 
 def remove_worktree(store: Store, path: Path) -> None:
+    """Remove a worktree and its snapshot: a worktree's snapshot outlives its tasks (the next task
+    in it brings it up to date: far cheaper than a new one) but not the worktree."""
     import shutil
     with contextlib.suppress(OperationFailed):
         run_git(store.repo, "worktree", "remove", "--force", "--force", str(path))
     shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(OperationFailed):
         run_git(store.repo, "worktree", "prune")
-    forget_snapshot(store, path)
-
-
-def forget_snapshot(store: Store, path: Path) -> None:
-    """A worktree's snapshot outlives its tasks (the next task in it brings it up to date: far
-    cheaper than a new one) but not the worktree."""
-    for stale in (store.state_dir / "snapshots").glob(f"{worktree_name(path)}.*"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
-
-def worktree_name(path: Path) -> str:
-    """The name of a worktree's snapshot and run lock."""
-    return f"worktree-{path.name}"
+    Worktree(store, path).snapshot().remove()
 
 
 def prepare_worktree(store: Store, path: Path, base: str) -> None:
@@ -2977,7 +2976,7 @@ def prepare_worktree(store: Store, path: Path, base: str) -> None:
                    for link in gitlinks if (path / link).is_dir()):
             return
     shutil.rmtree(path, ignore_errors=True)
-    forget_snapshot(store, path)
+    Worktree(store, path).snapshot().remove()
     run_git(store.repo, "worktree", "prune")
     run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base,
             drivers=True)
@@ -3896,9 +3895,7 @@ class ReviewJob(Worker):
                                                  f"one completion request: {problem}")
         snapshot = Snapshot(root, folder, name)
         changed = update_snapshot(snapshot) if snapshot.load() else {}
-        for stale in folder.glob(f"{name}.*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        snapshot.remove()
         self.finish_review(outcome, status, reason, answer, changed, evidence)
 
     def finish_review(self, outcome: RunOutcome, status: str, reason: str, answer: dict | None,
