@@ -1530,12 +1530,6 @@ IDENTITY = {"GIT_AUTHOR_NAME": "codex-mcp", "GIT_AUTHOR_EMAIL": "codex-mcp@local
             "GIT_COMMITTER_NAME": "codex-mcp", "GIT_COMMITTER_EMAIL": "codex-mcp@localhost"}
 
 
-def head_commit(root: Path) -> str:
-    """HEAD's commit id, or "" in a repository with no commit yet."""
-    return run_git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}",
-                   ok=(0, 1)).decode().strip()
-
-
 def tree_commit(root: Path, message: str, parent: str, exclude: tuple = (),
                 only: list | None = None) -> str:
     """A commit of the working tree at `root` as it is now (tracked files as they are on disk,
@@ -2713,9 +2707,11 @@ class Worktree(Workspace):
                     f"{'; '.join(unreviewed)}. Accept or `discard-task` them first, then "
                     "`retry-task` and `start-task`")
                 return None
+            head = run_git(store.repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}",
+                           ok=(0, 1)).decode().strip()        # "" before the first commit
             base = tree_commit(store.repo,
                                f"codex-mcp {task_id}: your working tree when the task started",
-                               head_commit(store.repo))
+                               head)
         prune_worktrees(store)
         path = claim_worktree(store, task_id)
         prepare_worktree(store, path, base)
@@ -2734,10 +2730,13 @@ class Worktree(Workspace):
                                       f"{one_line(output.splitlines()[-1], 200)} "
                                       "(the record's Setup section has its output)")
                 return None
-        # After the setup, never before: it runs outside the sandbox, and would write through a link
-        # into your folder (an editable install pointing your venv at this worktree, which Codex
-        # writes).
-        link_shared(store, path, shared_dependencies(store, settings))
+        # The shared dependency folders the worktree lacks, linked: read-only for Codex, as they lie
+        # outside its writable roots. After the setup, never before: it runs outside the sandbox,
+        # and would write through a link into your folder (an editable install pointing your venv
+        # at this worktree, which Codex writes).
+        for name in shared_dependencies(store, settings):
+            if not os.path.lexists(path / name):
+                os.symlink(store.repo / name, path / name)
         return cls(store, path)
 
     @contextlib.contextmanager
@@ -2980,14 +2979,6 @@ def prepare_worktree(store: Store, path: Path, base: str) -> None:
     run_git(store.repo, "worktree", "prune")
     run_git(store.repo, "worktree", "add", "--detach", "--force", "--quiet", str(path), base,
             drivers=True)
-
-
-def link_shared(store: Store, path: Path, shared: list) -> None:
-    """Link the shared dependency folders into a worktree (read-only for Codex: they lie outside its
-    writable roots), those the worktree does not have of its own."""
-    for name in shared:
-        if not os.path.lexists(path / name):
-            os.symlink(store.repo / name, path / name)
 
 
 def unreviewed_changes(store: Store, running: bool) -> list:
