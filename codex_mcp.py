@@ -540,11 +540,9 @@ def render_meta(values: dict) -> list:
     lines = []
     for label, value in values.items():
         known = META_BY_LABEL.get(label.lower())
-        if known and META_HIDDEN_DEFAULTS.get(known[0]) == value:
-            continue
-        if value in ("", None) and known and known[0] != "status":
-            continue
-        if known and known[1] is int and value == 0 and label not in ("Rework Count",):
+        if known and (META_HIDDEN_DEFAULTS.get(known[0]) == value
+                      or value in ("", None) and known[0] != "status"
+                      or known[1] is int and value == 0 and label != "Rework Count"):
             continue
         lines.append(f"- {label}: {one_line(str(value), 500)}")
     return lines
@@ -1184,7 +1182,7 @@ class Store:
             taken = self.spellings() if number > 10**8 else None
             if taken is not None and number - 1000 > max(map(task_number, taken), default=0):
                 number = self.next_free_number()      # a counter far ahead of every record
-            while f"T-{number:03d}" in (taken if taken is not None else {}) or \
+            while f"T-{number:03d}" in (taken or {}) or \
                     self.path_for_write(f"T-{number:03d}").exists():
                 number += 1
             task.id, task.doc = f"T-{number:03d}", None
