@@ -146,8 +146,9 @@ def test_off_unchanged_or_unreviewable_lets_the_stop_through_at_once(harness):
     answer, _ = run_gate(h.repo, hook, on, h.codex)
     assert answer["decision"] == "block" and "Token written to the log" in answer["reason"]
     asked = len(h.server.requests)
-    answer, seconds = run_gate(h.repo, hook, on, h.codex)                          # unchanged since
-    assert answer == {} and len(h.server.requests) == asked and seconds < 1.5
+    # unchanged since: no review asked for (its cost in time is measured in tests/bench)
+    answer, _ = run_gate(h.repo, hook, on, h.codex)
+    assert answer == {} and len(h.server.requests) == asked
     git(h.repo, "add", "-A")
     git(h.repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "all in")
     answer, _ = run_gate(h.repo, hook, on, h.codex)                                # a clean tree
