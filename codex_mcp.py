@@ -1152,8 +1152,12 @@ class Store:
             raise os_error(error, f"read {self.relative(path)}") from None
 
     def load(self, task_id: str) -> Task:
+        """A task as the tool believes it: its record, or the tool's copy where the record may be an
+        in-place Codex's word (`believed`). A worker deciding whether to run, an accept deciding
+        what to check: none of them reads what another task's Codex wrote meanwhile."""
         task_id = normalize_task_id(task_id)
-        return parse_task(self.read_text(task_id), task_id, self.relative(self.path(task_id)))
+        text = self.read_text(task_id)
+        return parse_task(self.believed(task_id, text), task_id, self.relative(self.path(task_id)))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -1240,18 +1244,21 @@ class Store:
         queue. Read without pruning dead entries, so that the tools that only read write nothing."""
         return bool(queue_entries(self, prune=False))
 
-    def set_aside(self, task_id: str, text: str) -> tuple:
+    def believed(self, task_id: str, text: str) -> str:
         """While an in-place Codex may be writing agents/tasks/ (a live worker in the run queue), a
-        record that is not what the tool last wrote is not taken as a person's edit: its text is
-        saved and the tool's copy goes on, as the worker would put it back when the run ends.
-        Returns (the text to go on from, where the edit was saved or "")."""
+        record that is not what the tool last wrote is not taken as a person's edit: the tool's copy
+        is what goes on, as the worker would put it back when the run ends. Else `text`."""
         try:
             copy = (self.shadow_dir / f"{task_id}.md").read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
-            return text, ""
-        if copy == text or not self.codex_in_place():
-            return text, ""
-        return copy, self.save_edit(task_id, text)
+            return text
+        return copy if copy != text and self.codex_in_place() else text
+
+    def set_aside(self, task_id: str, text: str) -> tuple:
+        """`believed`, the record's text saved where it is not believed. Returns (the text to go on
+        from, where the edit was saved or "")."""
+        believed = self.believed(task_id, text)
+        return (text, "") if believed is text else (believed, self.save_edit(task_id, text))
 
     def save_edit(self, task_id: str, text: str) -> str:
         """Keep a changed text of a record that had to be put back; returns where it is."""

@@ -70,6 +70,25 @@ def test_hand_edits_are_honoured_on_next_read(tmp_path):
     assert again.goal == "goal two, edited by hand" and again.allowed_paths == ["lib/", "src/"]
 
 
+def test_a_record_rewritten_while_an_in_place_codex_runs_is_not_what_the_tool_reads(tmp_path):
+    """A worker deciding whether to run, an accept deciding what to check: while an in-place Codex
+    may be writing agents/tasks/ (a live worker in the run queue), they read the tool's copy of a
+    record, not what Codex wrote there (a finished status, wider allowed paths)."""
+    store = cm.Store(tmp_path)
+    task = store.create(cm.new_task("T-0", "goal", ["src/"]))
+    path = store.path(task.id)
+    path.write_text(path.read_text().replace("- Status: todo", "- Status: blocked")
+                    .replace("- `src/`", "- `.`"))
+    entry = store.queue_dir / "T-009"             # another task's worker: this process, alive
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(cm.process_identity(os.getpid()))
+    believed = store.load(task.id)
+    assert (believed.status, believed.allowed_paths) == ("todo", ["src/"])
+    entry.unlink()                                # no Codex runs: the edit is a person's
+    edited = store.load(task.id)
+    assert (edited.status, edited.allowed_paths) == ("blocked", ["."])
+
+
 def test_a_file_the_tool_did_not_change_is_not_rewritten(tmp_path):
     store = cm.Store(tmp_path)
     task = store.create(cm.new_task("T-0", "goal", ["src/"]))
